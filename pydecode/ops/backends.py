@@ -1,0 +1,130 @@
+"""Backend registry: which implementation of each op runs, and how a user forces one.
+
+Backends, fastest first for each device type:
+
+- CUDA tensors: ``cuda`` (C++/CUDA extension) > ``triton`` > ``torch``
+- CPU tensors:  ``cpp`` (C++/OpenMP extension) > ``torch``; ``triton`` only when asked for by name (it then runs
+  under the Triton interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported).
+
+``torch`` is the pure-PyTorch reference: always present, the fallback and the oracle of every kernel test.
+A backend is forced with the ``backend=`` argument of an op or of :func:`pydecode.generate`, or for the whole
+process with the environment variable ``PYDECODE_BACKEND``. Forcing one that cannot run raises ``RuntimeError``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Callable
+
+import torch
+
+BACKEND_NAMES = ("auto", "torch", "cpp", "triton", "cuda")
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpp", "torch")}
+
+# op name -> backend name -> "module:function" (imported lazily so a missing extension never breaks import)
+_REGISTRY: dict[str, dict[str, str]] = {}
+
+
+def register(op: str, backend: str, target: str) -> None:
+    """Register ``target`` ("module:function") as ``backend``'s implementation of ``op``."""
+    if backend not in BACKEND_NAMES[1:]:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES[1:]}, got {backend!r}")
+    _REGISTRY.setdefault(op, {})[backend] = target
+
+
+@functools.lru_cache(maxsize=None)
+def _load(target: str) -> Callable | None:
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, OSError, RuntimeError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def extension_loaded() -> bool:
+    """True when the compiled extension ``pydecode._C`` imports."""
+    try:
+        importlib.import_module("pydecode._C")
+        return True
+    except (ImportError, OSError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def extension_has_cuda() -> bool:
+    """True when the compiled extension was built with its CUDA kernels."""
+    if not extension_loaded():
+        return False
+    return bool(torch.ops.pydecode.built_with_cuda())
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """True when triton imports (on CPU it is usable only under ``TRITON_INTERPRET=1``)."""
+    try:
+        importlib.import_module("triton")
+        return True
+    except ImportError:
+        return False
+
+
+def _backend_usable(backend: str, device_type: str) -> bool:
+    if backend == "torch":
+        return True
+    if backend == "cpp":
+        return device_type == "cpu" and extension_loaded()
+    if backend == "cuda":
+        return device_type == "cuda" and extension_has_cuda()
+    if backend == "triton":
+        if not triton_available():
+            return False
+        return device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return False
+
+
+def requested_backend(backend: str | None = None) -> str:
+    """The backend asked for: the argument, else ``PYDECODE_BACKEND``, else ``"auto"``."""
+    name = backend or os.environ.get("PYDECODE_BACKEND") or "auto"
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {name!r}")
+    return name
+
+
+def resolve(op: str, device: torch.device | str, backend: str | None = None) -> tuple[str, Callable]:
+    """Return ``(backend_name, function)`` implementing ``op`` for tensors on ``device``."""
+    device_type = torch.device(device).type
+    name = requested_backend(backend)
+    impls = _REGISTRY.get(op, {})
+    if name != "auto":
+        fn = _load(impls[name]) if name in impls else None
+        if fn is None or not _backend_usable(name, device_type):
+            raise RuntimeError(
+                f"backend {name!r} cannot run op {op!r} on {device_type} tensors here "
+                f"(active backends: {', '.join(active_backends(device_type))})"
+            )
+        return name, fn
+    for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
+        if candidate in impls and _backend_usable(candidate, device_type):
+            fn = _load(impls[candidate])
+            if fn is not None:
+                return candidate, fn
+    raise RuntimeError(f"no backend implements op {op!r}")
+
+
+def active_backends(device_type: str = "cpu") -> list[str]:
+    """Backends that can run on ``device_type`` in this process."""
+    return [b for b in BACKEND_NAMES[1:] if _backend_usable(b, device_type)]
+
+
+def backends() -> dict[str, object]:
+    """What this process can use: the backends per device and which op each backend implements."""
+    device_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return {
+        "active": {d: active_backends(d) for d in device_types},
+        "extension": extension_loaded(),
+        "extension_cuda": extension_has_cuda(),
+        "triton": triton_available(),
+        "ops": {op: sorted(b for b, t in impls.items() if _load(t) is not None) for op, impls in _REGISTRY.items()},
+    }

@@ -1,0 +1,20 @@
+"""Public log-probability op: the chosen token's logprob and the top-n alternatives."""
+from __future__ import annotations
+
+import torch
+
+from . import registry  # noqa: F401  (fills the backend registry)
+from .backends import resolve
+from .validation import check_logits
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0, *, backend: str | None = None):
+    """Log-softmax of ``logits`` (B, V) at ``tokens`` (B,) and the ``top_n`` most likely (values, ids) per row.
+
+    Returns ``(logprob (B,) float32, top_values (B, top_n) float32, top_ids (B, top_n) int64)``; NaN counts as -inf.
+    """
+    check_logits(logits)
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+        raise ValueError(f"top_logprobs must be an integer >= 0, got {top_n!r}")
+    _, fn = resolve("logprobs", logits.device, backend)
+    return fn(logits, tokens, top_n)

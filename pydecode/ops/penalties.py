@@ -1,0 +1,41 @@
+"""Public penalty ops: repetition / frequency / presence penalties and the per-row token counts they read."""
+from __future__ import annotations
+
+import torch
+
+from . import registry  # noqa: F401  (fills the backend registry)
+from .backends import resolve
+from .validation import check_per_row
+
+
+def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None,
+                     repetition=1.0, frequency=0.0, presence=0.0, *, backend: str | None = None) -> torch.Tensor:
+    """Apply the penalties to float32 ``logits`` (B, V) in place and return it.
+
+    ``token_counts`` (B, V) int32 counts generated tokens; ``prompt_mask`` (B, V) bool marks prompt tokens (repetition
+    penalty only). ``repetition`` > 0 (1 = off, transformers semantics); ``frequency`` and ``presence`` in [-2, 2]
+    (0 = off, OpenAI semantics). Each is a scalar or a (B,) tensor.
+    """
+    if logits.dtype != torch.float32 or logits.dim() != 2 or not logits.is_contiguous():
+        raise TypeError("logits must be a contiguous float32 tensor of shape (batch, vocab)")
+    if token_counts.shape != logits.shape or token_counts.dtype != torch.int32:
+        raise TypeError(f"token_counts must be int32 of shape {tuple(logits.shape)}")
+    if prompt_mask is not None and (prompt_mask.shape != logits.shape or prompt_mask.dtype != torch.bool):
+        raise TypeError(f"prompt_mask must be bool of shape {tuple(logits.shape)}")
+    batch = logits.shape[0]
+    repetition = check_per_row("repetition_penalty", repetition, batch, 0.0, float("inf"), low_open=True)
+    frequency = check_per_row("frequency_penalty", frequency, batch, -2.0, 2.0)
+    presence = check_per_row("presence_penalty", presence, batch, -2.0, 2.0)
+    return penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency, presence, backend)
+
+
+def penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency, presence, backend=None):
+    """:func:`apply_penalties_` without argument checks, for the decode loop."""
+    _, fn = resolve("penalties", logits.device, backend)
+    return fn(logits, token_counts, prompt_mask, repetition, frequency, presence)
+
+
+def record_tokens_(token_counts: torch.Tensor, tokens: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """``token_counts[b, tokens[b]] += 1`` for every row, in place (tokens must lie in [0, V))."""
+    _, fn = resolve("record", token_counts.device, backend)
+    return fn(token_counts, tokens)

@@ -1,0 +1,123 @@
+"""Pure-PyTorch reference of the sampling pipeline: temperature -> top-k -> top-p -> min-p -> typical -> draw.
+
+Each filter has the semantics of the transformers warper of the same name (sequential: each sees the output of the
+previous one, masked entries are ``-inf``; ties at the top-k boundary are kept; top-p keeps the smallest set of most
+probable tokens whose mass reaches ``top_p``; min-p keeps ``p >= min_p * p_max``). Parameters are per row: a Python
+scalar for every row, or a tensor of shape (B,). A row with ``temperature == 0`` is greedy: its warpers are skipped
+and the draw is the argmax. NaN logits count as ``-inf``; a row with no finite logit draws token 0.
+"""
+from __future__ import annotations
+
+import torch
+
+from .random import gumbel_noise
+
+
+def per_row(value, batch: int, device, dtype) -> torch.Tensor:
+    """A (B, 1) tensor from a scalar or a (B,) tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype).reshape(batch, 1)
+    return torch.full((batch, 1), value, device=device, dtype=dtype)
+
+
+def sanitize(logits: torch.Tensor) -> torch.Tensor:
+    """float32 copy of ``logits`` with NaN replaced by ``-inf``."""
+    logits = logits.to(torch.float32, copy=True)
+    return logits.masked_fill_(torch.isnan(logits), float("-inf"))
+
+
+def apply_temperature(logits: torch.Tensor, temperature) -> torch.Tensor:
+    """Divide each sampling row by its temperature; greedy rows (temperature 0) are left as they are."""
+    t = per_row(temperature, logits.shape[0], logits.device, torch.float32)
+    return torch.where(t > 0, logits / torch.where(t > 0, t, 1.0), logits)
+
+
+def top_k_filter(logits: torch.Tensor, top_k) -> torch.Tensor:
+    """Keep the entries >= each row's k-th largest value; ``top_k <= 0`` or ``>= V`` keeps everything."""
+    batch, vocab = logits.shape
+    k = per_row(top_k, batch, logits.device, torch.int64)
+    active = (k > 0) & (k < vocab)
+    if not bool(active.any()):
+        return logits
+    kmax = int(torch.where(active, k, 1).max())
+    top_values = logits.topk(kmax, dim=-1).values
+    kth = top_values.gather(1, (torch.where(active, k, 1) - 1).clamp(max=kmax - 1))
+    remove = active & (logits < kth)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, top_p) -> torch.Tensor:
+    """Nucleus filter: drop the least probable tokens whose cumulative mass is <= ``1 - top_p``."""
+    p = per_row(top_p, logits.shape[0], logits.device, torch.float32)
+    active = p < 1.0
+    if not bool(active.any()):
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    sorted_remove = cumulative <= (1 - p)
+    sorted_remove[:, -1] = False
+    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove) & active
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def min_p_filter(logits: torch.Tensor, min_p) -> torch.Tensor:
+    """Drop tokens whose probability is below ``min_p`` times the row's top probability."""
+    m = per_row(min_p, logits.shape[0], logits.device, torch.float32)
+    if not bool((m > 0).any()):
+        return logits
+    probs = logits.softmax(dim=-1)
+    remove = probs < m * probs.amax(dim=-1, keepdim=True)
+    remove.scatter_(1, probs.argmax(dim=-1, keepdim=True), False)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def typical_filter(logits: torch.Tensor, typical_p) -> torch.Tensor:
+    """Locally typical sampling (Meister et al.): keep the tokens closest to the entropy until ``typical_p`` mass."""
+    mass = per_row(typical_p, logits.shape[0], logits.device, torch.float32)
+    active = mass < 1.0
+    if not bool(active.any()):
+        return logits
+    log_probs = logits.log_softmax(dim=-1)
+    entropy = -(log_probs * log_probs.exp()).nansum(-1, keepdim=True)
+    shifted = (-log_probs - entropy).abs()
+    sorted_shifted, sorted_idx = torch.sort(shifted, descending=False)
+    cumulative = logits.gather(-1, sorted_idx).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < mass).sum(dim=1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
+    sorted_remove = sorted_shifted > sorted_shifted.gather(1, last)
+    sorted_remove[:, 0] = False
+    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove) & active
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0) -> torch.Tensor:
+    """float32 processed logits: temperature, then top-k, top-p, min-p and typical masks (``-inf`` = removed).
+
+    Greedy rows (temperature 0) come back as the sanitized input: their draw is the argmax either way.
+    """
+    logits = sanitize(logits)
+    batch = logits.shape[0]
+    sampling = per_row(temperature, batch, logits.device, torch.float32) > 0
+    out = apply_temperature(logits, temperature)
+    out = top_k_filter(out, top_k)
+    out = top_p_filter(out, top_p)
+    out = min_p_filter(out, min_p)
+    out = typical_filter(out, typical_p)
+    return torch.where(sampling, out, logits)
+
+
+def sample_from_processed(processed: torch.Tensor, seeds: torch.Tensor, step: int, temperature=1.0) -> torch.Tensor:
+    """Gumbel-max draw from ``softmax(processed)`` per row; greedy rows (temperature 0) take the argmax.
+
+    ``seeds`` (B,) int64 and ``step`` select the counter-based stream (see :mod:`.random`). Returns (B,) int64.
+    """
+    processed = sanitize(processed)
+    batch, vocab = processed.shape
+    greedy = per_row(temperature, batch, processed.device, torch.float32) <= 0
+    noisy = processed + gumbel_noise(seeds.to(processed.device), step, vocab)
+    return torch.where(greedy, processed, noisy).argmax(dim=-1)
+
+
+def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0) -> torch.Tensor:
+    """The fused kernels' contract: process the logits and draw one token per row. Returns (B,) int64."""
+    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p)
+    return sample_from_processed(processed, seeds, step, temperature)

@@ -1,0 +1,48 @@
+"""Public sampling op: temperature, top-k, top-p, min-p and the draw, on the fastest backend."""
+from __future__ import annotations
+
+import torch
+
+from . import registry  # noqa: F401  (fills the backend registry)
+from .backends import resolve
+from .reference import sampling as reference
+from .validation import check_logits, check_per_row, check_seeds
+
+
+def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, *, seeds: torch.Tensor,
+                       step: int = 0, typical_p=1.0, backend: str | None = None) -> torch.Tensor:
+    """Draw one token per row from the processed distribution.
+
+    Parameters
+    ----------
+    logits : (B, V) float32/float16/bfloat16 tensor
+    temperature : float >= 0 or (B,) tensor; 0 makes the row greedy (argmax)
+    top_k : int >= 0 or (B,) tensor; 0 (or >= V) disables
+    top_p : float in (0, 1] or (B,) tensor; 1 disables
+    min_p : float in [0, 1] or (B,) tensor; 0 disables
+    seeds : (B,) int64 tensor; with ``step`` it selects the counter-based random stream
+    step : int, the decode step (the number of tokens generated so far)
+    typical_p : float in (0, 1] or (B,) tensor; below 1 this runs on the reference path
+    backend : "auto" | "torch" | "cpp" | "triton" | "cuda"
+
+    Returns
+    -------
+    (B,) int64 tensor of token ids, always in ``[0, V)``.
+    """
+    check_logits(logits)
+    batch = logits.shape[0]
+    temperature = check_per_row("temperature", temperature, batch, 0.0, float("inf"))
+    top_k = check_per_row("top_k", top_k, batch, 0, float("inf"), integer=True)
+    top_p = check_per_row("top_p", top_p, batch, 0.0, 1.0, low_open=True)
+    min_p = check_per_row("min_p", min_p, batch, 0.0, 1.0)
+    typical_p = check_per_row("typical_p", typical_p, batch, 0.0, 1.0, low_open=True)
+    seeds = check_seeds(seeds, batch)
+    return sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p, backend)
+
+
+def sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, backend=None):
+    """:func:`top_k_top_p_sample` without argument checks, for the decode loop (parameters already validated)."""
+    if isinstance(typical_p, torch.Tensor) or typical_p < 1.0:
+        return reference.top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p)
+    _, fn = resolve("sample", logits.device, backend)
+    return fn(logits, temperature, top_k, top_p, min_p, seeds, int(step))

@@ -1,0 +1,62 @@
+"""Argument checks shared by the public ops and generate(): clear errors naming the parameter and its range."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_logits(logits: torch.Tensor, name: str = "logits") -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, vocab), got {tuple(logits.shape)}")
+    if logits.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {logits.dtype}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name} must have a vocabulary of at least one token")
+
+
+def check_per_row(name: str, value, batch: int, low: float, high: float, low_open: bool = False,
+                  high_open: bool = False, integer: bool = False):
+    """Check a scalar-or-(B,) parameter lies in its range; return it (tensors unchanged, scalars as float/int).
+
+    Tensor values are checked on the host once (call this at set-up, never inside the decode step).
+    """
+    lo_br, hi_br = ("(" if low_open else "["), (")" if high_open else "]")
+    allowed = f"{lo_br}{low}, {high}{hi_br}"
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1 or value.shape[0] != batch:
+            raise ValueError(f"{name} as a tensor must have shape ({batch},), one value per row, got {tuple(value.shape)}")
+        if integer and value.dtype.is_floating_point:
+            raise TypeError(f"{name} must hold integers, got {value.dtype}")
+        values = value.detach().double().cpu()
+        bad = torch.isnan(values) | (values < low) | (values > high)
+        if low_open:
+            bad |= values == low
+        if high_open:
+            bad |= values == high
+        if bool(bad.any()):
+            raise ValueError(f"{name} must lie in {allowed} for every row, got {values[bad][0].item()}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or a tensor of shape ({batch},), got {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        if float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, got {value}")
+    v = float(value)
+    if math.isnan(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
+        raise ValueError(f"{name} must lie in {allowed}, got {value}")
+    return value
+
+
+def check_seeds(seeds, batch: int) -> torch.Tensor:
+    if not isinstance(seeds, torch.Tensor) or seeds.dim() != 1 or seeds.shape[0] != batch:
+        raise ValueError(f"seeds must be an int64 tensor of shape ({batch},)")
+    if seeds.dtype != torch.int64:
+        raise TypeError(f"seeds must be int64, got {seeds.dtype}")
+    return seeds

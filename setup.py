@@ -1,0 +1,59 @@
+"""Build pydecode: the C++ CPU extension always, the CUDA sources only where torch has CUDA and nvcc is found.
+
+Install with ``pip install --no-build-isolation -e .`` after installing torch, so the extension is built against the
+torch you run (build isolation would fetch another torch, possibly a multi-GB CUDA build).
+"""
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+
+def _extensions():
+    if os.environ.get("PYDECODE_NO_EXTENSION") == "1":
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/bindings.cpp"]
+    include_dirs = [os.path.join(here, "csrc", "include")]
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-DNDEBUG"]
+    link_flags = ["-fopenmp"]
+    with_cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
+    if with_cuda and os.environ.get("PYDECODE_NO_CUDA") != "1":
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-DNDEBUG"]
+        ext = CUDAExtension(
+            "pydecode._C", sources, include_dirs=include_dirs, define_macros=[("PYDECODE_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=link_flags,
+        )
+    else:
+        ext = CppExtension(
+            "pydecode._C", sources, include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
+        )
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="pydecode",
+    version="0.1.0",
+    description="Decoding engine for causal LMs with Triton and C++/CUDA sampling kernels; generate() mirrors transformers",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pydecode", "pydecode.*"]) + ["pydecode.triton_kernels"],
+    package_dir={"pydecode.triton_kernels": "triton_kernels"},
+    install_requires=["torch>=2.4", "transformers>=5.0,<6", "numpy"],
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "real": ["gguf>=0.10", "accelerate>=1.0"],
+        "test": ["pytest", "scipy", "gguf>=0.10", "accelerate>=1.0", "triton>=3.0"],
+        "bench": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["pydecode=pydecode.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
