@@ -1,0 +1,101 @@
+"""``pydecode.generate``: transformers' ``model.generate`` signature and semantics, pydecode's kernels."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..sampling.params import SamplingParams
+from .config import check_supported, resolve_config
+from .logits import LogitsPipeline
+from .runner import ModelRunner
+from .sample import sample_loop
+from .stopping import StopConditions
+from .validate import check_inputs, check_lengths, special_tokens
+
+
+@torch.no_grad()
+def generate(model, input_ids=None, attention_mask=None, generation_config=None, streamer=None, *, inputs=None,
+             logits_processor=None, stopping_criteria=None, tokenizer=None, **kwargs):
+    """Generate token ids with ``model``, as ``model.generate`` does, on pydecode's fastest backend.
+
+    Takes the same arguments as transformers' ``generate`` (a ``GenerationConfig`` and/or its fields as keyword
+    arguments; ``attention_mask`` for left-padded batches; ``streamer``; ``stop_strings`` with ``tokenizer``;
+    ``logits_processor`` / ``stopping_criteria`` lists) plus pydecode's: ``frequency_penalty``,
+    ``presence_penalty``, ``seed``, ``output_logprobs``, ``top_logprobs`` and ``backend``. Every sampling parameter
+    and penalty may also be a tensor of shape (batch,), one value per prompt. Returns the sequences (B * n, L) as a
+    LongTensor, or a :class:`~pydecode.generation.output.GenerateOutput` with ``return_dict_in_generate=True``.
+    """
+    if input_ids is None:
+        input_ids = inputs
+    resolved = resolve_config(model, generation_config, kwargs)
+    config = resolved.config
+    check_supported(config)
+    _check_strategy(model, config, resolved.model_kwargs)
+    model_kwargs = dict(resolved.model_kwargs)
+    if attention_mask is None:
+        attention_mask = model_kwargs.pop("attention_mask", None)
+    eos_ids, pad_id = special_tokens(config, model)
+    input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config)
+    max_length = check_lengths(model, config, input_ids.shape[1], resolved.has_default_max_length)
+
+    batch = input_ids.shape[0]
+    expand = int(config.num_return_sequences or 1)
+    device = input_ids.device
+    params = SamplingParams.build(resolved, batch, expand, device)
+    if expand > 1:
+        input_ids = input_ids.repeat_interleave(expand, dim=0)
+        attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    backend = resolved.extra("backend")
+    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
+    pipeline = LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend)
+    stops = StopConditions(config, eos_tensor, tokenizer, stopping_criteria)
+    cache = _make_cache(model, config, model_kwargs, input_ids.shape[0], max_length)
+    runner = ModelRunner(model, attention_mask, input_ids.shape[0], input_ids.shape[1], max_length, device, cache,
+                         model_kwargs)
+    return sample_loop(runner, pipeline, stops, input_ids, max_length, pad_id, streamer, config)
+
+
+def _check_strategy(model, config, model_kwargs) -> None:
+    """Raise for strategies and model kinds this release does not run."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise NotImplementedError("pydecode.generate does not run encoder-decoder models yet")
+    if "decoder_input_ids" in model_kwargs:
+        raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
+    modes = {
+        "beam search (num_beams > 1)": (config.num_beams or 1) > 1,
+        "contrastive search (penalty_alpha)": config.penalty_alpha is not None and config.penalty_alpha > 0,
+        "DoLa (dola_layers)": config.dola_layers is not None,
+        "assisted decoding (assistant_model)": model_kwargs.get("assistant_model") is not None,
+        "prompt-lookup decoding (prompt_lookup_num_tokens)": config.prompt_lookup_num_tokens is not None,
+    }
+    for name, requested in modes.items():
+        if requested:
+            raise NotImplementedError(f"pydecode.generate does not implement {name} yet")
+
+
+def _make_cache(model, config, model_kwargs, rows: int, max_length: int):
+    """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``."""
+    user_cache = model_kwargs.pop("past_key_values", None)
+    if user_cache is not None:
+        return user_cache
+    name = config.cache_implementation
+    if name in (None, "dynamic"):
+        return None
+    raise NotImplementedError(f"cache_implementation={name!r} is not supported by pydecode.generate")
+
+
+def patch(model):
+    """Make ``model.generate`` route through :func:`generate` (undo with :func:`unpatch`). Returns the model."""
+    if "generate" not in vars(model):
+        model.generate = functools.partial(generate, model)
+    return model
+
+
+def unpatch(model):
+    """Restore the model's own ``generate``. Returns the model."""
+    vars(model).pop("generate", None)
+    return model

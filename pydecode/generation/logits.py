@@ -1,0 +1,128 @@
+"""The per-step logits pipeline shared by the decoding strategies.
+
+Order (transformers' processor order, then the warpers, then the draw):
+
+1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
+2. bans from the history: ``no_repeat_ngram_size``, ``bad_words_ids``
+3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_eos_token_id``, ``remove_invalid_values``,
+   ``suppress_tokens``, then the user's own ``logits_processor`` list
+4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
+   the argmax — steps 4 run fused in one op on the fastest backend
+5. ``renormalize_logits`` (log-softmax) for the reported scores
+
+Nothing here reads tensors back to the host.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.penalties import penalties_unchecked, record_tokens_
+from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
+from ..ops.reference.sampling import process_logits, sample_from_processed
+from ..ops.sampling import sample_unchecked
+from ..sampling.params import SamplingParams
+
+
+class LogitsPipeline:
+    """Turns raw next-token logits into processed scores and chosen tokens, step by step.
+
+    Parameters
+    ----------
+    config : the resolved transformers GenerationConfig
+    params : per-row :class:`SamplingParams`
+    prompt_ids : (B, L0) int64 prompt (after left padding and expansion)
+    attention_mask : (B, L0) or None
+    eos_ids : (E,) int64 tensor or None
+    logits_processor : optional transformers ``LogitsProcessorList`` applied after pydecode's processors
+    backend : forced backend name or None for auto
+    """
+
+    def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
+                 backend=None):
+        self.config = config
+        self.params = params
+        self.prompt_ids = prompt_ids
+        self.attention_mask = attention_mask
+        self.prompt_len = prompt_ids.shape[1]
+        self.eos_ids = eos_ids
+        self.logits_processor = logits_processor
+        self.backend = backend
+        self.token_counts = None
+        self.prompt_mask = None
+        self.static_ban = None
+        self.bad_words = None
+        self._ready = False
+
+    def _lazy_init(self, vocab: int, device) -> None:
+        """Allocate the per-row state once the vocabulary size (the logits' width) is known."""
+        batch = self.prompt_ids.shape[0]
+        if self.params.has_penalties:
+            self.token_counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
+            if self.params.has_repetition_penalty:
+                self.prompt_mask = prompt_token_mask(self.prompt_ids.to(device), vocab, self.attention_mask)
+        ban = torch.zeros(vocab, dtype=torch.bool, device=device)
+        suppress = self.config.suppress_tokens or []
+        ban[[t for t in suppress if 0 <= t < vocab]] = True
+        words = [list(w) for w in (self.config.bad_words_ids or [])]
+        eos = set(self.eos_ids.tolist()) if self.eos_ids is not None else set()
+        words = [w for w in words if not (len(w) == 1 and w[0] in eos)]  # transformers never bans eos this way
+        for word in words:
+            if any(not (0 <= t < vocab) for t in word):
+                raise ValueError(f"bad_words_ids must hold token ids in [0, {vocab}), got {word}")
+        ban[[w[0] for w in words if len(w) == 1]] = True
+        self.bad_words = [w for w in words if len(w) > 1]
+        self.static_ban = ban if suppress or any(len(w) == 1 for w in words) else None
+        self._ready = True
+
+    def process(self, logits: torch.Tensor, history: torch.Tensor, cur_len: int) -> torch.Tensor:
+        """Steps 1-3 on a float32 copy of the raw logits (B, V); ``history`` is (B, cur_len) of all tokens so far."""
+        scores = logits
+        if not self._ready:
+            self._lazy_init(scores.shape[-1], scores.device)
+        vocab = scores.shape[-1]
+        p, config = self.params, self.config
+        if self.token_counts is not None:
+            penalties_unchecked(scores, self.token_counts, self.prompt_mask, p.repetition_penalty,
+                                p.frequency_penalty, p.presence_penalty, self.backend)
+        if config.no_repeat_ngram_size:
+            scores.masked_fill_(no_repeat_ngram_banned(history, config.no_repeat_ngram_size, vocab), float("-inf"))
+        if self.bad_words:
+            scores.masked_fill_(bad_words_banned(history, self.bad_words, vocab), float("-inf"))
+        if self.eos_ids is not None and self._eos_banned(cur_len):
+            scores[:, self.eos_ids] = float("-inf")
+        if config.forced_eos_token_id is not None and cur_len == config.max_length - 1:
+            forced = config.forced_eos_token_id
+            forced = [forced] if isinstance(forced, int) else list(forced)
+            scores.fill_(float("-inf"))
+            scores[:, forced] = 0.0
+        if config.remove_invalid_values:
+            scores = torch.nan_to_num(scores, nan=0.0, posinf=torch.finfo(scores.dtype).max,
+                                      neginf=torch.finfo(scores.dtype).min)
+        if self.static_ban is not None:
+            scores.masked_fill_(self.static_ban, float("-inf"))
+        if self.logits_processor:
+            scores = self.logits_processor(history, scores)
+        return scores
+
+    def _eos_banned(self, cur_len: int) -> bool:
+        min_length = self.config.min_length or 0
+        min_new = self.config.min_new_tokens or 0
+        return cur_len < min_length or cur_len - self.prompt_len < min_new
+
+    def select(self, scores: torch.Tensor, step: int, want_processed: bool = False):
+        """Step 4: the next token of every row, and the processed scores (warpers applied) if asked for."""
+        p = self.params
+        if not want_processed:
+            tokens = sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
+                                      self.backend)
+            return tokens, None
+        processed = process_logits(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p)
+        tokens = sample_from_processed(processed, p.seeds, step, p.temperature)
+        if self.config.renormalize_logits:
+            processed = processed.log_softmax(dim=-1)
+        return tokens, processed
+
+    def record(self, tokens: torch.Tensor) -> None:
+        """Count the chosen tokens for the frequency / presence / repetition penalties."""
+        if self.token_counts is not None:
+            record_tokens_(self.token_counts, tokens, backend=self.backend)

@@ -1,0 +1,25 @@
+"""The object generate() returns with ``return_dict_in_generate=True``: transformers' fields plus logprobs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+
+@dataclass
+class GenerateOutput(GenerateDecoderOnlyOutput):
+    """transformers' ``GenerateDecoderOnlyOutput`` (``sequences``, ``scores``, ``logits``, ``attentions``,
+    ``hidden_states``, ``past_key_values``) plus, when asked for with ``output_logprobs=True`` or ``top_logprobs=N``:
+
+    - ``logprobs`` (B, T): each generated token's log-probability under the raw model distribution
+    - ``processed_logprobs`` (B, T): the same under the processed distribution it was drawn from
+    - ``top_logprobs`` / ``top_logprob_ids`` (B, T, N): the N most likely tokens of the raw distribution
+    - ``host_syncs``: how many times the decode loop read a device value back to the host (stopping checks)
+    """
+
+    logprobs: torch.Tensor | None = None
+    processed_logprobs: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+    top_logprob_ids: torch.Tensor | None = None
+    host_syncs: int | None = None

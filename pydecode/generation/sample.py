@@ -1,0 +1,108 @@
+"""Greedy decoding and multinomial sampling: one loop, rows may mix both (temperature 0 = greedy row)."""
+from __future__ import annotations
+
+import torch
+
+from ..ops.logprobs import token_logprobs
+from .logits import LogitsPipeline
+from .output import GenerateOutput
+from .runner import ModelRunner
+from .stopping import StopConditions
+
+
+def sample_loop(runner: ModelRunner, pipeline: LogitsPipeline, stops: StopConditions, input_ids: torch.Tensor,
+                max_length: int, pad_id, streamer, config):
+    """Decode until every row has finished or ``max_length`` tokens are reached.
+
+    Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. The
+    only host read per step is ``unfinished.any()``, and only when a row can finish early (eos, stop strings,
+    custom criteria). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+    """
+    batch, prompt_len = input_ids.shape
+    device = input_ids.device
+    history = torch.full((batch, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
+    history[:, :prompt_len] = input_ids
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    record = _Recorder(config)
+    want_processed = record.scores or record.processed_logprobs
+    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
+    host_syncs = 0
+
+    outputs = runner.prefill(input_ids)
+    cur_len, step = prompt_len, 0
+    while True:
+        logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, history[:, :cur_len], cur_len)
+        tokens, processed = pipeline.select(scores, step, want_processed)
+        if pad is not None and stops.can_stop_rows:
+            tokens = torch.where(unfinished, tokens, pad)
+        history[:, cur_len] = tokens
+        pipeline.record(tokens)
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        cur_len, step = cur_len + 1, step + 1
+        if streamer is not None:
+            streamer.put(tokens.cpu())
+        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
+        if cur_len >= max_length or stops.out_of_time():
+            break
+        if stops.can_stop_rows:
+            host_syncs += 1
+            if not bool(unfinished.any()):
+                break
+        outputs = runner.step(tokens)
+    if streamer is not None:
+        streamer.end()
+    sequences = history[:, :cur_len]
+    if not config.return_dict_in_generate:
+        return sequences
+    return record.finish(sequences, runner.cache, host_syncs)
+
+
+class _Recorder:
+    """Collects what ``return_dict_in_generate`` asks for, step by step."""
+
+    def __init__(self, config):
+        on = bool(config.return_dict_in_generate)
+        self.scores = on and bool(config.output_scores)
+        self.logits = on and bool(config.output_logits)
+        self.attentions = on and bool(config.output_attentions)
+        self.hidden_states = on and bool(config.output_hidden_states)
+        self.top_n = int(getattr(config, "top_logprobs", 0) or 0)
+        self.logprobs = on and (bool(getattr(config, "output_logprobs", False)) or self.top_n > 0)
+        self.processed_logprobs = self.logprobs
+        self.keeps_raw = self.logits or self.logprobs
+        self.store = {k: [] for k in ("scores", "logits", "attentions", "hidden_states", "logprobs", "processed",
+                                      "top_values", "top_ids")}
+
+    def add(self, outputs, logits, scores, processed, tokens, backend) -> None:
+        if self.scores:
+            self.store["scores"].append(processed)
+        if self.logits:
+            self.store["logits"].append(logits)
+        if self.attentions:
+            self.store["attentions"].append(outputs.attentions)
+        if self.hidden_states:
+            self.store["hidden_states"].append(outputs.hidden_states)
+        if self.logprobs:
+            chosen, top_values, top_ids = token_logprobs(logits, tokens, self.top_n, backend=backend)
+            self.store["logprobs"].append(chosen)
+            self.store["processed"].append(token_logprobs(processed, tokens, 0, backend=backend)[0])
+            self.store["top_values"].append(top_values)
+            self.store["top_ids"].append(top_ids)
+
+    def finish(self, sequences, cache, host_syncs) -> GenerateOutput:
+        s = self.store
+        stack = (lambda xs: torch.stack(xs, dim=1)) if self.logprobs else (lambda xs: None)
+        return GenerateOutput(
+            sequences=sequences,
+            scores=tuple(s["scores"]) if self.scores else None,
+            logits=tuple(s["logits"]) if self.logits else None,
+            attentions=tuple(s["attentions"]) if self.attentions else None,
+            hidden_states=tuple(s["hidden_states"]) if self.hidden_states else None,
+            past_key_values=cache,
+            logprobs=stack(s["logprobs"]),
+            processed_logprobs=stack(s["processed"]),
+            top_logprobs=stack(s["top_values"]) if self.top_n else None,
+            top_logprob_ids=stack(s["top_ids"]) if self.top_n else None,
+            host_syncs=host_syncs,
+        )

@@ -1,0 +1,87 @@
+"""Checks and defaults applied once per generate() call, before any model step (host reads are fine here)."""
+from __future__ import annotations
+
+import torch
+
+
+def _vocab_size(model) -> int | None:
+    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if embeddings is not None and hasattr(embeddings, "weight"):
+        return int(embeddings.weight.shape[0])
+    return getattr(model.config.get_text_config(), "vocab_size", None)
+
+
+def special_tokens(config, model) -> tuple[list[int], int | None]:
+    """``(eos ids, pad id)`` as transformers resolves them: pad defaults to the first eos id."""
+    eos = config.eos_token_id
+    if isinstance(eos, torch.Tensor):
+        eos = eos.tolist()
+    eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+    vocab = _vocab_size(model)
+    for e in eos_ids:
+        if e < 0 or (vocab is not None and e >= vocab):
+            raise ValueError(f"eos_token_id must lie in [0, {vocab}), got {e}")
+    pad = config.pad_token_id
+    if isinstance(pad, torch.Tensor):
+        pad = int(pad)
+    if pad is None and eos_ids:
+        pad = eos_ids[0]
+    return eos_ids, pad
+
+
+def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config):
+    """Validate the prompt; build its attention mask as transformers does when none is given."""
+    if input_ids is None:
+        bos = config.bos_token_id
+        if bos is None:
+            raise ValueError("input_ids is required when the model has no bos_token_id")
+        input_ids = torch.full((1, 1), int(bos), dtype=torch.long, device=model.device)
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError("input_ids must be an integer tensor of shape (batch, length)")
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+    if input_ids.dim() != 2 or input_ids.numel() == 0:
+        raise ValueError(f"input_ids must be a non-empty tensor of shape (batch, length), got {tuple(input_ids.shape)}")
+    input_ids = input_ids.to(model.device, torch.long)
+    vocab = _vocab_size(model)
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        raise ValueError(f"input_ids must hold token ids in [0, {vocab}), got values in [{low}, {high}]")
+    if attention_mask is None:
+        pad_in_input = pad_id is not None and bool((input_ids == pad_id).any())
+        if pad_in_input and pad_id not in eos_ids:
+            attention_mask = (input_ids != pad_id).long()
+    else:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        attention_mask = attention_mask.to(model.device)
+    return input_ids, attention_mask
+
+
+def _check_count(name: str, value, low: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) -> int:
+    """The total length to stop at, with transformers' rules for max_new_tokens / max_length defaults."""
+    _check_count("max_new_tokens", config.max_new_tokens, 1)
+    _check_count("min_new_tokens", config.min_new_tokens, 0)
+    _check_count("num_return_sequences", config.num_return_sequences, 1)
+    _check_count("no_repeat_ngram_size", config.no_repeat_ngram_size, 0)
+    _check_count("top_logprobs", getattr(config, "top_logprobs", 0), 0)
+    if config.max_time is not None and not config.max_time > 0:
+        raise ValueError(f"max_time must be > 0 seconds, got {config.max_time}")
+    if config.max_new_tokens is not None:
+        max_length = config.max_new_tokens + prompt_len
+    elif has_default_max_length:
+        max_length = (config.max_length or 20) + prompt_len
+        limit = getattr(model.config, "max_position_embeddings", None)
+        max_length = min(max_length, limit) if limit else max_length
+    else:
+        max_length = config.max_length
+    if max_length <= prompt_len:
+        raise ValueError(f"max_length ({max_length}) must exceed the prompt length ({prompt_len}): "
+                         "raise max_length or use max_new_tokens >= 1")
+    return max_length
