@@ -54,7 +54,8 @@ def _quantize_groups(x: torch.Tensor, valid: torch.Tensor | None, nbits: int, me
     scale = ((hi - lo) / levels).to(meta_dtype)
     zero = lo.to(meta_dtype)
     s, z = scale.float().unsqueeze(-1), zero.float().unsqueeze(-1)
-    codes = torch.where(s > 0, torch.round((x - z) / s.clamp_min(1e-30)), torch.zeros_like(x))
+    # floor(y + 0.5) rather than round-half-even: every backend can reproduce it bit for bit.
+    codes = torch.where(s > 0, torch.floor((x - z) / torch.where(s > 0, s, 1.0) + 0.5), torch.zeros_like(x))
     return codes.clamp_(0, levels).to(torch.int32), scale, zero
 
 

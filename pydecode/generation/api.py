@@ -37,7 +37,7 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
     input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config)
-    max_length = check_lengths(model, config, input_ids.shape[1], resolved.has_default_max_length)
+    max_length = config.max_length = check_lengths(model, config, input_ids.shape[1], resolved.has_default_max_length)
 
     batch = input_ids.shape[0]
     expand = int(config.num_return_sequences or 1)
