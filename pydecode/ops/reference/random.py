@@ -7,7 +7,9 @@ or the device. Every backend (torch, C++, CUDA, Triton) computes the same 32-bit
     row_key   = mix32(mix32(seed_hi ^ 0x9E3779B9) ^ seed_lo)          seed split into two 32-bit halves
     step_key  = mix32(row_key ^ mix32(step ^ 0x85EBCA6B))
     bits(v)   = mix32(step_key ^ mix32(v ^ 0xC2B2AE35))               v = token index, all arithmetic mod 2**32
-    uniform   = ((bits >> 8) + 0.5) * 2**-24                           float32 in (0, 1), never 0 or 1
+    uniform   = ((bits >> 9) + 0.5) * 2**-23                           float32 in (0, 1), never 0 or 1
+
+(23 bits, not 24: ``2**24 - 0.5`` is not a float32 and would round ``uniform`` up to exactly 1.)
     gumbel    = -log(-log(uniform))
 
 Sampling is Gumbel-max: ``argmax(processed_logits + gumbel)``, which draws from ``softmax(processed_logits)``.
@@ -53,7 +55,7 @@ def random_bits(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor
 def random_uniform(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
     """(B, V) float32 uniforms in (0, 1) for every token of every row."""
     bits = random_bits(seeds, step, vocab_size)
-    return ((bits >> 8).to(torch.float32) + 0.5) * (2.0**-24)
+    return ((bits >> 9).to(torch.float32) + 0.5) * (2.0**-23)
 
 
 def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
