@@ -6,10 +6,11 @@ import functools
 import torch
 
 from ..sampling.params import SamplingParams
+from . import strategies
 from .config import check_supported, resolve_config
+from .context import DecodeContext
 from .logits import LogitsPipeline
 from .runner import ModelRunner
-from .sample import sample_loop
 from .stopping import StopConditions
 from .validate import check_inputs, check_lengths, special_tokens
 
@@ -26,13 +27,24 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     and penalty may also be a tensor of shape (batch,), one value per prompt. Returns the sequences (B * n, L) as a
     LongTensor, or a :class:`~pydecode.generation.output.GenerateOutput` with ``return_dict_in_generate=True``.
     """
-    if input_ids is None:
-        input_ids = inputs
+    ctx = prepare(model, input_ids if input_ids is not None else inputs, attention_mask, generation_config, streamer,
+                  logits_processor, stopping_criteria, tokenizer, kwargs)
+    return strategies.load(ctx.strategy)(ctx)
+
+
+def prepare(model, input_ids, attention_mask, generation_config, streamer, logits_processor, stopping_criteria,
+            tokenizer, kwargs) -> DecodeContext:
+    """Resolve the config, check the inputs, expand the rows and build the shared pieces for the strategy."""
     resolved = resolve_config(model, generation_config, kwargs)
     config = resolved.config
     check_supported(config)
-    _check_strategy(model, config, resolved.model_kwargs)
     model_kwargs = dict(resolved.model_kwargs)
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise NotImplementedError("pydecode.generate does not run encoder-decoder models yet")
+    if "decoder_input_ids" in model_kwargs:
+        raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
+    name = strategies.strategy_name(config, model_kwargs)
+    strategies.load(name)  # fail before any work if the strategy is not available
     if attention_mask is None:
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
@@ -40,7 +52,7 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     max_length = config.max_length = check_lengths(model, config, input_ids.shape[1], resolved.has_default_max_length)
 
     batch = input_ids.shape[0]
-    expand = int(config.num_return_sequences or 1)
+    expand = strategies.expand_factor(name, config)
     device = input_ids.device
     params = SamplingParams.build(resolved, batch, expand, device)
     if expand > 1:
@@ -48,36 +60,23 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
         attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
     if streamer is not None:
         streamer.put(input_ids.cpu())
-
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
-    pipeline = LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend)
-    stops = StopConditions(config, eos_tensor, tokenizer, stopping_criteria)
-    cache = _make_cache(model, config, model_kwargs, input_ids.shape[0], max_length)
-    runner = ModelRunner(model, attention_mask, input_ids.shape[0], input_ids.shape[1], max_length, device, cache,
-                         model_kwargs)
-    return sample_loop(runner, pipeline, stops, input_ids, max_length, pad_id, streamer, config)
+    rows, prompt_len = input_ids.shape
+    ctx = DecodeContext(
+        model=model, config=config, params=params,
+        pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend),
+        stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
+        runner=ModelRunner(model, attention_mask, rows, prompt_len, max_length, device,
+                           _make_cache(config, model_kwargs), model_kwargs),
+        input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,
+        eos_ids=eos_ids, pad_id=pad_id, streamer=streamer, backend=backend, tokenizer=tokenizer,
+        model_kwargs=model_kwargs, strategy=name,
+    )
+    return ctx
 
 
-def _check_strategy(model, config, model_kwargs) -> None:
-    """Raise for strategies and model kinds this release does not run."""
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise NotImplementedError("pydecode.generate does not run encoder-decoder models yet")
-    if "decoder_input_ids" in model_kwargs:
-        raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
-    modes = {
-        "beam search (num_beams > 1)": (config.num_beams or 1) > 1,
-        "contrastive search (penalty_alpha)": config.penalty_alpha is not None and config.penalty_alpha > 0,
-        "DoLa (dola_layers)": config.dola_layers is not None,
-        "assisted decoding (assistant_model)": model_kwargs.get("assistant_model") is not None,
-        "prompt-lookup decoding (prompt_lookup_num_tokens)": config.prompt_lookup_num_tokens is not None,
-    }
-    for name, requested in modes.items():
-        if requested:
-            raise NotImplementedError(f"pydecode.generate does not implement {name} yet")
-
-
-def _make_cache(model, config, model_kwargs, rows: int, max_length: int):
+def _make_cache(config, model_kwargs):
     """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``."""
     user_cache = model_kwargs.pop("past_key_values", None)
     if user_cache is not None:

@@ -122,6 +122,24 @@ class LogitsPipeline:
             processed = processed.log_softmax(dim=-1)
         return tokens, processed
 
+    def changes_scores(self, cur_len: int) -> bool:
+        """False when :meth:`process` would return its input unchanged at ``cur_len`` (beam search then fuses
+        the log-softmax into its top-k kernel)."""
+        c = self.config
+        return bool(
+            self.params.has_penalties or c.no_repeat_ngram_size or c.bad_words_ids or c.suppress_tokens
+            or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
+            or c.remove_invalid_values or self.logits_processor
+        )
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Beam search moved row ``rows[i]`` to row i: carry the per-row token counts along.
+
+        The prompt mask needs no move: beams only ever come from rows of the same prompt.
+        """
+        if self.token_counts is not None:
+            self.token_counts = self.token_counts.index_select(0, rows)
+
     def record(self, tokens: torch.Tensor) -> None:
         """Count the chosen tokens for the frequency / presence / repetition penalties."""
         if self.token_counts is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.generation.utils import GenerateDecoderOnlyOutput
+from transformers.generation.utils import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 
 
 @dataclass
@@ -22,4 +22,13 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
     processed_logprobs: torch.Tensor | None = None
     top_logprobs: torch.Tensor | None = None
     top_logprob_ids: torch.Tensor | None = None
+    host_syncs: int | None = None
+
+
+@dataclass
+class GenerateBeamOutput(GenerateBeamDecoderOnlyOutput):
+    """transformers' ``GenerateBeamDecoderOnlyOutput`` (``sequences``, ``sequences_scores``, ``scores``, ``logits``,
+    ``beam_indices``, ``attentions``, ``hidden_states``, ``past_key_values``) plus ``host_syncs``: how many times the
+    beam loop read a device value back to the host (one stopping check per step)."""
+
     host_syncs: int | None = None

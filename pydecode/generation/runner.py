@@ -6,9 +6,11 @@ it has no padding, logits of the last position only), so the logits match ``mode
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position")
 
@@ -40,20 +42,99 @@ class ModelRunner:
             positions = torch.arange(prompt_len, device=device).unsqueeze(0).expand(batch, -1)
         self.positions = positions.to(device)
 
-    def _forward(self, input_ids: torch.Tensor):
+    def _forward(self, input_ids: torch.Tensor, **forward_kwargs):
         kwargs = dict(self.model_kwargs)
         if self.takes_position_ids:
             kwargs["position_ids"] = self.positions
         if self.mask is not None:
             kwargs["attention_mask"] = self.mask[:, : self.length]
+        kwargs.update(forward_kwargs)
         return self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
 
-    def prefill(self, input_ids: torch.Tensor):
-        """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position)."""
-        return self._forward(input_ids)
+    def prefill(self, input_ids: torch.Tensor, **forward_kwargs):
+        """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position).
 
-    def step(self, tokens: torch.Tensor):
+        ``forward_kwargs`` (e.g. ``output_hidden_states=True``) go to the model's forward.
+        """
+        return self._forward(input_ids, **forward_kwargs)
+
+    def step(self, tokens: torch.Tensor, **forward_kwargs):
         """Feed each row's new token (B,) and return the model output for the next position."""
         self.positions = self.positions[:, -1:] + 1
         self.length += 1
-        return self._forward(tokens[:, None])
+        return self._forward(tokens[:, None], **forward_kwargs)
+
+    def step_candidates(self, tokens: torch.Tensor, **forward_kwargs) -> CandidateStep:
+        """Feed K candidate next tokens per row (B, K), all at the next position; keep none of them yet.
+
+        On a plain ``DynamicCache`` with eager or SDPA attention the K candidates ride in the query dimension of one
+        (B, K) forward, each seeing the history and itself only (a 4D mask), so the history is never copied; other
+        caches are repeated K times along the batch, as transformers does. Follow with :meth:`keep_candidate`.
+        """
+        batch, k = tokens.shape
+        past = self.length
+        position = self.positions[:, -1:] + 1
+        kwargs = dict(self.model_kwargs, **forward_kwargs)
+        if self._candidates_in_query():
+            if "logits_to_keep" in kwargs:
+                kwargs["logits_to_keep"] = 0
+            if self.takes_position_ids:
+                kwargs["position_ids"] = position.expand(batch, k)
+            kwargs["attention_mask"] = self._candidate_mask(batch, k, past)
+            out = self.model(input_ids=tokens, past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
+            return CandidateStep(out, True, batch, k, past)
+        self.cache.batch_repeat_interleave(k)
+        if self.takes_position_ids:
+            kwargs["position_ids"] = position.repeat_interleave(k, dim=0)
+        if self.mask is not None:
+            kwargs["attention_mask"] = self.mask[:, : past + 1].repeat_interleave(k, dim=0)
+        out = self.model(input_ids=tokens.reshape(-1, 1), past_key_values=self.cache, use_cache=True,
+                         return_dict=True, **kwargs)
+        return CandidateStep(out, False, batch, k, past)
+
+    def keep_candidate(self, step: CandidateStep, index: torch.Tensor) -> None:
+        """Keep candidate ``index[b]`` (B,) of each row in the cache, as if it had been fed by :meth:`step`."""
+        rows = torch.arange(step.batch, device=index.device)
+        if step.in_query:
+            for layer in self.cache.layers:
+                for name in ("keys", "values"):
+                    states = getattr(layer, name)  # (B, heads, past + K, head_dim)
+                    states[:, :, step.past] = states[rows, :, step.past + index]
+                    setattr(layer, name, states[:, :, : step.past + 1])
+        else:
+            self.cache.batch_select_indices(rows * step.k + index)
+        self.positions = self.positions[:, -1:] + 1
+        self.length += 1
+
+    def _candidates_in_query(self) -> bool:
+        attn = getattr(self.model.config, "_attn_implementation", None)
+        return (type(self.cache) is DynamicCache and attn in ("eager", "sdpa")
+                and all(type(layer) is DynamicLayer for layer in self.cache.layers))
+
+    def _candidate_mask(self, batch: int, k: int, past: int) -> torch.Tensor:
+        """Additive mask (B, 1, K, past + K): the history's padding, and candidate j sees itself among the K."""
+        device, dtype = self.positions.device, self.model.dtype
+        allowed = torch.ones(batch, k, past + k, dtype=torch.bool, device=device)
+        if self.mask is not None:
+            allowed[:, :, :past] = self.mask[:, None, :past].bool()
+        allowed[:, :, past:] = torch.eye(k, dtype=torch.bool, device=device)
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        return additive.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass
+class CandidateStep:
+    """A forward over K candidates per row: ``outputs`` and how to read it (see :meth:`ModelRunner.step_candidates`).
+
+    :meth:`rows` turns an output tensor with one position per candidate into (B, K, ...).
+    """
+
+    outputs: object
+    in_query: bool
+    batch: int
+    k: int
+    past: int
+
+    def rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(B, K, ...) view of a (B, K, ...) [candidates in the query] or (B * K, 1, ...) [repeated cache] tensor."""
+        return tensor if self.in_query else tensor.reshape(self.batch, self.k, *tensor.shape[2:])

@@ -4,20 +4,19 @@ from __future__ import annotations
 import torch
 
 from ..ops.logprobs import token_logprobs
-from .logits import LogitsPipeline
+from .context import DecodeContext
 from .output import GenerateOutput
-from .runner import ModelRunner
-from .stopping import StopConditions
 
 
-def sample_loop(runner: ModelRunner, pipeline: LogitsPipeline, stops: StopConditions, input_ids: torch.Tensor,
-                max_length: int, pad_id, streamer, config):
-    """Decode until every row has finished or ``max_length`` tokens are reached.
+def run(ctx: DecodeContext):
+    """Decode until every row has finished or ``ctx.max_length`` tokens are reached.
 
     Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. The
     only host read per step is ``unfinished.any()``, and only when a row can finish early (eos, stop strings,
     custom criteria). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
     """
+    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
+    max_length, pad_id, streamer, config = ctx.max_length, ctx.pad_id, ctx.streamer, ctx.config
     batch, prompt_len = input_ids.shape
     device = input_ids.device
     history = torch.full((batch, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)

@@ -1,0 +1,41 @@
+"""Everything one generate() call has prepared before its strategy runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..sampling.params import SamplingParams
+from .logits import LogitsPipeline
+from .runner import ModelRunner
+from .stopping import StopConditions
+
+
+@dataclass
+class DecodeContext:
+    """What a strategy's ``run(ctx)`` gets.
+
+    ``input_ids`` / ``attention_mask`` are already expanded to ``rows = batch * expand`` (``expand`` is
+    ``num_beams`` for the beam family, else ``num_return_sequences``); ``params``, ``pipeline`` and ``runner`` are
+    built for those rows. ``max_length`` is the total length limit (prompt included), already written into
+    ``config.max_length``.
+    """
+
+    model: torch.nn.Module
+    config: object
+    params: SamplingParams
+    pipeline: LogitsPipeline
+    stops: StopConditions
+    runner: ModelRunner
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    batch: int
+    expand: int
+    max_length: int
+    eos_ids: list[int]
+    pad_id: int | None
+    streamer: object
+    backend: str | None
+    tokenizer: object
+    model_kwargs: dict
+    strategy: str = "sample"

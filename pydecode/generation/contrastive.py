@@ -1,0 +1,128 @@
+"""Contrastive search (Su et al. 2022, arXiv 2202.06417) with transformers 4.x semantics, batched.
+
+Per step, for every row:
+
+1. the logits pipeline (penalties, bans, min-length, the user's processors) -> softmax -> the top_k candidates
+2. one forward over the B x top_k candidates (:meth:`ModelRunner.step_candidates`: the history is not copied)
+3. the ``degeneration_score`` op: ``(1 - alpha) * p - alpha * max cos(candidate, context)`` -> the chosen candidate
+4. keep its KV-cache entry, its logits (the next step's) and its normalised last hidden state, appended as one new
+   row of the context buffer (preallocated (B, max_length, H); padded prompt positions are masked out)
+
+The only host read per step is the stopping check, as in :mod:`.sample`.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from ..ops.contrastive import degeneration_score_unchecked
+from ..ops.reference.contrastive import normalize_rows
+from . import sample
+from .context import DecodeContext
+
+
+def check_contrastive_args(config) -> None:
+    """Raise ValueError for a ``penalty_alpha`` outside [0, 1], or ``penalty_alpha > 0`` with ``top_k < 1``."""
+    alpha = config.penalty_alpha
+    if alpha is None:
+        return
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or math.isnan(alpha) or not 0 <= alpha <= 1:
+        raise ValueError(f"penalty_alpha must be a number in [0, 1], got {alpha!r}")
+    top_k = config.top_k
+    if alpha > 0 and not config.do_sample and isinstance(top_k, int) and top_k < 1:
+        raise ValueError(f"contrastive search (penalty_alpha > 0) needs top_k >= 1 candidates, got top_k={top_k}")
+
+
+def run(ctx: DecodeContext):
+    """Decode with contrastive search; returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+
+    With ``do_sample=True`` transformers samples and ignores ``penalty_alpha``; so does this.
+    """
+    config = ctx.config
+    check_contrastive_args(config)
+    if config.do_sample:
+        return sample.run(ctx)
+    alpha, top_k = float(config.penalty_alpha), int(config.top_k)
+    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
+    max_length, pad_id, streamer = ctx.max_length, ctx.pad_id, ctx.streamer
+    rows, prompt_len = input_ids.shape
+    device = input_ids.device
+    history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
+    history[:, :prompt_len] = input_ids
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    record = sample._Recorder(config)
+    forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
+    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
+    row_ids = torch.arange(rows, device=device)
+    host_syncs = 0
+
+    outputs = runner.prefill(input_ids, **forward_kwargs)
+    last_hidden = outputs.hidden_states[-1]
+    vocab = outputs.logits.shape[-1]
+    if top_k > vocab:
+        raise ValueError(f"top_k ({top_k}) must not exceed the vocabulary size ({vocab}) in contrastive search")
+    context = last_hidden.new_empty(rows, max_length, last_hidden.shape[-1])
+    context[:, :prompt_len] = normalize_rows(last_hidden)
+    context_mask = None
+    if runner.mask is not None:
+        context_mask = torch.ones(rows, max_length, dtype=torch.bool, device=device)
+        context_mask[:, :prompt_len] = ctx.attention_mask.bool()
+    logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+    cur_len = prompt_len
+    while True:
+        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, history[:, :cur_len], cur_len)
+        top_probs, top_ids = scores.softmax(dim=-1).topk(top_k, dim=-1)
+        step = runner.step_candidates(top_ids, **forward_kwargs)
+        hidden = [step.rows(h) for h in step.outputs.hidden_states]  # each (B, K, H)
+        mask = None if context_mask is None else context_mask[:, :cur_len]
+        best, _ = degeneration_score_unchecked(hidden[-1], context[:, :cur_len], mask, top_probs, alpha, False,
+                                               pipeline.backend)
+        tokens = top_ids[row_ids, best]
+        runner.keep_candidate(step, best)
+        context[:, cur_len] = normalize_rows(hidden[-1][row_ids, best])
+        processed = scores.log_softmax(dim=-1) if config.renormalize_logits else scores
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        outputs = _chosen_outputs(step, hidden, best, row_ids, record)
+        next_logits = step.rows(step.outputs.logits)[row_ids, best].float()
+        if pad is not None and stops.can_stop_rows:
+            tokens = torch.where(unfinished, tokens, pad)
+        history[:, cur_len] = tokens
+        pipeline.record(tokens)
+        cur_len += 1
+        if streamer is not None:
+            streamer.put(tokens.cpu())
+        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
+        if cur_len >= max_length or stops.out_of_time():
+            break
+        if stops.can_stop_rows:
+            host_syncs += 1
+            if not bool(unfinished.any()):
+                break
+        logits = next_logits
+    if streamer is not None:
+        streamer.end()
+    sequences = history[:, :cur_len]
+    if not config.return_dict_in_generate:
+        return sequences
+    runner.cache.crop(-1)  # the last chosen token's entry: the cache then holds what greedy's would
+    return record.finish(sequences, runner.cache, host_syncs)
+
+
+def _chosen_outputs(step, hidden, best, row_ids, record):
+    """The chosen candidates' hidden states (each (B, 1, H)) and attentions, as a one-token forward returns them."""
+    hidden_states = tuple(h[row_ids, best][:, None] for h in hidden) if record.hidden_states else None
+    attentions = None
+    if record.attentions:
+        attentions = tuple(_chosen_attention(step, a, best, row_ids) for a in step.outputs.attentions)
+    return SimpleNamespace(hidden_states=hidden_states, attentions=attentions)
+
+
+def _chosen_attention(step, attention, best, row_ids):
+    """(B, heads, 1, past + 1) attention weights of the chosen candidates."""
+    if not step.in_query:
+        return step.rows(attention)[row_ids, best]
+    weights = attention[row_ids, :, best]  # (B, heads, past + K)
+    own = weights.gather(2, (step.past + best).view(-1, 1, 1).expand(-1, weights.shape[1], 1))
+    return torch.cat([weights[:, :, : step.past], own], dim=2)[:, :, None]

@@ -1,0 +1,135 @@
+"""DoLa: decoding by contrasting layers (Chuang et al. 2023, arXiv 2309.03883), with transformers 4.x semantics.
+
+Per step:
+
+1. one forward with every layer's hidden state; the LM head on the candidate premature layers' last positions
+2. the premature layer: the candidate whose distribution is furthest, by Jensen-Shannon divergence averaged over the
+   vocabulary and then over the batch, from the final layer's (a single candidate is taken as is)
+3. adaptive plausibility: tokens whose final-layer log-probability is below ``max + log(0.1)`` get -inf (and the
+   premature layer's -1e-3); the next-token logits are ``log p_final - log p_premature``
+4. the logits pipeline of :mod:`.sample` (repetition penalty etc.), then greedy or the seeded sampler
+
+Candidate layers, for a model of N layers (layer 0 is the embedding output): "low" is ``range(start, N // 2, 2)``
+(``range(start, 20, 2)`` when N > 40), "high" is ``range(N // 2, N, 2)`` (``range(N - 20, N, 2)`` when N > 40),
+where ``start`` skips the embedding layer when the embeddings are tied (2 when N > 2, 1 when N == 2); a list names
+the layers itself (each in [0, N)).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import contrastive
+from .context import DecodeContext
+from .sample import _Recorder
+
+RELATIVE_TOP = 0.1
+BASE_FILTER_VALUE = -1e-3
+
+
+def candidate_layers(dola_layers, num_layers: int, tied_embeddings: bool) -> list[int]:
+    """The premature layers DoLa chooses among; raises ValueError for a bad ``dola_layers``."""
+    if not tied_embeddings:
+        start = 0
+    else:
+        start = 2 if num_layers > 2 else (1 if num_layers == 2 else 0)
+    if dola_layers == "low":
+        if start == num_layers // 2:
+            return [start]
+        return list(range(start, num_layers // 2 if num_layers <= 40 else 20, 2))
+    if dola_layers == "high":
+        return list(range(num_layers // 2 if num_layers <= 40 else num_layers - 20, num_layers, 2))
+    if isinstance(dola_layers, (list, tuple)) and dola_layers:
+        for layer in dola_layers:
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < num_layers:
+                raise ValueError(f"dola_layers must hold layer indices in [0, {num_layers}) for this "
+                                 f"{num_layers}-layer model (0 = the embeddings), got {layer!r}")
+        return list(dola_layers)
+    raise ValueError(f"dola_layers must be 'low', 'high' or a non-empty list of layer indices, got {dola_layers!r}")
+
+
+def contrast_layers(final_logits: torch.Tensor, premature_logits: torch.Tensor) -> torch.Tensor:
+    """DoLa's next-token logits (B, V) float32 from the final layer's (B, V) and the candidates' (C, B, V) logits."""
+    final = final_logits.float()
+    premature = premature_logits.float()
+    if premature.shape[0] > 1:
+        log_final, log_premature = final.log_softmax(dim=-1), premature.log_softmax(dim=-1)
+        middle = 0.5 * (log_final.exp()[None] + log_premature.exp())  # (C, B, V)
+        js = 0.5 * (F.kl_div(log_final[None], middle, reduction="none").mean(-1)
+                    + F.kl_div(log_premature, middle, reduction="none").mean(-1))  # (C, B)
+        base = premature[js.mean(-1).argmax()]  # one premature layer for the whole batch, as transformers 4.x
+    else:
+        base = premature[0]
+    log_final, log_base = final.log_softmax(dim=-1), base.log_softmax(dim=-1)
+    implausible = log_final < (log_final.amax(dim=-1, keepdim=True) + math.log(RELATIVE_TOP))
+    log_final = log_final.masked_fill(implausible, float("-inf"))
+    log_base = log_base.masked_fill(implausible, BASE_FILTER_VALUE)
+    return log_final - log_base
+
+
+def run(ctx: DecodeContext):
+    """Decode with DoLa (greedy or sampling); returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+
+    Where transformers 4.x ignores ``dola_layers`` (contrastive search) this runs contrastive search too; beam search
+    with DoLa is refused.
+    """
+    config, model = ctx.config, ctx.model
+    if (config.num_beams or 1) > 1:
+        raise ValueError("DoLa decoding runs with greedy search or sampling only: set num_beams=1 or drop dola_layers")
+    contrastive.check_contrastive_args(config)
+    if not config.do_sample and (config.penalty_alpha or 0) > 0 and (config.top_k or 0) > 1:
+        return contrastive.run(ctx)
+    text_config = model.config.get_text_config()
+    num_layers = int(text_config.num_hidden_layers)
+    tied = bool(getattr(text_config, "tie_word_embeddings", getattr(model.config, "tie_word_embeddings", False)))
+    layers = candidate_layers(config.dola_layers, num_layers, tied)
+    lm_head = model.get_output_embeddings()
+    if lm_head is None:
+        raise ValueError("DoLa needs a model with output embeddings (an LM head)")
+    layer_index = torch.tensor(layers, device=ctx.input_ids.device)
+
+    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
+    max_length, pad_id, streamer = ctx.max_length, ctx.pad_id, ctx.streamer
+    rows, prompt_len = input_ids.shape
+    device = input_ids.device
+    history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
+    history[:, :prompt_len] = input_ids
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    record = _Recorder(config)
+    want_processed = record.scores or record.processed_logprobs
+    forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
+    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
+    host_syncs = 0
+
+    outputs = runner.prefill(input_ids, **forward_kwargs)
+    cur_len, step = prompt_len, 0
+    while True:
+        logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        hidden = torch.stack(outputs.hidden_states)[layer_index, :, -1, :]  # (C, B, H)
+        contrasted = contrast_layers(logits, lm_head(hidden))
+        scores = pipeline.process(contrasted, history[:, :cur_len], cur_len)
+        tokens, processed = pipeline.select(scores, step, want_processed)
+        if pad is not None and stops.can_stop_rows:
+            tokens = torch.where(unfinished, tokens, pad)
+        history[:, cur_len] = tokens
+        pipeline.record(tokens)
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        cur_len, step = cur_len + 1, step + 1
+        if streamer is not None:
+            streamer.put(tokens.cpu())
+        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
+        if cur_len >= max_length or stops.out_of_time():
+            break
+        if stops.can_stop_rows:
+            host_syncs += 1
+            if not bool(unfinished.any()):
+                break
+        outputs = runner.step(tokens, **forward_kwargs)
+    if streamer is not None:
+        streamer.end()
+    sequences = history[:, :cur_len]
+    if not config.return_dict_in_generate:
+        return sequences
+    return record.finish(sequences, runner.cache, host_syncs)
