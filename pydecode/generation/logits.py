@@ -140,6 +140,14 @@ class LogitsPipeline:
         if self.token_counts is not None:
             self.token_counts = self.token_counts.index_select(0, rows)
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a 1-D index tensor) of the per-row state (after the first :meth:`process`)."""
+        self.params = self.params.select_rows(rows)
+        if self.token_counts is not None:
+            self.token_counts = self.token_counts[rows]
+        if self.prompt_mask is not None:
+            self.prompt_mask = self.prompt_mask[rows]
+
     def record(self, tokens: torch.Tensor) -> None:
         """Count the chosen tokens for the frequency / presence / repetition penalties."""
         if self.token_counts is not None:

@@ -106,6 +106,13 @@ class ModelRunner:
         self.positions = self.positions[:, -1:] + 1
         self.length += 1
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a 1-D index tensor) of the batch: the cache, positions and mask shrink with it."""
+        self.cache.batch_select_indices(rows)
+        self.positions = self.positions[rows]
+        if self.mask is not None:
+            self.mask = self.mask[rows]
+
     def _candidates_in_query(self) -> bool:
         attn = getattr(self.model.config, "_attn_implementation", None)
         return (type(self.cache) is DynamicCache and attn in ("eager", "sdpa")

@@ -12,8 +12,9 @@ def run(ctx: DecodeContext):
     """Decode until every row has finished or ``ctx.max_length`` tokens are reached.
 
     Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. The
-    only host read per step is ``unfinished.any()``, and only when a row can finish early (eos, stop strings,
-    custom criteria). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+    only host read per step is the count of unfinished rows, and only when a row can finish early (eos, stop
+    strings, custom criteria). Once at most half the computed rows are unfinished, the finished ones are dropped
+    from the batch (unless per-step outputs are recorded). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
     """
     runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
     max_length, pad_id, streamer, config = ctx.max_length, ctx.pad_id, ctx.streamer, ctx.config
@@ -27,27 +28,42 @@ def run(ctx: DecodeContext):
     pad = None if pad_id is None else torch.tensor(pad_id, device=device)
     host_syncs = 0
 
+    compact = not record.per_step and hasattr(runner.cache, "batch_select_indices")
+    alive = None  # indices of the rows still computed once finished rows were dropped; None = every row
+
     outputs = runner.prefill(input_ids)
     cur_len, step = prompt_len, 0
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
-        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, history[:, :cur_len], cur_len)
+        past = history[:, :cur_len] if alive is None else history[alive, :cur_len]
+        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, past, cur_len)
         tokens, processed = pipeline.select(scores, step, want_processed)
         if pad is not None and stops.can_stop_rows:
             tokens = torch.where(unfinished, tokens, pad)
-        history[:, cur_len] = tokens
+        history[slice(None) if alive is None else alive, cur_len] = tokens
         pipeline.record(tokens)
         record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
         cur_len, step = cur_len + 1, step + 1
         if streamer is not None:
-            streamer.put(tokens.cpu())
-        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
+            streamer.put(history[:, cur_len - 1].cpu())
+        if stops.criteria:
+            past = history[:, :cur_len] if alive is None else history[alive, :cur_len]
+        unfinished = stops.update(unfinished, past, tokens, scores)
         if cur_len >= max_length or stops.out_of_time():
             break
         if stops.can_stop_rows:
             host_syncs += 1
-            if not bool(unfinished.any()):
+            left = int(unfinished.sum())
+            if left == 0:
                 break
+            if compact and left <= unfinished.shape[0] // 2:
+                # finished rows stop costing compute: drop them from the batch, the cache and the per-row state
+                keep = unfinished.nonzero().squeeze(1)
+                host_syncs += 1
+                alive = keep if alive is None else alive[keep]
+                runner.select_rows(keep)
+                pipeline.select_rows(keep)
+                unfinished, tokens = unfinished[keep], tokens[keep]
         outputs = runner.step(tokens)
     if streamer is not None:
         streamer.end()
@@ -70,6 +86,7 @@ class _Recorder:
         self.logprobs = on and (bool(getattr(config, "output_logprobs", False)) or self.top_n > 0)
         self.processed_logprobs = self.logprobs
         self.keeps_raw = self.logits or self.logprobs
+        self.per_step = self.scores or self.keeps_raw or self.attentions or self.hidden_states
         self.store = {k: [] for k in ("scores", "logits", "attentions", "hidden_states", "logprobs", "processed",
                                       "top_values", "top_ids")}
 

@@ -56,6 +56,11 @@ class SamplingParams:
     def has_repetition_penalty(self) -> bool:
         return not _is_off(self.repetition_penalty, 1.0)
 
+    def select_rows(self, rows: torch.Tensor) -> "SamplingParams":
+        """The parameters of ``rows`` only (a 1-D index tensor); scalars stay scalars."""
+        picked = {name: value[rows] if isinstance(value, torch.Tensor) else value for name, value in vars(self).items()}
+        return SamplingParams(**picked)
+
     @classmethod
     def build(cls, resolved, batch: int, expand: int, device) -> "SamplingParams":
         """Read the parameters from a :class:`ResolvedConfig` for ``batch`` prompts, each expanded ``expand`` times."""
