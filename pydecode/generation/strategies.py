@@ -5,13 +5,13 @@ import importlib
 
 STRATEGIES = {
     "sample": "pydecode.generation.sample",  # greedy and multinomial sampling
+    "beam": "pydecode.generation.beam",  # beam search, beam sampling, diverse (group) beam search
     "contrastive": "pydecode.generation.contrastive",
     "dola": "pydecode.generation.dola",
 }
 
 # strategies transformers knows that pydecode does not run yet, with how a user asks for them
 NOT_YET = {
-    "beam": "beam search (num_beams > 1)",
     "assisted": "assisted decoding (assistant_model)",
     "prompt_lookup": "prompt-lookup decoding (prompt_lookup_num_tokens)",
 }

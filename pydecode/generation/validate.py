@@ -68,6 +68,7 @@ def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) 
     """The total length to stop at, with transformers' rules for max_new_tokens / max_length defaults."""
     _check_count("max_new_tokens", config.max_new_tokens, 1)
     _check_count("min_new_tokens", config.min_new_tokens, 0)
+    _check_count("num_beams", config.num_beams, 1)
     _check_count("num_return_sequences", config.num_return_sequences, 1)
     _check_count("no_repeat_ngram_size", config.no_repeat_ngram_size, 0)
     _check_count("top_logprobs", getattr(config, "top_logprobs", 0), 0)

@@ -1,0 +1,229 @@
+// KIVI CPU kernels (plain C++ + OpenMP): quantize + pack, and attention on the packed cache.
+// Layouts and contracts: pydecode/cache/reference.py. F = 32 / nbits codes per int32 word, code j of a word in
+// bits [j * nbits, (j + 1) * nbits). x ~= code * scale + zero.
+//   keys   (per channel): codes (B, H, T/F, D) packed along tokens, scale/zero (B, H, T/G, D)
+//   values (per token):   codes (B, H, T, D/F) packed along channels, scale/zero (B, H, T, D/G)
+// Element types T (activations) and M (scale/zero) only need conversions to and from float, so the same templates
+// serve float, at::Half and at::BFloat16 without this header knowing about torch.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace pydecode {
+namespace kivi {
+
+// Rounded (stored) scale and zero of a group whose float min/max are lo/hi, as float.
+template <typename M>
+inline void group_meta(float lo, float hi, int nbits, M* scale, M* zero, float& s, float& z) {
+  *scale = static_cast<M>((hi - lo) / static_cast<float>((1 << nbits) - 1));
+  *zero = static_cast<M>(lo);
+  s = static_cast<float>(*scale);
+  z = static_cast<float>(*zero);
+}
+
+// floor(y + 0.5) clamped to the code range: the rounding every backend shares.
+inline uint32_t quantize_code(float x, float s, float z, int nbits) {
+  if (!(s > 0.0f)) return 0;
+  const float levels = static_cast<float>((1 << nbits) - 1);
+  const float c = std::floor((x - z) / s + 0.5f);
+  return static_cast<uint32_t>(std::min(std::max(c, 0.0f), levels));
+}
+
+// Keys (B, H, T, D) -> per-channel groups of G tokens. valid (B, T) or null: false tokens leave the min/max.
+template <typename T, typename M>
+void pack_keys(const T* x, const bool* valid, int32_t* codes, M* scale, M* zero, int64_t batch, int64_t heads,
+               int64_t tokens, int64_t dim, int nbits, int group) {
+  const int64_t per_word = 32 / nbits, groups = tokens / group;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t bh = 0; bh < batch * heads; ++bh) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const T* xg = x + (bh * tokens + g * group) * dim;
+      const bool* ok = valid ? valid + (bh / heads) * tokens + g * group : nullptr;
+      M* sg = scale + (bh * groups + g) * dim;
+      M* zg = zero + (bh * groups + g) * dim;
+      int32_t* cg = codes + (bh * (tokens / per_word) + g * (group / per_word)) * dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+        for (int64_t t = 0; t < group; ++t) {
+          if (ok && !ok[t]) continue;
+          const float v = static_cast<float>(xg[t * dim + d]);
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+        if (std::isinf(lo)) lo = hi = 0.0f;  // the whole group is padding
+        float s, z;
+        group_meta(lo, hi, nbits, sg + d, zg + d, s, z);
+        for (int64_t w = 0; w < group / per_word; ++w) {
+          uint32_t word = 0;
+          for (int64_t j = 0; j < per_word; ++j) {
+            const float v = static_cast<float>(xg[(w * per_word + j) * dim + d]);
+            word |= quantize_code(v, s, z, nbits) << (j * nbits);
+          }
+          cg[w * dim + d] = static_cast<int32_t>(word);
+        }
+      }
+    }
+  }
+}
+
+// Values (rows = B * H * T, D) -> per-token groups of G channels.
+template <typename T, typename M>
+void pack_values(const T* x, int32_t* codes, M* scale, M* zero, int64_t rows, int64_t dim, int nbits, int group) {
+  const int64_t per_word = 32 / nbits, groups = dim / group;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    for (int64_t g = 0; g < groups; ++g) {
+      float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+      for (int64_t c = 0; c < group; ++c) {
+        const float v = static_cast<float>(xr[g * group + c]);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      float s, z;
+      group_meta(lo, hi, nbits, scale + r * groups + g, zero + r * groups + g, s, z);
+      for (int64_t w = 0; w < group / per_word; ++w) {
+        uint32_t word = 0;
+        for (int64_t j = 0; j < per_word; ++j) {
+          word |= quantize_code(static_cast<float>(xr[g * group + w * per_word + j]), s, z, nbits) << (j * nbits);
+        }
+        codes[r * (dim / per_word) + g * (group / per_word) + w] = static_cast<int32_t>(word);
+      }
+    }
+  }
+}
+
+// Everything the attention reads. Packed stores hold `capacity` tokens, residual buffers `residual_capacity`.
+template <typename T, typename M>
+struct AttentionArgs {
+  const T* query;  // (B, Hq, Q, D)
+  const int32_t* key_codes; const M* key_scale; const M* key_zero;
+  const int32_t* value_codes; const M* value_scale; const M* value_zero;
+  const T* residual_keys; const T* residual_values;  // (B, Hkv, residual_capacity, D)
+  const bool* mask;  // (B, Q, n_quant + n_residual), true = attend; null = causal aligned to the last key
+  T* out;            // (B, Hq, Q, D)
+  int64_t batch, q_heads, kv_heads, q_len, dim, capacity, residual_capacity, n_quant, n_residual;
+  float scale;
+  int nbits, group;
+};
+
+// Softmax partials of one (batch, kv head, split): the group * Q query rows sharing the kv head.
+struct Partial {
+  std::vector<float> m, l, acc;  // (rows), (rows), (rows, D)
+};
+
+// Tokens [begin, end) of one (b, kv head) into p (begin is group-aligned). Tiles of G tokens are dequantized once
+// into float and shared by every query row of the kv head.
+template <typename T, typename M>
+void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t begin, int64_t end, Partial& p) {
+  const int64_t D = a.dim, G = a.group, F = 32 / a.nbits, n_total = a.n_quant + a.n_residual;
+  const int64_t rep = a.q_heads / a.kv_heads, rows = rep * a.q_len;
+  const uint32_t code_mask = (1u << a.nbits) - 1u;
+  const int64_t bh = b * a.kv_heads + h;
+  std::vector<float> q(rows * D), k(G * D), v(G * D), s(G);
+  const T* qsrc = a.query + (b * a.q_heads + h * rep) * a.q_len * D;
+  for (int64_t i = 0; i < rows * D; ++i) q[i] = static_cast<float>(qsrc[i]) * a.scale;
+  p.m.assign(rows, -std::numeric_limits<float>::infinity());
+  p.l.assign(rows, 0.0f);
+  p.acc.assign(rows * D, 0.0f);
+  for (int64_t t0 = begin; t0 < end; t0 += G) {
+    const int64_t n = std::min(G, end - t0);
+    if (t0 < a.n_quant) {
+      const int32_t* kc = a.key_codes + (bh * (a.capacity / F) + t0 / F) * D;
+      const M* ks = a.key_scale + (bh * (a.capacity / G) + t0 / G) * D;
+      const M* kz = a.key_zero + (bh * (a.capacity / G) + t0 / G) * D;
+      for (int64_t j = 0; j < n; ++j) {
+        const int shift = static_cast<int>((j % F) * a.nbits);
+        const int32_t* words = kc + (j / F) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          const float c = static_cast<float>((static_cast<uint32_t>(words[d]) >> shift) & code_mask);
+          k[j * D + d] = c * static_cast<float>(ks[d]) + static_cast<float>(kz[d]);
+        }
+        const int64_t tok = bh * a.capacity + t0 + j;
+        const int32_t* vw = a.value_codes + tok * (D / F);
+        const M* vs = a.value_scale + tok * (D / G);
+        const M* vz = a.value_zero + tok * (D / G);
+        for (int64_t d = 0; d < D; ++d) {
+          const float c = static_cast<float>((static_cast<uint32_t>(vw[d / F]) >> ((d % F) * a.nbits)) & code_mask);
+          v[j * D + d] = c * static_cast<float>(vs[d / G]) + static_cast<float>(vz[d / G]);
+        }
+      }
+    } else {
+      const int64_t off = (bh * a.residual_capacity + (t0 - a.n_quant)) * D;
+      for (int64_t i = 0; i < n * D; ++i) {
+        k[i] = static_cast<float>(a.residual_keys[off + i]);
+        v[i] = static_cast<float>(a.residual_values[off + i]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t qi = r % a.q_len;
+      const bool* mrow = a.mask ? a.mask + (b * a.q_len + qi) * n_total + t0 : nullptr;
+      const float* qr = q.data() + r * D;
+      float tile_max = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        const bool ok = mrow ? mrow[j] : (t0 + j <= n_total - a.q_len + qi);
+        float dot = 0.0f;
+        if (ok) {
+          for (int64_t d = 0; d < D; ++d) dot += qr[d] * k[j * D + d];
+        }
+        s[j] = ok ? dot : -std::numeric_limits<float>::infinity();
+        tile_max = std::max(tile_max, s[j]);
+      }
+      const float m_new = std::max(p.m[r], tile_max);
+      if (std::isinf(m_new)) continue;  // nothing visible yet for this row
+      const float alpha = std::exp(p.m[r] - m_new);
+      float* acc = p.acc.data() + r * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] *= alpha;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        const float w = std::exp(s[j] - m_new);
+        sum += w;
+        if (w == 0.0f) continue;
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * v[j * D + d];
+      }
+      p.l[r] = p.l[r] * alpha + sum;
+      p.m[r] = m_new;
+    }
+  }
+}
+
+// Flash-decoding on CPU: (batch x kv head x split) tasks in parallel, splits merged per row at the end.
+template <typename T, typename M>
+void attention(const AttentionArgs<T, M>& a, int64_t splits) {
+  const int64_t n_total = a.n_quant + a.n_residual, G = a.group, D = a.dim;
+  const int64_t per_split = std::max<int64_t>(G, (n_total + splits - 1) / splits + G - 1) / G * G;
+  splits = std::max<int64_t>(1, (n_total + per_split - 1) / per_split);
+  const int64_t tasks = a.batch * a.kv_heads, rep = a.q_heads / a.kv_heads, rows = rep * a.q_len;
+  std::vector<Partial> parts(tasks * splits);
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < tasks * splits; ++i) {
+    const int64_t task = i / splits, split = i % splits;
+    const int64_t begin = split * per_split, end = std::min(n_total, begin + per_split);
+    attend_range(a, task / a.kv_heads, task % a.kv_heads, begin, end, parts[i]);
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / a.kv_heads, h = task % a.kv_heads;
+    T* out = a.out + (b * a.q_heads + h * rep) * a.q_len * D;
+    for (int64_t r = 0; r < rows; ++r) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, parts[task * splits + sp].m[r]);
+      float l = 0.0f;
+      std::vector<float> acc(D, 0.0f);
+      for (int64_t sp = 0; sp < splits; ++sp) {
+        const Partial& p = parts[task * splits + sp];
+        if (std::isinf(p.m[r])) continue;
+        const float w = std::exp(p.m[r] - m);
+        l += w * p.l[r];
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * p.acc[r * D + d];
+      }
+      for (int64_t d = 0; d < D; ++d) out[r * D + d] = static_cast<T>(l > 0.0f ? acc[d] / l : 0.0f);
+    }
+  }
+}
+
+}  // namespace kivi
+}  // namespace pydecode

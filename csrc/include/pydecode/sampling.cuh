@@ -1,0 +1,294 @@
+// CUDA kernels of the sampling ops: templates on raw pointers + stream, returning cudaError_t; no torch types.
+// Semantics are those of pydecode/ops/reference; the ATen adapter is csrc/cuda/sampling.cu.
+//
+// sample: one block per row, each pass a strided loop over the row with block-wide reductions (the row stays in L2):
+//   1. max and argmax of x = sanitize(logit) / temperature (greedy rows stop here);
+//   2. top-k: exact k-th largest value by radix select on order-preserving keys, 3 passes (11/11/10-bit digit
+//      histograms in shared memory, each counting only the entries under the prefix chosen so far);
+//   3. top-p: the same radix select with mass histograms (exp(x - M) as 40-bit fixed point: integer atomics keep the
+//      sums order-independent, so the result is deterministic), over the entries top-k kept, 3 passes;
+//   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win.
+// Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "pydecode/common.h"
+
+namespace pydecode {
+namespace cuda_detail {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBins = 2048;
+
+__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+
+template <typename T>
+__device__ __forceinline__ float sanitized(const T* row, int64_t i) {
+  const float x = load(row, i);
+  return isnan(x) ? -INFINITY : x;
+}
+
+struct ArgMax {
+  float value;
+  int64_t index;
+};
+
+// Larger value wins; equal values go to the lower index (torch.argmax's first maximum). NaN never enters.
+__device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
+  return (b.value > a.value || (b.value == a.value && b.index < a.index)) ? b : a;
+}
+
+// Block-wide argmax; every thread gets the result. `shared` holds kWarps entries.
+__device__ ArgMax block_argmax(ArgMax a, ArgMax* shared) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    ArgMax other{__shfl_down_sync(0xFFFFFFFFu, a.value, offset), __shfl_down_sync(0xFFFFFFFFu, a.index, offset)};
+    a = better(a, other);
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // shared may still be read by a previous call
+  if (lane == 0) shared[warp] = a;
+  __syncthreads();
+  ArgMax result = shared[0];
+  for (int w = 1; w < kWarps; ++w) result = better(result, shared[w]);
+  return result;
+}
+
+// Block-wide float sum in a fixed order (deterministic); every thread gets the result.
+__device__ float block_sum(float v, float* shared) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xFFFFFFFFu, v, offset);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kWarps; ++w) total += shared[w];
+  return total;
+}
+
+struct SelectState {
+  unsigned long long hist[kBins];
+  unsigned long long above, target;
+  uint32_t bin;
+  bool found;
+};
+
+// Largest value tau with weight(value >= tau) >= target, over i in [0, n) (weight(i) == 0 excludes an entry).
+// relative: target is a fraction of the total weight. Returns -inf when the total falls short (keep all).
+template <typename Value, typename Weight>
+__device__ float block_threshold(int64_t n, Value value, Weight weight, double target, bool relative,
+                                 SelectState& s) {
+  uint32_t prefix = 0;  // the key bits chosen so far
+  if (threadIdx.x == 0) s.above = 0;
+  for (int level = 0; level < 3; ++level) {
+    const int shift = level == 0 ? 21 : (level == 1 ? 10 : 0);  // digits of 11, 11 and 10 bits
+    const uint32_t mask = level == 2 ? 0x3FFu : 0x7FFu;
+    for (int b = threadIdx.x; b < kBins; b += kThreads) s.hist[b] = 0;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      const float v = value(i);
+      const uint32_t key = order_key(v);
+      if (level > 0 && (key >> (shift + (level == 1 ? 11 : 10))) != prefix) continue;
+      const unsigned long long w = weight(i, v);
+      if (w != 0) atomicAdd(&s.hist[(key >> shift) & mask], w);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {  // warp 0: lane l owns bins [kBins - 64 (l + 1), kBins - 64 l), scanned from the top
+      const int lane = threadIdx.x, top = kBins - 64 * lane - 1;
+      unsigned long long chunk = 0;
+      for (int b = 0; b < 64; ++b) chunk += s.hist[top - b];
+      unsigned long long before = chunk;  // inclusive scan of chunk over lanes 0..lane
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const unsigned long long up = __shfl_up_sync(0xFFFFFFFFu, before, offset);
+        if (lane >= offset) before += up;
+      }
+      before -= chunk;
+      if (level == 0 && lane == 31) {
+        const unsigned long long total = before + chunk;
+        s.target = relative ? static_cast<unsigned long long>(ceil(target * static_cast<double>(total)))
+                            : static_cast<unsigned long long>(target);
+      }
+      __syncwarp();
+      const unsigned long long goal = s.target, above = s.above;
+      const bool mine = above + before < goal && above + before + chunk >= goal;
+      const unsigned ballot = __ballot_sync(0xFFFFFFFFu, mine);
+      if (lane == 0) s.found = ballot != 0;
+      if (mine) {
+        unsigned long long acc = above + before;
+        int b = 0;
+        while (acc + s.hist[top - b] < goal) acc += s.hist[top - b++];
+        s.bin = static_cast<uint32_t>(top - b);
+        s.above = acc;
+      }
+    }
+    __syncthreads();
+    if (!s.found) return -INFINITY;
+    prefix = (prefix << (level == 2 ? 10 : 11)) | s.bin;
+    __syncthreads();
+  }
+  return float_from_key(prefix);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64_t vocab, SampleParams p,
+                                                          int64_t* out) {
+  __shared__ SelectState select;
+  __shared__ ArgMax reduce[kWarps];
+  const int64_t row_index = blockIdx.x;
+  const T* row = logits + row_index * vocab;
+  const float temperature = row_param(p.temperature, p.temperature_val, row_index);
+  const bool greedy = !(temperature > 0.0f);
+  auto value = [&](int64_t i) {
+    const float x = sanitized(row, i);
+    return greedy ? x : __fdiv_rn(x, temperature);
+  };
+
+  ArgMax best{-INFINITY, vocab};
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{value(i), i});
+  best = block_argmax(best, reduce);
+  const float row_max = best.value;
+  if (greedy || row_max == -INFINITY || row_max == INFINITY) {
+    if (threadIdx.x == 0) out[row_index] = row_max == -INFINITY ? 0 : best.index;
+    return;
+  }
+
+  float tau = -INFINITY;
+  const int32_t top_k = row_param(p.top_k, p.top_k_val, row_index);
+  if (top_k > 0 && top_k < vocab) {
+    tau = block_threshold(vocab, value, [](int64_t, float) { return 1ull; }, static_cast<double>(top_k), false,
+                          select);
+  }
+  const float top_p = row_param(p.top_p, p.top_p_val, row_index);
+  if (top_p < 1.0f) {
+    const float floor = tau;
+    auto mass = [&](int64_t, float v) {
+      // 2^40 fixed point: the sums fit in 64 bits for vocab < 2^23 (checked by the adapter)
+      return v < floor ? 0ull : static_cast<unsigned long long>(expf(v - row_max) * 1099511627776.0f);
+    };
+    tau = fmaxf(tau, block_threshold(vocab, value, mass, static_cast<double>(top_p), true, select));
+  }
+
+  const float min_p = row_param(p.min_p, p.min_p_val, row_index);
+  const uint32_t key = step_key(p.seeds[row_index], p.step);
+  ArgMax draw{row_max + gumbel_from_bits(token_bits(key, static_cast<uint32_t>(best.index))), best.index};
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float v = value(i);
+    if (v < tau) continue;
+    if (v + kGumbelMax < draw.value) continue;
+    const uint32_t bits = token_bits(key, static_cast<uint32_t>(i));
+    if (min_p > 0.0f && expf(v - row_max) < min_p) continue;
+    const float noisy = v + gumbel_from_bits(bits);
+    if (!isnan(noisy)) draw = better(draw, ArgMax{noisy, i});
+  }
+  draw = block_argmax(draw, reduce);
+  if (threadIdx.x == 0) out[row_index] = draw.index;
+}
+
+// Grid (row, vocab chunk); rows without any penalty return at once.
+__global__ void penalties_kernel(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t vocab,
+                                 const float* repetition, float repetition_val, const float* frequency,
+                                 float frequency_val, const float* presence, float presence_val) {
+  const int64_t b = blockIdx.y;
+  const float rep = row_param(repetition, repetition_val, b);
+  const float freq = row_param(frequency, frequency_val, b);
+  const float pres = row_param(presence, presence_val, b);
+  if (rep == 1.0f && freq == 0.0f && pres == 0.0f) return;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= vocab) return;
+  const int64_t at = b * vocab + i;
+  const int32_t c = counts[at];
+  float v = logits[at];
+  if (rep != 1.0f && (c > 0 || (prompt_mask && prompt_mask[at]))) v = v < 0.0f ? __fmul_rn(v, rep) : __fdiv_rn(v, rep);
+  logits[at] = __fsub_rn(v, __fadd_rn(__fmul_rn(freq, static_cast<float>(c)), c > 0 ? pres : 0.0f));
+}
+
+__global__ void record_kernel(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b < batch && tokens[b] >= 0 && tokens[b] < vocab) counts[b * vocab + tokens[b]] += 1;
+}
+
+// One block per row: max, sum-exp, the chosen token, then top_n rounds of "next largest after the previous".
+template <typename T>
+__global__ void __launch_bounds__(kThreads) logprobs_kernel(const T* logits, const int64_t* tokens, int64_t vocab,
+                                                            int64_t top_n, float* chosen, float* top_values,
+                                                            int64_t* top_ids) {
+  __shared__ ArgMax reduce[kWarps];
+  __shared__ float sums[kWarps];
+  const int64_t b = blockIdx.x;
+  const T* row = logits + b * vocab;
+  ArgMax best{-INFINITY, vocab};
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{sanitized(row, i), i});
+  const float row_max = block_argmax(best, reduce).value;
+  float partial = 0.0f;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) partial += expf(sanitized(row, i) - row_max);
+  const float log_z = logf(block_sum(partial, sums));
+  const int64_t tok = tokens[b];
+  if (threadIdx.x == 0) chosen[b] = (tok >= 0 && tok < vocab) ? (sanitized(row, tok) - row_max) - log_z : NAN;
+  ArgMax previous{INFINITY, -1};
+  for (int64_t j = 0; j < top_n; ++j) {
+    ArgMax next{-INFINITY, vocab};
+    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+      const float v = sanitized(row, i);
+      if (v < previous.value || (v == previous.value && i > previous.index)) next = better(next, ArgMax{v, i});
+    }
+    next = block_argmax(next, reduce);
+    if (threadIdx.x == 0) {
+      top_values[b * top_n + j] = (next.value - row_max) - log_z;
+      top_ids[b * top_n + j] = next.index;
+    }
+    previous = next;
+  }
+}
+
+}  // namespace cuda_detail
+
+// out[b] = the token drawn for row b of logits (batch, vocab); T is float, __half or __nv_bfloat16.
+template <typename T>
+cudaError_t sample_cuda(const T* logits, int64_t batch, int64_t vocab, const SampleParams& params, int64_t* out,
+                        cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  cuda_detail::sample_kernel<T><<<static_cast<unsigned>(batch), cuda_detail::kThreads, 0, stream>>>(
+      logits, vocab, params, out);
+  return cudaGetLastError();
+}
+
+// Repetition / frequency / presence penalties in place on float32 logits (batch, vocab); prompt_mask may be null.
+inline cudaError_t penalties_cuda(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t batch,
+                                  int64_t vocab, const float* repetition, float repetition_val,
+                                  const float* frequency, float frequency_val, const float* presence,
+                                  float presence_val, cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  constexpr int kBlock = 256;
+  const dim3 grid(static_cast<unsigned>((vocab + kBlock - 1) / kBlock), static_cast<unsigned>(batch));
+  cuda_detail::penalties_kernel<<<grid, kBlock, 0, stream>>>(logits, counts, prompt_mask, vocab, repetition,
+                                                             repetition_val, frequency, frequency_val, presence,
+                                                             presence_val);
+  return cudaGetLastError();
+}
+
+// counts[b, tokens[b]] += 1; tokens outside [0, vocab) are ignored.
+inline cudaError_t record_cuda(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab,
+                               cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>((batch + 255) / 256);
+  cuda_detail::record_kernel<<<blocks, 256, 0, stream>>>(counts, tokens, batch, vocab);
+  return cudaGetLastError();
+}
+
+// chosen[b] = log_softmax(logits[b])[tokens[b]]; top_values / top_ids (batch, top_n), descending, ties to lower id.
+template <typename T>
+cudaError_t logprobs_cuda(const T* logits, const int64_t* tokens, int64_t batch, int64_t vocab, int64_t top_n,
+                          float* chosen, float* top_values, int64_t* top_ids, cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  cuda_detail::logprobs_kernel<T><<<static_cast<unsigned>(batch), cuda_detail::kThreads, 0, stream>>>(
+      logits, tokens, vocab, top_n, chosen, top_values, top_ids);
+  return cudaGetLastError();
+}
+
+}  // namespace pydecode

@@ -1,0 +1,239 @@
+// CPU kernels of the sampling ops: plain C++ on raw pointers, OpenMP across rows. Semantics are those of
+// pydecode/ops/reference (see there); the ATen adapter is csrc/cpu/sampling.cpp.
+//
+// sample, per row, over a float32 scratch copy x = sanitize(logits) / temperature:
+//   1. one pass: x and its max M (argmax for greedy rows; no finite logit -> token 0);
+//   2. top-k: the exact k-th largest value by a radix select on order-preserving keys (count histograms of 11, 11
+//      and 10 bits, each level over the previous level's bucket only); the kept entries (>= it) are compacted;
+//   3. top-p: one pass for e = exp(x - M) and Z over the kept entries, then the same radix select with mass
+//      histograms finds the pivot: the largest value whose kept-from-the-top mass reaches top_p * Z;
+//   4. draw: Gumbel-max over the kept entries; min-p (exp(x - M) < min_p drops) is tested only for tokens that
+//      can still win: a token with x + max_gumbel below the best noisy value so far is skipped without a log.
+// No sort. Top-p ties at the pivot value are all kept (the reference keeps a sort-order-dependent subset).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "pydecode/common.h"
+
+namespace pydecode {
+
+struct Half { uint16_t bits; };      // IEEE binary16 storage, layout-compatible with at::Half
+struct BFloat16 { uint16_t bits; };  // bfloat16 storage, layout-compatible with at::BFloat16
+
+inline float to_float(float x) { return x; }
+inline float to_float(BFloat16 x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline float to_float(Half x) {
+  const uint32_t sign = static_cast<uint32_t>(x.bits & 0x8000u) << 16;
+  const uint32_t exponent = (x.bits >> 10) & 0x1Fu, mantissa = x.bits & 0x3FFu;
+  uint32_t u;
+  if (exponent == 0x1F) {
+    u = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
+    const float f = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+    return sign ? -f : f;
+  } else {
+    u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+  }
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+
+template <typename T>
+inline float sanitized(T raw) {
+  const float x = to_float(raw);
+  return std::isnan(x) ? kNegInf : x;
+}
+
+// Scratch of one thread for rows of `vocab` entries.
+struct SampleScratch {
+  std::vector<float> x, kept, weight, sel_v, sel_w;
+  std::vector<int32_t> kept_id;
+  explicit SampleScratch(int64_t vocab)
+      : x(vocab), kept(vocab), weight(vocab), sel_v(vocab), sel_w(vocab), kept_id(vocab) {}
+};
+
+// Largest value tau of vals[0, n) whose weight from the top, weight(vals >= tau), reaches target (weights null: 1
+// each). Radix select over three key digits; -inf when the total falls short of target (rounding): keep all.
+inline float threshold_from_top(const float* vals, const float* weights, int64_t n, double target, SampleScratch& s) {
+  static constexpr int kShift[3] = {21, 10, 0};
+  static constexpr uint32_t kMask[3] = {0x7FFu, 0x7FFu, 0x3FFu};
+  double hist[2048];
+  double above = 0.0;
+  for (int level = 0; level < 3; ++level) {
+    const int shift = kShift[level];
+    const uint32_t mask = kMask[level];
+    std::fill(hist, hist + mask + 1, 0.0);
+    for (int64_t j = 0; j < n; ++j) hist[(order_key(vals[j]) >> shift) & mask] += weights ? weights[j] : 1.0;
+    int64_t bin = mask;
+    for (; bin >= 0 && above + hist[bin] < target; --bin) above += hist[bin];
+    if (bin < 0) return kNegInf;
+    int64_t m = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (((order_key(vals[j]) >> shift) & mask) != static_cast<uint32_t>(bin)) continue;
+      s.sel_v[m] = vals[j];
+      if (weights) s.sel_w[m] = weights[j];
+      ++m;
+    }
+    vals = s.sel_v.data();
+    weights = weights ? s.sel_w.data() : nullptr;
+    n = m;
+  }
+  return vals[0];  // every survivor has the same key, hence the same value
+}
+
+template <typename T>
+int64_t greedy_row(const T* logits, int64_t vocab) {
+  float best = kNegInf;
+  int64_t best_i = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float v = sanitized(logits[i]);
+    if (v > best) { best = v; best_i = i; }
+  }
+  return best_i;
+}
+
+template <typename T>
+int64_t sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k, float top_p, float min_p,
+                   uint32_t key, SampleScratch& s) {
+  if (!(temperature > 0.0f)) return greedy_row(logits, vocab);
+  float* x = s.x.data();
+  float row_max = kNegInf;
+  for (int64_t i = 0; i < vocab; ++i) {
+    x[i] = sanitized(logits[i]) / temperature;
+    row_max = std::max(row_max, x[i]);
+  }
+  if (row_max == kNegInf) return 0;
+  const int64_t argmax = std::find(x, x + vocab, row_max) - x;
+  if (row_max == kPosInf) return argmax;
+
+  const float* cand = x;  // candidate values; ids are cand_id[j], or j when cand_id is null
+  const int32_t* cand_id = nullptr;
+  int64_t n = vocab;
+  float tau = kNegInf;
+  if (top_k > 0 && top_k < vocab) {
+    tau = threshold_from_top(x, nullptr, vocab, static_cast<double>(top_k), s);
+    n = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (x[i] < tau) continue;
+      s.kept[n] = x[i];
+      s.kept_id[n] = static_cast<int32_t>(i);
+      ++n;
+    }
+    cand = s.kept.data();
+    cand_id = s.kept_id.data();
+  }
+  if (top_p < 1.0f) {
+    double z = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      s.weight[j] = std::exp(cand[j] - row_max);
+      z += s.weight[j];
+    }
+    tau = std::max(tau, threshold_from_top(cand, s.weight.data(), n, static_cast<double>(top_p) * z, s));
+  }
+
+  float best = row_max + gumbel_from_bits(token_bits(key, static_cast<uint32_t>(argmax)));
+  int64_t best_i = argmax;
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = cand[j];
+    if (v < tau) continue;
+    const int64_t i = cand_id ? cand_id[j] : j;
+    if (v + kGumbelMax < best) continue;
+    const uint32_t bits = token_bits(key, static_cast<uint32_t>(i));
+    if (min_p > 0.0f && std::exp(v - row_max) < min_p) continue;
+    const float noisy = v + gumbel_from_bits(bits);
+    if (noisy > best || (noisy == best && i < best_i)) { best = noisy; best_i = i; }
+  }
+  return best_i;
+}
+
+// out[b] = the token drawn for row b of logits (batch, vocab).
+template <typename T>
+void sample_cpu(const T* logits, int64_t batch, int64_t vocab, const SampleParams& p, int64_t* out) {
+#pragma omp parallel if (batch > 1)
+  {
+    SampleScratch scratch(vocab);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < batch; ++b) {
+      out[b] = sample_row(logits + b * vocab, vocab, row_param(p.temperature, p.temperature_val, b),
+                          row_param(p.top_k, p.top_k_val, b), row_param(p.top_p, p.top_p_val, b),
+                          row_param(p.min_p, p.min_p_val, b), step_key(p.seeds[b], p.step), scratch);
+    }
+  }
+}
+
+// Repetition / frequency / presence penalties in place on float32 logits (batch, vocab); prompt_mask may be null.
+inline void penalties_cpu(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t batch,
+                          int64_t vocab, const float* repetition, float repetition_val, const float* frequency,
+                          float frequency_val, const float* presence, float presence_val) {
+#pragma omp parallel for schedule(static) if (batch * vocab > (1 << 16))
+  for (int64_t b = 0; b < batch; ++b) {
+    const float rep = row_param(repetition, repetition_val, b);
+    const float freq = row_param(frequency, frequency_val, b);
+    const float pres = row_param(presence, presence_val, b);
+    if (rep == 1.0f && freq == 0.0f && pres == 0.0f) continue;
+    float* x = logits + b * vocab;
+    const int32_t* c = counts + b * vocab;
+    const bool* prompt = prompt_mask ? prompt_mask + b * vocab : nullptr;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const bool generated = c[i] > 0;
+      float v = x[i];
+      if (rep != 1.0f && (generated || (prompt && prompt[i]))) v = v < 0.0f ? v * rep : v / rep;
+      x[i] = v - (freq * static_cast<float>(c[i]) + pres * (generated ? 1.0f : 0.0f));
+    }
+  }
+}
+
+// counts[b, tokens[b]] += 1; tokens outside [0, vocab) are ignored.
+inline void record_cpu(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab) {
+  for (int64_t b = 0; b < batch; ++b) {
+    if (tokens[b] >= 0 && tokens[b] < vocab) counts[b * vocab + tokens[b]] += 1;
+  }
+}
+
+// chosen[b] = log_softmax(logits[b])[tokens[b]] (NaN for a token outside [0, vocab)); top_values / top_ids
+// (batch, top_n) the top_n best in descending order, ties to the lower id.
+template <typename T>
+void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t vocab, int64_t top_n,
+                  float* chosen, float* top_values, int64_t* top_ids) {
+#pragma omp parallel for schedule(dynamic, 1) if (batch > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* row = logits + b * vocab;
+    float row_max = kNegInf;
+    for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, sanitized(row[i]));
+    double z = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) z += std::exp(sanitized(row[i]) - row_max);
+    const float log_z = static_cast<float>(std::log(z));
+    const int64_t tok = tokens[b];
+    chosen[b] = (tok >= 0 && tok < vocab) ? (sanitized(row[tok]) - row_max) - log_z
+                                          : std::numeric_limits<float>::quiet_NaN();
+    if (top_n == 0) continue;
+    float* vals = top_values + b * top_n;
+    int64_t* ids = top_ids + b * top_n;
+    int64_t filled = 0;
+    for (int64_t i = 0; i < vocab; ++i) {  // insertion into the sorted top_n list
+      const float v = sanitized(row[i]);
+      if (filled == top_n && !(v > vals[top_n - 1])) continue;
+      int64_t pos = std::min(filled, top_n - 1);
+      for (; pos > 0 && v > vals[pos - 1]; --pos) { vals[pos] = vals[pos - 1]; ids[pos] = ids[pos - 1]; }
+      vals[pos] = v;
+      ids[pos] = i;
+      filled = std::min(filled + 1, top_n);
+    }
+    for (int64_t j = 0; j < top_n; ++j) vals[j] = (vals[j] - row_max) - log_z;
+  }
+}
+
+}  // namespace pydecode

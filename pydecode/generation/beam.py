@@ -1,0 +1,268 @@
+"""Beam search and beam sampling with transformers 5 semantics; diverse (group) beam search is in group_beam.py.
+
+One step, for ``B`` prompts of ``N`` beams each (rows ``b * N + j``):
+
+1. model -> raw logits (B*N, V) -> log-softmax -> the logits pipeline (penalties, bans, min length, ...) ->
+   for beam sampling the warpers (temperature, top-k, top-p, min-p, keeping at least ``n_eos + 1`` tokens);
+2. ``beam_topk``: add each beam's running score and keep the ``K = max(2, n_eos + 1) * N`` best (token, beam)
+   pairs per prompt, in one fused pass (log-softmax included when the pipeline leaves the scores alone). Beam
+   sampling draws the K pairs without replacement instead (Gumbel-top-k on the per-prompt counter-based stream);
+3. candidates that hit eos (or any stop) become finished hypotheses if they rank in the top N and beat the worst
+   kept one after the length penalty; the N best others are the running beams of the next step;
+4. the KV cache and the per-row token counts follow the running beams (one index-select per step).
+
+The loop reads one flag back per step (may any prompt still improve?) and stops like transformers does with
+``early_stopping`` True (N finished hypotheses), False (heuristic bound at the current length) or "never"
+(bound at ``max_length`` when ``length_penalty > 0``).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.beam import beam_topk_unchecked
+from ..ops.reference import gumbel_noise
+from ..ops.reference.sampling import min_p_filter, top_k_filter, top_p_filter, typical_filter
+from .context import DecodeContext
+from .output import GenerateBeamOutput
+
+_NEG = -1.0e9  # transformers' "never pick this" score offset; kept bit for bit for parity
+
+
+def check_beam_config(config, streamer=None) -> None:
+    """Raise ValueError for beam settings that cannot run (before any model step)."""
+    num_beams = config.num_beams
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    groups = config.num_beam_groups if config.num_beam_groups is not None else 1
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"num_beam_groups must be an integer >= 1, got {groups!r}")
+    if num_beams % groups:
+        raise ValueError(f"num_beams ({num_beams}) must be divisible by num_beam_groups ({groups})")
+    diversity = config.diversity_penalty or 0.0
+    if diversity < 0:
+        raise ValueError(f"diversity_penalty must be >= 0, got {diversity}")
+    if diversity > 0 and groups == 1:
+        raise ValueError("diversity_penalty only acts between beam groups: set num_beam_groups > 1 "
+                         f"(got num_beam_groups={groups})")
+    if groups > 1 and config.do_sample:
+        raise ValueError("diverse beam search (num_beam_groups > 1) cannot be combined with do_sample=True")
+    returned = config.num_return_sequences or 1
+    if returned > num_beams:
+        raise ValueError(f"num_return_sequences ({returned}) must be <= num_beams ({num_beams})")
+    if config.early_stopping not in (None, True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {config.early_stopping!r}")
+    if streamer is not None:
+        raise ValueError("a streamer cannot be used with beam search (as in transformers): use num_beams=1")
+    if getattr(config, "output_logprobs", False) or getattr(config, "top_logprobs", 0):
+        raise NotImplementedError("output_logprobs / top_logprobs are not implemented for beam search")
+
+
+def run(ctx: DecodeContext):
+    """Beam search, beam sampling or (``num_beam_groups > 1``) diverse beam search; see the module docstring.
+
+    Returns the best ``num_return_sequences`` hypotheses of each prompt (B * R, L) as a LongTensor, or a
+    :class:`GenerateBeamOutput` with ``return_dict_in_generate=True``.
+    """
+    check_beam_config(ctx.config, ctx.streamer)
+    if (ctx.config.num_beam_groups or 1) > 1:
+        from .group_beam import run as run_groups
+
+        return run_groups(ctx)
+    return _BeamSearch(ctx).run()
+
+
+def warp_for_beams(scores: torch.Tensor, params, min_keep: int) -> torch.Tensor:
+    """Beam sampling's warpers on processed log-probs (temperature -> top-k -> top-p -> min-p -> typical), each
+    keeping at least ``min_keep`` tokens as transformers does for beams. Rows with temperature 0 stay as they are."""
+    t = params.temperature
+    out = scores if not isinstance(t, torch.Tensor) and t in (0.0, 1.0) else _divide(scores, t)
+    for fn, value, off in ((top_k_filter, params.top_k, 0), (top_p_filter, params.top_p, 1.0),
+                           (min_p_filter, params.min_p, 0.0), (typical_filter, params.typical_p, 1.0)):
+        if isinstance(value, torch.Tensor) or value != off:
+            out = _keep_top(fn(out, value), out, min_keep)
+    return out
+
+
+def _divide(scores, temperature):
+    t = temperature if isinstance(temperature, torch.Tensor) else torch.tensor(float(temperature))
+    t = t.to(scores.device, torch.float32).reshape(-1, 1)
+    return torch.where(t > 0, scores / torch.where(t > 0, t, 1.0), scores)
+
+
+def _keep_top(filtered: torch.Tensor, before: torch.Tensor, min_keep: int) -> torch.Tensor:
+    top = before.topk(min(min_keep, before.shape[-1]), dim=-1).indices
+    return filtered.scatter(1, top, before.gather(1, top))
+
+
+class _BeamSearch:
+    """State of one beam search call; tensors are (B, N, ...) unless said otherwise."""
+
+    def __init__(self, ctx: DecodeContext):
+        self.ctx = ctx
+        config = ctx.config
+        self.batch, self.beams = ctx.batch, ctx.expand
+        self.prompt_len = ctx.input_ids.shape[1]
+        self.max_length = ctx.max_length
+        self.device = ctx.input_ids.device
+        eos = ctx.eos_ids
+        self.eos = torch.tensor(eos, device=self.device) if eos else None
+        self.k = max(2, 1 + len(eos)) * self.beams
+        self.length_penalty = config.length_penalty if config.length_penalty is not None else 1.0
+        self.early_stopping = config.early_stopping if config.early_stopping is not None else False
+        self.do_sample = bool(config.do_sample)
+        self.min_keep = len(eos) + 1 if eos else 2
+        B, N, L = self.batch, self.beams, self.max_length
+        # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset), -1 without eos
+        fill = ((ctx.pad_id or eos[0]) if eos else -1)
+        self.running = torch.full((B * N, L), fill, dtype=torch.long, device=self.device)
+        self.running[:, : self.prompt_len] = ctx.input_ids
+        self.running_scores = torch.zeros(B, N, device=self.device)
+        self.running_scores[:, 1:] = _NEG  # only beam 0 may start, or all beams would pick the same tokens
+        self.running_from = torch.full((B, N, L - self.prompt_len), -1, dtype=torch.int32, device=self.device)
+        self.finished = self.running.view(B, N, L).clone()
+        self.finished_scores = torch.full((B, N), _NEG, device=self.device)
+        self.finished_from = self.running_from.clone()
+        self.is_finished = torch.zeros(B, N, dtype=torch.bool, device=self.device)
+        self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=self.device)
+        self.in_top_n = torch.arange(self.k, device=self.device) < N
+        self.row_offset = torch.arange(B, device=self.device)[:, None] * N
+        on = bool(config.return_dict_in_generate)
+        self.keep = {name: [] if on and getattr(config, f"output_{name}") else None
+                     for name in ("scores", "logits", "attentions", "hidden_states")}
+
+    def run(self):
+        ctx, runner = self.ctx, self.ctx.runner
+        outputs = runner.prefill(ctx.input_ids)
+        cur_len, step, host_syncs = self.prompt_len, 0, 0
+        while True:
+            self._record(outputs)
+            sources, tokens, hits = self._step(outputs.logits[:, -1, :], cur_len, step)
+            # the running beams now continue rows `sources`: move the cache and the token counts along
+            runner.cache.reorder_cache(sources)
+            ctx.pipeline.reorder(sources)
+            ctx.pipeline.record(tokens)
+            cur_len, step = cur_len + 1, step + 1
+            host_syncs += 1
+            if cur_len >= self.max_length or self._should_stop(cur_len, hits):
+                break
+            outputs = runner.step(tokens)
+        return self._finish(host_syncs)
+
+    def _record(self, outputs) -> None:
+        if self.keep["attentions"] is not None:
+            self.keep["attentions"].append(outputs.attentions)
+        if self.keep["hidden_states"] is not None:
+            self.keep["hidden_states"].append(outputs.hidden_states)
+
+    def _candidate_scores(self, raw: torch.Tensor, cur_len: int, step: int):
+        """Processed log-probs (or the raw logits when the kernel may normalise them itself) and the top-K."""
+        ctx, N = self.ctx, self.beams
+        logits = raw.to(dtype=torch.float32, copy=True)
+        if self.keep["logits"] is not None:
+            self.keep["logits"].append(logits.clone())
+        running = self.running_scores.view(-1)
+        fused = not (self.do_sample or self.keep["scores"] is not None or ctx.config.renormalize_logits
+                     or ctx.pipeline.changes_scores(cur_len))
+        if fused:
+            return beam_topk_unchecked(logits, running, N, self.k, True, ctx.backend)
+        scores = ctx.pipeline.process(torch.log_softmax(logits, dim=-1), self.running[:, :cur_len], cur_len)
+        if self.do_sample:
+            scores = warp_for_beams(scores, ctx.params, self.min_keep)
+        if ctx.config.renormalize_logits:
+            scores = scores.log_softmax(dim=-1)
+        if self.keep["scores"] is not None:
+            self.keep["scores"].append(scores.clone())
+        if not self.do_sample:
+            return beam_topk_unchecked(scores, running, N, self.k, False, ctx.backend)
+        # Gumbel-top-k: the K best of (score + Gumbel noise) are K draws without replacement from softmax(score)
+        seeds = ctx.params.seeds.view(self.batch, N)[:, 0]
+        noise = gumbel_noise(seeds, step, N * scores.shape[1]).view_as(scores)
+        t = ctx.params.temperature
+        if isinstance(t, torch.Tensor) or t <= 0:
+            noise = noise * (torch.as_tensor(t, device=noise.device).reshape(-1, 1) > 0)
+        _, tokens, beams = beam_topk_unchecked(scores + noise, running, N, self.k, False, ctx.backend)
+        rows = beams + self.row_offset
+        picked = scores[rows, tokens] + running[rows]
+        return picked, tokens, beams
+
+    def _step(self, raw: torch.Tensor, cur_len: int, step: int):
+        B, N, K, L = self.batch, self.beams, self.k, self.max_length
+        scores, tokens, beams = self._candidate_scores(raw, cur_len, step)
+        source_rows = (beams + self.row_offset).view(-1)  # (B*K,) global row of each candidate's beam
+        cand = self.running.index_select(0, source_rows)
+        cand[:, cur_len] = tokens.view(-1)
+        cand_from = self.running_from.view(B * N, -1).index_select(0, source_rows).view(B, K, -1)
+        cand_from[:, :, cur_len - self.prompt_len] = (beams + self.row_offset).to(torch.int32)
+        hits = self._hits(cand, tokens, cur_len)
+
+        # the N best candidates that did not stop keep running
+        alive_scores = scores + hits.to(torch.float32) * _NEG
+        keep = torch.topk(alive_scores, k=N)[1]
+        self.running_scores = alive_scores.gather(1, keep)
+        keep_rows = (keep + self.row_offset * (K // N)).view(-1)
+        self.running = cand.index_select(0, keep_rows)
+        self.running_from = cand_from.gather(1, keep[:, :, None].expand(-1, -1, cand_from.shape[2]))
+
+        # candidates in the top N that stopped may enter the finished set
+        length = (cur_len + 1 - self.prompt_len) ** self.length_penalty
+        finals = scores / length
+        full = torch.all(self.is_finished, dim=-1, keepdim=True) & (self.early_stopping is True)
+        finals = finals + full.to(torch.float32) * _NEG
+        finals = finals + (~self.may_improve).to(torch.float32) * _NEG
+        just_finished = hits & self.in_top_n[None, :]
+        finals = finals + (~just_finished) * _NEG
+        merged_scores = torch.cat((self.finished_scores, finals), dim=1)
+        best = torch.topk(merged_scores, k=N)[1]
+        self.finished_scores = merged_scores.gather(1, best)
+        self.is_finished = torch.cat((self.is_finished, just_finished), dim=1).gather(1, best)
+        merged = torch.cat((self.finished, cand.view(B, K, L)), dim=1)
+        self.finished = merged.gather(1, best[:, :, None].expand(-1, -1, L))
+        merged_from = torch.cat((self.finished_from, cand_from), dim=1)
+        self.finished_from = merged_from.gather(1, best[:, :, None].expand(-1, -1, merged_from.shape[2]))
+
+        sources = self.running_from[:, :, cur_len - self.prompt_len].reshape(-1).long()
+        return sources, self.running[:, cur_len], hits
+
+    def _hits(self, cand: torch.Tensor, tokens: torch.Tensor, cur_len: int) -> torch.Tensor:
+        """(B, K) bool: the candidate stops (eos, stop strings / custom criteria, length or time limit)."""
+        stops = self.ctx.stops
+        if cur_len + 1 >= self.max_length or stops.out_of_time():
+            return torch.ones_like(tokens, dtype=torch.bool)
+        hits = torch.isin(tokens, self.eos) if self.eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
+        for criterion in stops.criteria:
+            done = criterion(cand[:, : cur_len + 1], None)
+            done = torch.full((cand.shape[0],), done) if isinstance(done, bool) else done
+            hits = hits | done.to(hits.device).view_as(hits)
+        return hits
+
+    def _should_stop(self, cur_len: int, hits: torch.Tensor) -> bool:
+        """Update the per-prompt improvement bound; True when no prompt can improve (the one host read per step)."""
+        if self.early_stopping == "never" and self.length_penalty > 0.0:
+            best_length = self.max_length - self.prompt_len
+        else:
+            best_length = cur_len - self.prompt_len
+        best_possible = self.running_scores[:, :1] / (best_length ** self.length_penalty)
+        worst = torch.where(self.is_finished, torch.min(self.finished_scores, dim=1, keepdim=True)[0], _NEG)
+        self.may_improve = self.may_improve & torch.any(best_possible > worst, dim=-1, keepdim=True)
+        open_beams = ~(torch.all(self.is_finished) & (self.early_stopping is True))
+        go_on = torch.any(self.may_improve) & open_beams & ~torch.all(hits)
+        return not bool(go_on)
+
+    def _finish(self, host_syncs: int):
+        ctx, R = self.ctx, int(self.ctx.config.num_return_sequences or 1)
+        B, L = self.batch, self.max_length
+        sequences = self.finished[:, :R].reshape(B * R, L)
+        scores = self.finished_scores[:, :R].reshape(-1)
+        beam_from = self.finished_from[:, :R].reshape(B * R, -1)
+        generated = int((beam_from + 1).bool().sum(dim=1).max())  # read once, after the loop
+        sequences = sequences[:, : self.prompt_len + generated]
+        if not ctx.config.return_dict_in_generate:
+            return sequences
+        keep = {k: tuple(v) if v is not None else None for k, v in self.keep.items()}
+        return GenerateBeamOutput(
+            sequences=sequences, sequences_scores=scores if ctx.config.output_scores else None,
+            scores=keep["scores"], logits=keep["logits"], beam_indices=beam_from[:, :generated],
+            attentions=keep["attentions"], hidden_states=keep["hidden_states"],
+            past_key_values=ctx.runner.cache, host_syncs=host_syncs,
+        )
+

@@ -1,0 +1,77 @@
+"""KIVI attention on the packed cache: every backend vs the reference (dequantize, then softmax attention)."""
+import pytest
+import torch
+
+from pydecode.cache import kivi_attention
+from pydecode.cache.reference import dequantize_keys, dequantize_values, kivi_pack
+from pydecode.cache.reference import kivi_attention as reference_attention
+
+G = 32
+# (batch, q heads, kv heads, head_dim, packed tokens, residual tokens, queries, left padding per row or None)
+SHAPES = [
+    pytest.param(2, 8, 2, 64, 64, 5, 1, (0, 9), id="gqa4-d64-partial-residual-padded"),
+    pytest.param(1, 4, 1, 128, 32, 0, 1, None, id="mqa-d128-empty-residual"),
+    pytest.param(3, 2, 2, 64, 96, 32, 1, (3, 0, 40), id="mha-full-residual-padded"),
+    pytest.param(2, 4, 1, 64, 0, 7, 1, None, id="mqa-nothing-packed"),
+    pytest.param(2, 4, 2, 128, 32, 9, 3, None, id="gqa-three-queries-causal"),
+    pytest.param(2, 4, 2, 64, 64, 3, 2, (5, 0), id="gqa-two-queries-padded"),
+    pytest.param(1, 8, 2, 64, 608, 17, 1, None, id="long-split-sequence"),
+]
+
+
+def _store(b, hkv, d, n_quant, n_res, nbits, dtype, device, seed=0):
+    """Random packed store with spare capacity (as in a live cache) and a residual buffer."""
+    g = torch.Generator().manual_seed(seed)
+    cap = n_quant + 2 * G
+    k = torch.randn(b, hkv, cap, d, generator=g) * 2
+    v = torch.randn(b, hkv, cap, d, generator=g)
+    packed = kivi_pack(k, None, nbits, G, True, torch.float32 if dtype == torch.float32 else torch.float16)
+    packed += kivi_pack(v, None, nbits, G, False, packed[1].dtype)
+    residual = [torch.randn(b, hkv, n_res + 4, d, generator=g).to(dtype) for _ in range(2)]
+    return [t.to(device) for t in packed], [t.to(device) for t in residual]
+
+
+def _padding_mask(pads, b, q_len, n, device):
+    if pads is None:
+        return None
+    causal = torch.ones(q_len, n, dtype=torch.bool).tril(n - q_len)
+    mask = causal.expand(b, q_len, n).clone()
+    for row, p in enumerate(pads):
+        mask[row, :, :p] = False
+    return mask.to(device)
+
+
+@pytest.mark.parametrize("b,hq,hkv,d,n_quant,n_res,q_len,pads", SHAPES)
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_attention_matches_reference(backend, device, b, hq, hkv, d, n_quant, n_res, q_len, pads, nbits):
+    packed, (rk, rv) = _store(b, hkv, d, n_quant, n_res, nbits, torch.float32, device)
+    query = torch.randn(b, hq, q_len, d, generator=torch.Generator().manual_seed(1)).to(device)
+    mask = _padding_mask(pads, b, q_len, n_quant + n_res, device)
+    args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, nbits, G)
+    expected = reference_attention(*args)
+    got = kivi_attention(*args, backend=backend)
+    assert got.shape == (b, hq, q_len, d) and got.dtype == query.dtype
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attention_half_precision(backend, device, dtype):
+    b, hq, hkv, d, n_quant, n_res = 2, 8, 2, 64, 64, 11
+    packed, (rk, rv) = _store(b, hkv, d, n_quant, n_res, 4, dtype, device)
+    query = torch.randn(b, hq, 1, d, generator=torch.Generator().manual_seed(2)).to(device, dtype)
+    mask = _padding_mask((0, 13), b, 1, n_quant + n_res, device)
+    args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, 4, G)
+    torch.testing.assert_close(kivi_attention(*args, backend=backend).float(), reference_attention(*args).float(),
+                               rtol=2e-2, atol=2e-2)
+
+
+def test_reference_is_dequantize_then_sdpa():
+    b, hq, hkv, d, n_quant, n_res = 2, 4, 2, 64, 64, 5
+    packed, (rk, rv) = _store(b, hkv, d, n_quant, n_res, 2, torch.float32, "cpu")
+    query = torch.randn(b, hq, 1, d, generator=torch.Generator().manual_seed(3))
+    k = torch.cat([dequantize_keys(*packed[:3], 2, G, n_quant), rk[:, :, :n_res]], 2).repeat_interleave(2, 1)
+    v = torch.cat([dequantize_values(*packed[3:], 2, G, n_quant), rv[:, :, :n_res]], 2).repeat_interleave(2, 1)
+    scores = (query @ k.transpose(-1, -2)) / d ** 0.5
+    expected = scores.softmax(-1) @ v
+    got = reference_attention(query, *packed, rk, rv, None, n_quant, n_res, d ** -0.5, 2, G)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

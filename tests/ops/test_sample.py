@@ -1,0 +1,198 @@
+"""The fused sampler on every backend against the reference (pydecode.ops.reference.sampling).
+
+Deterministic: the draw equals the reference's draw for the same seeds and step, except at a near-tie of the noisy
+values (|difference| <= 1e-4, float rounding of log/exp/softmax differs between backends) or a top-p boundary tie
+(backends keep every entry equal to the pivot value; the reference keeps a sort-order-dependent subset).
+Statistical: every draw lies in the allowed set; frequencies over many rows with identical logits and distinct seeds
+pass a chi-square test at the 0.1% level (fixed seeds: the outcome is deterministic, it cannot flake).
+"""
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from pydecode.ops import top_k_top_p_sample
+from pydecode.ops.reference import gumbel_noise, process_logits
+from pydecode.ops.reference import top_k_top_p_sample as reference_sample
+from pydecode.ops.reference.sampling import apply_temperature, per_row, sanitize
+
+FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
+
+
+def make_logits(batch, vocab, dtype=torch.float32, seed=0, scale=4.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, vocab, generator=gen) * scale).to(dtype)
+
+
+def make_seeds(batch, offset=0):
+    return torch.arange(batch, dtype=torch.int64) * 1_000_003 + 12345 + offset
+
+
+def allowed_set(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+    """(B, V) bool: the reference's kept set, widened by ties at its smallest kept value (top-p boundary ties)."""
+    processed = process_logits(logits, temperature, top_k, top_p, min_p)
+    tempered = apply_temperature(sanitize(logits), temperature)
+    lowest = torch.where(processed > float("-inf"), tempered, float("inf")).amin(dim=-1, keepdim=True)
+    greedy = per_row(temperature, logits.shape[0], logits.device, torch.float32) <= 0
+    argmax = torch.zeros_like(processed, dtype=torch.bool).scatter_(1, processed.argmax(-1, keepdim=True), True)
+    empty = torch.isinf(lowest) & (torch.arange(logits.shape[1]) == 0)  # no finite logit: token 0
+    return torch.where(greedy, argmax, (tempered >= lowest) | empty)
+
+
+def assert_reference_draw(tokens, logits, seeds, step, **params):
+    """Every token is allowed and equals the reference's draw, but for documented near-ties."""
+    params = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | params
+    expected = reference_sample(logits, seeds=seeds, step=step, **params)
+    batch = logits.shape[0]
+    assert tokens.dtype == torch.int64 and tokens.shape == (batch,)
+    assert bool(((tokens >= 0) & (tokens < logits.shape[1])).all())
+    allowed = allowed_set(logits, **params)
+    assert bool(allowed.gather(1, tokens.view(-1, 1)).all()), "a draw lies outside the allowed set"
+    tempered = apply_temperature(sanitize(logits), params["temperature"])
+    noisy = torch.where(allowed, tempered + gumbel_noise(seeds, step, logits.shape[1]), float("-inf"))
+    ours, theirs = noisy.gather(1, tokens.view(-1, 1)), noisy.gather(1, expected.view(-1, 1))
+    near_tie = (ours - theirs).abs() <= 1e-4 * theirs.abs().clamp(min=1.0)
+    differ = tokens.view(-1, 1) != expected.view(-1, 1)
+    assert not bool((differ & ~near_tie).any()), f"draws differ: {tokens.tolist()} vs {expected.tolist()}"
+
+
+def sample(logits, backend, seeds, step=0, **params):
+    return top_k_top_p_sample(logits, seeds=seeds, step=step, backend=backend, **params)
+
+
+SHAPES = [(1000, 37), (49152, 7), (262144, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("vocab,batch", SHAPES)
+def test_draw_matches_reference(backend, vocab, batch, dtype):
+    cases = (FILTERS, dict(temperature=1.0), dict(temperature=0.7, top_p=0.8), dict(temperature=1.2, min_p=0.1))
+    if backend == "triton":  # the interpreter costs ~0.1 s per row: big vocabularies on float32 only, fewer rows
+        if vocab > 1000 and dtype != torch.float32:
+            pytest.skip("the Triton interpreter is slow: big vocabularies run on float32 only")
+        batch, cases = min(batch, 5), cases[:2]
+    logits = make_logits(batch, vocab, dtype, seed=vocab + batch)
+    seeds = make_seeds(batch)
+    for params in cases:
+        tokens = sample(logits, backend, seeds, step=3, **params)
+        assert_reference_draw(tokens, logits, seeds, 3, **params)
+
+
+@pytest.mark.parametrize("params", [FILTERS, dict(temperature=1.5), dict(temperature=0.9, top_k=7, top_p=0.85)],
+                         ids=["all-filters", "temperature-only", "top-k-top-p"])
+def test_frequencies_match_reference_distribution(backend, params):
+    if backend == "triton" and params is not FILTERS:
+        pytest.skip("the Triton interpreter is slow: one statistical case")
+    rows = 150 if backend == "triton" else 4000
+    vocab = 1000
+    logits = make_logits(1, vocab, seed=7, scale=2.0).expand(rows, vocab).contiguous()
+    tokens = sample(logits, backend, make_seeds(rows, offset=99), step=1, **params)
+    probs = process_logits(logits[:1], **params).softmax(dim=-1)[0].double()
+    assert bool((probs[tokens] > 0).all()), "a draw has zero probability under the reference"
+    observed = torch.bincount(tokens, minlength=vocab).double()
+    expected = probs * rows
+    big = expected >= 5  # pool the small cells so every cell expects at least 5 draws
+    f_obs = torch.cat([observed[big], observed[~big].sum().view(1)])
+    f_exp = torch.cat([expected[big], expected[~big].sum().view(1)])
+    if float(f_exp[-1]) < 5:
+        f_obs, f_exp = f_obs[:-1], f_exp[:-1]
+    f_exp = f_exp * f_obs.sum() / f_exp.sum()
+    assert chisquare(f_obs.numpy(), f_exp.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_greedy_and_top_k_1_are_argmax(backend, dtype):
+    logits = make_logits(37, 1000, dtype, seed=3)
+    seeds = make_seeds(37)
+    argmax = sanitize(logits).argmax(dim=-1)
+    assert torch.equal(sample(logits, backend, seeds, temperature=0.0), argmax)
+    assert torch.equal(sample(logits, backend, seeds, temperature=0.7, top_k=1), argmax)
+
+
+def test_mixed_greedy_and_sampling_rows(backend):
+    logits = make_logits(37, 1000, seed=4)
+    seeds = make_seeds(37)
+    temperature = torch.where(torch.arange(37) % 3 == 0, 0.0, 0.9)
+    tokens = sample(logits, backend, seeds, step=2, temperature=temperature, top_k=40, top_p=0.9)
+    assert torch.equal(tokens[::3], logits[::3].argmax(dim=-1))
+    assert_reference_draw(tokens, logits, seeds, 2, temperature=temperature, top_k=40, top_p=0.9)
+    assert not torch.equal(tokens, logits.argmax(dim=-1)), "sampling rows all took the argmax"
+
+
+def test_nan_and_all_masked_rows(backend):
+    logits = make_logits(6, 1000, seed=5)
+    logits[0] = float("nan")
+    logits[1] = float("-inf")
+    logits[2, logits[2].argmax()] = float("nan")  # the would-be maximum is NaN: it counts as -inf
+    logits[3, ::2] = float("nan")
+    logits[4] = float("nan")
+    logits[4, 999] = 1.0
+    seeds = make_seeds(6)
+    temperature = torch.tensor([1.0, 0.0, 1.0, 0.8, 1.0, 0.0])
+    for params in (dict(temperature=temperature), dict(temperature=temperature, top_k=5, top_p=0.5, min_p=0.1)):
+        tokens = sample(logits, backend, seeds, step=4, **params)
+        assert tokens[0] == 0 and tokens[1] == 0 and tokens[4] == 999
+        assert not bool(torch.isnan(logits[2:].gather(1, tokens[2:].view(-1, 1))).any())
+        assert_reference_draw(tokens, logits, seeds, 4, **params)
+
+
+def test_disabled_filters_are_no_ops(backend):
+    logits = make_logits(7, 1000, seed=6)
+    seeds = make_seeds(7)
+    plain = sample(logits, backend, seeds, step=5, temperature=0.9)
+    assert torch.equal(sample(logits, backend, seeds, step=5, temperature=0.9, top_k=1005, top_p=1.0, min_p=0.0), plain)
+    assert torch.equal(sample(logits, backend, seeds, step=5, temperature=0.9, top_k=1000), plain)
+    assert_reference_draw(plain, logits, seeds, 5, temperature=0.9)
+
+
+def test_per_row_tensors_match_scalars(backend):
+    logits = make_logits(7, 1000, seed=8)
+    seeds = make_seeds(7)
+    rows = dict(temperature=torch.tensor([0.5, 0.9, 1.3, 0.0, 1.0, 0.7, 2.0]),
+                top_k=torch.tensor([0, 3, 50, 10, 2000, 1, 20]),
+                top_p=torch.tensor([1.0, 0.5, 0.9, 0.3, 0.95, 1.0, 0.7]),
+                min_p=torch.tensor([0.0, 0.2, 0.0, 0.5, 0.05, 0.0, 0.1]))
+    tokens = sample(logits, backend, seeds, step=6, **rows)
+    for b in range(7):
+        scalars = {name: value[b].item() for name, value in rows.items()}
+        assert tokens[b] == sample(logits[b:b + 1], backend, seeds[b:b + 1], step=6, **scalars)[0]
+    assert_reference_draw(tokens, logits, seeds, 6, **rows)
+    same = {name: torch.full((7,), FILTERS[name], dtype=value.dtype) for name, value in rows.items()}
+    assert torch.equal(sample(logits, backend, seeds, step=6, **same), sample(logits, backend, seeds, step=6, **FILTERS))
+
+
+def test_reproducible_and_independent_of_the_batch(backend):
+    logits = make_logits(37, 1000, seed=9, scale=1.0)
+    seeds = make_seeds(37)
+    first = sample(logits, backend, seeds, step=11, **FILTERS)
+    assert torch.equal(sample(logits, backend, seeds, step=11, **FILTERS), first)
+    assert not torch.equal(sample(logits, backend, seeds, step=12, **FILTERS), first)
+    keep = torch.tensor([3, 17, 36])
+    assert torch.equal(sample(logits[keep], backend, seeds[keep], step=11, **FILTERS), first[keep])
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(logits=torch.zeros(5)), ValueError),
+    (dict(logits=torch.zeros(2, 5, dtype=torch.int32)), TypeError),
+    (dict(logits=torch.zeros(2, 0)), ValueError),
+    (dict(temperature=-0.5), ValueError),
+    (dict(top_k=2.5), TypeError),
+    (dict(top_k=torch.tensor([1.0, 2.0])), TypeError),
+    (dict(top_p=0.0), ValueError),
+    (dict(top_p=torch.tensor([0.5, 1.5])), ValueError),
+    (dict(min_p=torch.tensor([0.1, 0.1, 0.1])), ValueError),
+    (dict(min_p="0.1"), TypeError),
+    (dict(seeds=torch.zeros(2, dtype=torch.int32)), TypeError),
+    (dict(seeds=torch.zeros(3, dtype=torch.int64)), ValueError),
+], ids=lambda value: "" if isinstance(value, type) else "-".join(value))
+def test_bad_input_raises(bad, error):
+    args = dict(logits=torch.zeros(2, 5), seeds=torch.zeros(2, dtype=torch.int64)) | bad
+    with pytest.raises(error):
+        top_k_top_p_sample(args.pop("logits"), seeds=args.pop("seeds"), **args)
+
+
+def test_compiled_op_passes_opcheck():
+    pytest.importorskip("pydecode._C")
+    op = torch.ops.pydecode.top_k_top_p_sample
+    logits = make_logits(3, 100)
+    torch.library.opcheck(op, (logits, torch.tensor([0.0, 1.0, 0.5]), 1.0, None, 10, None, 0.9, None, 0.0,
+                               make_seeds(3), 2))
