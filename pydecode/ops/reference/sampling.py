@@ -95,6 +95,8 @@ def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typic
     Greedy rows (temperature 0) come back as the sanitized input: their draw is the argmax either way.
     """
     logits = sanitize(logits)
+    if not isinstance(temperature, torch.Tensor) and temperature <= 0:
+        return logits
     batch = logits.shape[0]
     sampling = per_row(temperature, batch, logits.device, torch.float32) > 0
     out = apply_temperature(logits, temperature)
@@ -111,6 +113,8 @@ def sample_from_processed(processed: torch.Tensor, seeds: torch.Tensor, step: in
     ``seeds`` (B,) int64 and ``step`` select the counter-based stream (see :mod:`.random`). Returns (B,) int64.
     """
     processed = sanitize(processed)
+    if not isinstance(temperature, torch.Tensor) and temperature <= 0:
+        return processed.argmax(dim=-1)
     batch, vocab = processed.shape
     greedy = per_row(temperature, batch, processed.device, torch.float32) <= 0
     noisy = processed + gumbel_noise(seeds.to(processed.device), step, vocab)
