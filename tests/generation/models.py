@@ -2,7 +2,10 @@
 import functools
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 VOCAB = 256
 EOS = 5
@@ -21,6 +24,16 @@ def tiny_model(kind: str):
         config = GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256, eos_token_id=EOS,
                             bos_token_id=1, pad_token_id=PAD)
         model = GPT2LMHeadModel(config)
+    elif kind == "qwen2":
+        config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=256,
+                             eos_token_id=EOS, bos_token_id=1, pad_token_id=PAD)
+        model = Qwen2ForCausalLM(config)
+    elif kind == "gemma3":  # sliding-window and full attention layers, as the real Gemma-3
+        config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                  num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                                  max_position_embeddings=256, eos_token_id=EOS, bos_token_id=1, pad_token_id=PAD)
+        model = Gemma3ForCausalLM(config)
     else:
         raise ValueError(kind)
     return model.eval()

@@ -32,6 +32,19 @@ def test_greedy_matches_transformers(kind, case):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "gemma3"])
+@pytest.mark.parametrize("case", ["plain", "repetition", "eos_list"])
+def test_greedy_matches_transformers_on_more_architectures(kind, case):
+    test_greedy_matches_transformers(kind, case)
+
+
+def test_max_time_stops_generation():
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=200, do_sample=False, max_time=1e-9)
+    assert out.shape[1] == ids.shape[1] + 1  # the first token is always produced, then the budget is spent
+
+
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_scores_and_logits_match_transformers(kind):
     model = tiny_model(kind)
