@@ -7,7 +7,7 @@ Sections (each a CSV in benchmarks/results/, and a table in benchmarks/README_ki
 
 - perplexity of benchmarks/data/public_domain_us_documents.txt (2,073 SmolLM2 tokens), fed through the cache in
   chunks of ``--chunk`` tokens, so every chunk attends to the packed past: full precision, KIVI-4, KIVI-2
-  (G=32, R=128);
+  (G=32, R=128); a chunk sees its own tokens exactly (they sit in the residual), as a decode step sees itself;
 - KV memory at 4k and 32k tokens (batch 1, fp16 K/V) measured on the tensors the caches hold;
 - decode-step time at each context: the attention op alone (packed cache per backend vs SDPA on fp K/V) and one
   whole model step (SDPA + DynamicCache, KIVI, transformers' QuantizedCache for each installed backend).
@@ -155,7 +155,8 @@ def decode_rows(name, model, contexts, device, repeat):
             cache = _cache(cache_name, model.config)
             with activate(model):
                 model(ids, past_key_values=cache)
-                # the same query position every time: KIVI flushes are amortized in, the cache length stays put
+                # each step is undone after it, so every timed step sees the same context (KIVI's flush, one per
+                # G steps and a small pack of G tokens, is left out)
                 position = torch.tensor([[context]], device=device)
 
                 def one_step():
@@ -194,14 +195,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["smollm2"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--chunk", type=int, default=16, help="tokens per forward in the perplexity run")
+    parser.add_argument("--chunk", type=int, default=32, help="tokens per forward in the perplexity run")
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--attention-contexts", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--memory-tokens", type=int, nargs="+", default=[4096, 32768])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 avoids spin-wait stalls on a busy host)")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {"perplexity": [], "memory": [], "attention": [], "decode": []}
     for name in args.models:

@@ -38,6 +38,10 @@ TORCH_LIBRARY(pydecode, m) {
   // --- beam ops (issue 5: beam search family) ---
   // beam_topk: contract in pydecode/ops/reference/beam.py; returns (scores (B, k), tokens (B, k), beams (B, k)).
   m.def("beam_topk(Tensor logits, Tensor beam_scores, int num_beams, int k, bool log_softmax) -> (Tensor, Tensor, Tensor)");
+  // --- verify ops (issue 7: assisted and prompt-lookup decoding) ---
+  // verify: contract in pydecode/ops/reference/verify.py; returns (accepted (B,), next_tokens (B,)).
+  m.def("verify(Tensor draft_tokens, Tensor? draft_logits, Tensor target_logits, Tensor num_draft, "
+        "Tensor? temperature, float temperature_val, Tensor seeds, int step) -> (Tensor, Tensor)");
 }
 
 // Python imports this module as pydecode._C; the ops live in torch.ops.pydecode.

@@ -16,6 +16,9 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
     - ``processed_logprobs`` (B, T): the same under the processed distribution it was drawn from
     - ``top_logprobs`` / ``top_logprob_ids`` (B, T, N): the N most likely tokens of the raw distribution
     - ``host_syncs``: how many times the decode loop read a device value back to the host (stopping checks)
+    - speculative strategies (assisted, prompt lookup) only: ``acceptance_rate``, the fraction of proposed draft
+      tokens the main model accepted, and ``mean_accepted_tokens``, the mean number of draft tokens a row accepted
+      per verification step (each step also emits one token of the main model's own)
     """
 
     logprobs: torch.Tensor | None = None
@@ -23,6 +26,8 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
     top_logprobs: torch.Tensor | None = None
     top_logprob_ids: torch.Tensor | None = None
     host_syncs: int | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_tokens: float | None = None
 
 
 @dataclass

@@ -113,6 +113,43 @@ class ModelRunner:
         if self.mask is not None:
             self.mask = self.mask[rows]
 
+    def forward_block(self, tokens: torch.Tensor, valid: torch.Tensor, **forward_kwargs):
+        """Feed T tokens per row (B, T) in one forward and return the logits of all T positions.
+
+        ``valid`` (B, T) bool marks the real tokens; the others become holes that no later query attends to. Each
+        row's positions advance by its count of valid tokens. Drop rejected tokens after with :meth:`keep_last`.
+        """
+        t = tokens.shape[1]
+        self._reserve_mask(self.length + t)
+        self.mask[:, self.length: self.length + t] = valid
+        self.positions = self.positions[:, -1:] + valid.long().cumsum(-1)
+        self.length += t
+        if "logits_to_keep" in self.model_kwargs:
+            forward_kwargs.setdefault("logits_to_keep", 0)
+        return self._forward(tokens, **forward_kwargs)
+
+    def keep_last(self, t: int, keep: torch.Tensor, longest: int) -> None:
+        """Of the last ``t`` cache slots keep the first ``keep[b]`` (B,) of each row, the rest become holes; the
+        cache is cropped to the slots before them plus ``longest`` (the host value of ``keep.max()``)."""
+        start = self.length - t
+        self._reserve_mask(self.length)
+        slot = torch.arange(t, device=keep.device)
+        self.mask[:, start: self.length] *= (slot[None, :] < keep[:, None]).to(self.mask.dtype)
+        if start + longest < self.length:
+            self.cache.crop(start + longest - self.length)  # transformers 5: a negative count of slots to drop
+        self.mask[:, start + longest: self.length] = 1  # slots past the cache are reused by later steps
+        self.length = start + longest
+        self.positions = self.mask[:, : self.length].sum(-1, keepdim=True) - 1
+
+    def _reserve_mask(self, length: int) -> None:
+        """Make sure the mask buffer exists (holes need one) and has at least ``length`` slots."""
+        if self.mask is None:
+            batch = self.positions.shape[0]
+            self.mask = torch.ones(batch, max(length, self.length), dtype=torch.long, device=self.positions.device)
+        if self.mask.shape[1] < length:
+            grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+
     def _candidates_in_query(self) -> bool:
         attn = getattr(self.model.config, "_attn_implementation", None)
         return (type(self.cache) is DynamicCache and attn in ("eager", "sdpa")

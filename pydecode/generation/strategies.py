@@ -8,13 +8,12 @@ STRATEGIES = {
     "beam": "pydecode.generation.beam",  # beam search, beam sampling, diverse (group) beam search
     "contrastive": "pydecode.generation.contrastive",
     "dola": "pydecode.generation.dola",
+    "assisted": "pydecode.generation.assisted",
+    "prompt_lookup": "pydecode.generation.prompt_lookup",
 }
 
 # strategies transformers knows that pydecode does not run yet, with how a user asks for them
-NOT_YET = {
-    "assisted": "assisted decoding (assistant_model)",
-    "prompt_lookup": "prompt-lookup decoding (prompt_lookup_num_tokens)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def strategy_name(config, model_kwargs: dict) -> str:

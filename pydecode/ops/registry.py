@@ -42,3 +42,10 @@ register("beam_topk", "torch", f"{_REFERENCE}.beam:beam_topk")
 register("beam_topk", "cpp", "pydecode.ops.beam_native:beam_topk")
 register("beam_topk", "cuda", "pydecode.ops.beam_native:beam_topk")
 register("beam_topk", "triton", f"{_TRITON}.beam:beam_topk")
+
+# speculative decoding (issue 7): verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds,
+# step) -> (accepted (B,), next_tokens (B,))
+register("verify", "torch", f"{_REFERENCE}.verify:verify")
+register("verify", "cpp", "pydecode.ops.verify_native:verify")
+register("verify", "cuda", "pydecode.ops.verify_native:verify")
+register("verify", "triton", f"{_TRITON}.verify:verify")

@@ -1,0 +1,72 @@
+"""beam_topk on every backend against the pure-PyTorch reference: odd shapes, ties, -inf and NaN rows."""
+import pytest
+import torch
+
+from pydecode.ops.beam import beam_topk
+from pydecode.ops.reference.beam import beam_topk as reference
+
+# (num_beams, vocab, k); the Triton interpreter on CPU gets the small ones
+SHAPES = [(1, 1000, 2), (4, 1000, 8), (37, 1000, 74), (4, 49152, 8), (1, 262144, 2), (4, 262144, 12), (3, 5, 15)]
+INTERPRETER_SHAPES = {(1, 1000, 2), (4, 1000, 8), (3, 5, 15)}
+
+
+def _check(logits, scores, num_beams, k, log_softmax, backend):
+    got = beam_topk(logits, scores, num_beams, k, log_softmax=log_softmax, backend=backend)
+    want = reference(logits, scores, num_beams, k, log_softmax)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+
+
+def _interpreted(backend, device):
+    return backend == "triton" and device == "cpu"
+
+
+@pytest.mark.parametrize("num_beams,vocab,k", SHAPES)
+@pytest.mark.parametrize("log_softmax", [True, False])
+def test_matches_reference(backend, device, num_beams, vocab, k, log_softmax):
+    if _interpreted(backend, device) and (num_beams, vocab, k) not in INTERPRETER_SHAPES:
+        pytest.skip("too slow for the Triton interpreter")
+    g = torch.Generator().manual_seed(vocab + num_beams)
+    logits = torch.randn(2 * num_beams, vocab, generator=g).to(device)
+    scores = torch.randn(2 * num_beams, generator=g).to(device)
+    _check(logits, scores, num_beams, k, log_softmax, backend)
+
+
+def test_ties_go_to_the_smaller_index(backend, device):
+    logits = torch.zeros(8, 300, device=device)
+    logits[:, ::7] = 1.0  # many equal values, inside and across beams
+    scores = torch.zeros(8, device=device)
+    _check(logits, scores, 4, 8, True, backend)
+    _check(logits.round(), scores, 4, 8, False, backend)
+
+
+def test_neg_inf_and_nan_rows(backend, device):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(8, 500, generator=g).to(device)
+    logits[0] = float("-inf")  # a beam with nothing left
+    logits[1, 10:] = float("-inf")  # fewer finite values than k
+    logits[2, 5] = float("nan")
+    logits[4:8] = float("-inf")  # a whole batch item: every candidate is -inf, in index order
+    scores = torch.tensor([0.0, -1e9, -2.0, -0.5, 0.0, 0.0, 0.0, 0.0], device=device)
+    _check(logits, scores, 4, 8, True, backend)
+    _check(logits, scores, 4, 8, False, backend)
+
+
+def test_first_step_takes_beam_zero(backend, device):
+    """Beam search starts with beam scores (0, -1e9, ...): all candidates come from beam 0."""
+    logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(2)).repeat(1, 1).to(device)
+    scores = torch.tensor([0.0, -1e9, -1e9, -1e9], device=device)
+    _, _, beams = beam_topk(logits, scores, 4, 8, backend=backend)
+    assert bool((beams == 0).all())
+
+
+def test_bad_arguments():
+    logits = torch.zeros(6, 10)
+    with pytest.raises(ValueError, match="multiple of num_beams"):
+        beam_topk(logits, torch.zeros(6), 4, 2)
+    with pytest.raises(ValueError, match="k must be"):
+        beam_topk(logits, torch.zeros(6), 3, 31)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_topk(logits, torch.zeros(6), 0, 2)
+    with pytest.raises(ValueError, match="beam_scores"):
+        beam_topk(logits, torch.zeros(5), 3, 2)
