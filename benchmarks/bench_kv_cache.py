@@ -38,14 +38,14 @@ KIVI = {"kivi4": dict(nbits=4, group_size=32, residual_length=128),
         "kivi2": dict(nbits=2, group_size=32, residual_length=128)}
 
 
-def _cache(name, config, backend=None):
+def _cache(name, config, max_length=None):
     if name == "fp":
         return DynamicCache(config=config)
     if name.startswith("quantized-"):
         _, backend_name, nbits = name.split("-")
         return QuantizedCache(backend=backend_name, config=config, nbits=int(nbits), q_group_size=32,
                               residual_length=128)
-    return KiviCache(config, **KIVI[name], backend=backend)
+    return KiviCache(config, **KIVI[name], max_length=max_length)
 
 
 @torch.inference_mode()
@@ -82,7 +82,7 @@ def memory_rows(name, model, lengths, device):
     for length in lengths:
         sizes = {}
         for cache_name in ("fp", "kivi4", "kivi2"):
-            cache = _cache(cache_name, model.config)
+            cache = _cache(cache_name, model.config, max_length=length)  # preallocated, as make_cache does
             _fill(cache, model.config, length, device)
             if cache_name == "fp":
                 sizes[cache_name] = sum(t.numel() * t.element_size() for layer in cache.layers

@@ -16,6 +16,10 @@ instantiations() {  # explicit instantiations for one header name
         echo "template cudaError_t pydecode::sample_cuda<$t>(const $t*, int64_t, int64_t, const pydecode::SampleParams&, int64_t*, cudaStream_t);"
         echo "template cudaError_t pydecode::logprobs_cuda<$t>(const $t*, const int64_t*, int64_t, int64_t, int64_t, float*, float*, int64_t*, cudaStream_t);"
       done ;;
+    verify.cuh)
+      for t in float __half __nv_bfloat16; do
+        echo "template cudaError_t pydecode::verify_cuda<$t>(const int64_t*, const $t*, const $t*, const int64_t*, const float*, float, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t*, int64_t*, cudaStream_t);"
+      done ;;
   esac
 }
 

@@ -6,11 +6,12 @@ import functools
 import torch
 
 from ..sampling.params import SamplingParams
-from . import strategies
+from . import seq2seq, strategies
 from .config import check_supported, resolve_config
 from .context import DecodeContext
 from .logits import LogitsPipeline
 from .runner import ModelRunner
+from .seq2seq import EncoderDecoderRunner
 from .stopping import StopConditions
 from .validate import check_inputs, check_lengths, special_tokens
 
@@ -26,10 +27,15 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     ``presence_penalty``, ``seed``, ``output_logprobs``, ``top_logprobs`` and ``backend``. Every sampling parameter
     and penalty may also be a tensor of shape (batch,), one value per prompt. Returns the sequences (B * n, L) as a
     LongTensor, or a :class:`~pydecode.generation.output.GenerateOutput` with ``return_dict_in_generate=True``.
+    Encoder-decoder models (T5, BART, ...) take ``decoder_input_ids`` / ``decoder_start_token_id`` too, return
+    decoder ids, and a :class:`~pydecode.generation.output.Seq2SeqGenerateOutput` (or ``Seq2SeqBeamOutput``).
     """
     ctx = prepare(model, input_ids if input_ids is not None else inputs, attention_mask, generation_config, streamer,
                   logits_processor, stopping_criteria, tokenizer, kwargs)
-    return strategies.load(ctx.strategy)(ctx)
+    result = strategies.load(ctx.strategy)(ctx)
+    if isinstance(ctx.runner, EncoderDecoderRunner):
+        return ctx.runner.finish_output(result, ctx.config)
+    return result
 
 
 def prepare(model, input_ids, attention_mask, generation_config, streamer, logits_processor, stopping_criteria,
@@ -39,16 +45,23 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     config = resolved.config
     check_supported(config)
     model_kwargs = dict(resolved.model_kwargs)
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise NotImplementedError("pydecode.generate does not run encoder-decoder models yet")
-    if "decoder_input_ids" in model_kwargs:
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    if not encoder_decoder and "decoder_input_ids" in model_kwargs:
         raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
     name = strategies.strategy_name(config, model_kwargs)
+    if encoder_decoder:
+        seq2seq.check_strategy(name)
     strategies.load(name)  # fail before any work if the strategy is not available
     if attention_mask is None:
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
-    input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config)
+    # transformers infers an attention mask from pad tokens for decoder-only models only
+    input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config,
+                                             infer_mask=not encoder_decoder)
+    if encoder_decoder:  # from here on input_ids / attention_mask are the decoder's; the runner keeps the encoder's
+        encoder_inputs = (input_ids, attention_mask)
+        input_ids, attention_mask = seq2seq.decoder_prompt(model, config, model_kwargs, input_ids.shape[0],
+                                                           input_ids.device)
     max_length = config.max_length = check_lengths(model, config, input_ids.shape[1], resolved.has_default_max_length)
 
     batch = input_ids.shape[0]
@@ -63,12 +76,17 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
+    cache = _make_cache(config, model_kwargs)
+    if encoder_decoder:
+        runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
+                                              model_kwargs)
+    else:
+        runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs)
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend),
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
-        runner=ModelRunner(model, attention_mask, rows, prompt_len, max_length, device,
-                           _make_cache(config, model_kwargs), model_kwargs),
+        runner=runner,
         input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,
         eos_ids=eos_ids, pad_id=pad_id, streamer=streamer, backend=backend, tokenizer=tokenizer,
         model_kwargs=model_kwargs, strategy=name,

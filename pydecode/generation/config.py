@@ -29,8 +29,8 @@ UNSUPPORTED = {
     "guidance_scale": (None, 1, 1.0), "sequence_bias": (None,), "watermarking_config": (None,), "top_h": (None,),
     "encoder_repetition_penalty": (None, 1.0), "encoder_no_repeat_ngram_size": (None, 0),
     "exponential_decay_length_penalty": (None,), "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0),
-    "token_healing": (None, False), "prefill_chunk_size": (None,), "forced_bos_token_id": (None,),
-    "begin_suppress_tokens": (None,), "low_memory": (None, False),
+    "token_healing": (None, False), "prefill_chunk_size": (None,), "begin_suppress_tokens": (None,),
+    "low_memory": (None, False),
 }
 
 

@@ -4,7 +4,8 @@ Order (transformers' processor order, then the warpers, then the draw):
 
 1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
 2. bans from the history: ``no_repeat_ngram_size``, ``bad_words_ids``
-3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_eos_token_id``, ``remove_invalid_values``,
+3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_bos_token_id`` (at length 1: the decoder's first
+   step), ``forced_eos_token_id``, ``remove_invalid_values``,
    ``suppress_tokens``, then the user's own ``logits_processor`` list
 4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
    the argmax — steps 4 run fused in one op on the fastest backend
@@ -90,6 +91,9 @@ class LogitsPipeline:
             scores.masked_fill_(bad_words_banned(history, self.bad_words, vocab), float("-inf"))
         if self.eos_ids is not None and self._eos_banned(cur_len):
             scores[:, self.eos_ids] = float("-inf")
+        if config.forced_bos_token_id is not None and cur_len == 1:
+            scores.fill_(float("-inf"))
+            scores[:, config.forced_bos_token_id] = 0.0
         if config.forced_eos_token_id is not None and cur_len == config.max_length - 1:
             forced = config.forced_eos_token_id
             forced = [forced] if isinstance(forced, int) else list(forced)
@@ -129,6 +133,7 @@ class LogitsPipeline:
         return bool(
             self.params.has_penalties or c.no_repeat_ngram_size or c.bad_words_ids or c.suppress_tokens
             or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
+            or (c.forced_bos_token_id is not None and cur_len == 1)
             or c.remove_invalid_values or self.logits_processor
         )
 

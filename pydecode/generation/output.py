@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.generation.utils import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
+from transformers.generation.utils import (
+    GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput, GenerateDecoderOnlyOutput,
+    GenerateEncoderDecoderOutput,
+)
 
 
 @dataclass
@@ -35,5 +38,29 @@ class GenerateBeamOutput(GenerateBeamDecoderOnlyOutput):
     """transformers' ``GenerateBeamDecoderOnlyOutput`` (``sequences``, ``sequences_scores``, ``scores``, ``logits``,
     ``beam_indices``, ``attentions``, ``hidden_states``, ``past_key_values``) plus ``host_syncs``: how many times the
     beam loop read a device value back to the host (one stopping check per step)."""
+
+    host_syncs: int | None = None
+
+
+@dataclass
+class Seq2SeqGenerateOutput(GenerateEncoderDecoderOutput):
+    """Encoder-decoder models: transformers' ``GenerateEncoderDecoderOutput`` (``sequences`` of decoder ids,
+    ``scores``, ``logits``, ``encoder_attentions``, ``encoder_hidden_states`` (un-expanded batch),
+    ``decoder_attentions``, ``cross_attentions``, ``decoder_hidden_states``, ``past_key_values``) plus the extra
+    fields of :class:`GenerateOutput`."""
+
+    logprobs: torch.Tensor | None = None
+    processed_logprobs: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+    top_logprob_ids: torch.Tensor | None = None
+    host_syncs: int | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_tokens: float | None = None
+
+
+@dataclass
+class Seq2SeqBeamOutput(GenerateBeamEncoderDecoderOutput):
+    """Encoder-decoder models, beam family: transformers' ``GenerateBeamEncoderDecoderOutput`` plus ``host_syncs``
+    (see :class:`GenerateBeamOutput`)."""
 
     host_syncs: int | None = None

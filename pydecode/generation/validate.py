@@ -29,8 +29,9 @@ def special_tokens(config, model) -> tuple[list[int], int | None]:
     return eos_ids, pad
 
 
-def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config):
-    """Validate the prompt; build its attention mask as transformers does when none is given."""
+def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config, infer_mask: bool = True):
+    """Validate the prompt; build its attention mask as transformers does when none is given (``infer_mask``
+    False: leave it None, as transformers does for an encoder's input)."""
     if input_ids is None:
         bos = config.bos_token_id
         if bos is None:
@@ -47,11 +48,11 @@ def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config):
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or (vocab is not None and high >= vocab):
         raise ValueError(f"input_ids must hold token ids in [0, {vocab}), got values in [{low}, {high}]")
-    if attention_mask is None:
+    if attention_mask is None and infer_mask:
         pad_in_input = pad_id is not None and bool((input_ids == pad_id).any())
         if pad_in_input and pad_id not in eos_ids:
             attention_mask = (input_ids != pad_id).long()
-    else:
+    elif attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
                              f"got {tuple(attention_mask.shape)}")

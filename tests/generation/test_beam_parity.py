@@ -90,13 +90,12 @@ def test_beam_sampling_tokens_are_allowed_and_seeded():
     assert bool((allowed == chosen).any(-1).all())
 
 
-def test_beam_sampling_is_not_greedy_beam_search():
+def test_beam_sampling_draws_differ_across_seeds():
     model = tiny_model("gpt2")
     ids, mask = padded_batch()
-    greedy = pydecode.generate(model, ids, attention_mask=mask, **dict(SAMPLING, do_sample=False, top_k=None))
     draws = {tuple(pydecode.generate(model, ids, attention_mask=mask, seed=s, **SAMPLING).flatten().tolist())
              for s in range(4)}
-    assert len(draws) > 1 and tuple(greedy.flatten().tolist()) not in draws or len(draws) > 1
+    assert len(draws) > 1
 
 
 BAD = {

@@ -18,7 +18,8 @@ from golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_pa
 
 CONTRASTIVE = load_golden("contrastive")
 DOLA = load_golden("dola")
-SMOLLM2 = load_golden("smollm2") if golden_file("smollm2").is_file() else []
+SMOLLM2 = [c for c in (load_golden("smollm2") if golden_file("smollm2").is_file() else [])
+           if c["strategy"] in ("contrastive_search", "dola")]
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,9 +28,10 @@ def _model(name: str, attn: str = "eager"):
                                                 dtype=torch.float32).eval()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """The goldens were recorded single-threaded (reduction order depends on the thread count)."""
+    """The goldens were recorded single-threaded (reduction order depends on the thread count); tiny models also
+    run fastest on one thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -43,7 +45,7 @@ def _assert_golden(case, **extra):
 
 
 @pytest.mark.parametrize("case", CONTRASTIVE, ids=case_ids(CONTRASTIVE))
-def test_contrastive_matches_golden(case, one_thread):
+def test_contrastive_matches_golden(case):
     out = _assert_golden(case)
     assert len(out.scores) == len(case["sequences"][0]) - len(case["input_ids"][0])
     top = torch.stack(out.scores, 1).topk(case["scores_topk"]["k"], dim=-1).values
@@ -56,7 +58,7 @@ def test_contrastive_matches_golden(case, one_thread):
 
 
 @pytest.mark.parametrize("case", DOLA, ids=case_ids(DOLA))
-def test_dola_matches_golden(case, one_thread):
+def test_dola_matches_golden(case):
     _assert_golden(case)
 
 
@@ -67,7 +69,7 @@ def test_smollm2_matches_golden(case):
 
 
 @pytest.mark.parametrize("case_id", ["tiny-llama/contrastive/a0.5_k8/padded/eos", "tiny-gpt2/contrastive/a0.6_k4/padded"])
-def test_repeated_cache_path_matches_golden(case_id, one_thread, monkeypatch):
+def test_repeated_cache_path_matches_golden(case_id, monkeypatch):
     """Caches that cannot take the candidates in the query dimension are repeated K times (transformers' way)."""
     monkeypatch.setattr(ModelRunner, "_candidates_in_query", lambda self: False)
     _assert_golden(next(c for c in CONTRASTIVE if c["id"] == case_id))

@@ -1,0 +1,219 @@
+"""Encoder-decoder models (T5, BART, Pegasus, Marian, ...): the same model step as :class:`ModelRunner`, over a
+decoder that attends to encoder outputs computed once per call.
+
+The strategies see the decoder side only: ``ctx.input_ids`` is the decoder prompt (``decoder_start_token_id`` or the
+user's ``decoder_input_ids``), so ``max_length``, ``min_length``, the repetition penalty and the returned sequences
+all count decoder tokens, as in transformers. The encoder runs once on the un-expanded batch; its outputs are
+expanded for ``num_beams`` / ``num_return_sequences`` without recomputation. The decoder's first forward (which also
+fills the cross-attention cache) runs on the un-expanded rows too, and its cache and outputs are then repeated: the
+cross-attention keys and values are projected once per prompt, never again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
+
+_MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
+            "past_key_values", "use_cache", "cache_position", "return_dict")
+_NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
+# strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache
+SUPPORTED_STRATEGIES = ("sample", "beam")
+
+
+def check_strategy(name: str) -> None:
+    """Raise NotImplementedError for a strategy that does not run on encoder-decoder models yet."""
+    if name not in SUPPORTED_STRATEGIES:
+        raise NotImplementedError(f"pydecode.generate does not run the {name!r} strategy on encoder-decoder models yet "
+                                  f"(supported: greedy, sampling, beam search, beam sampling, diverse beam search)")
+
+
+def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
+    """The decoder prompt (batch, L) and its mask (or None), as transformers builds them.
+
+    Takes ``decoder_input_ids`` / ``decoder_attention_mask`` out of ``model_kwargs``; without them the prompt is
+    ``decoder_start_token_id`` (falling back to ``bos_token_id``). User ids that do not start with the start token
+    get it prepended (with a 1 in their mask), as transformers does.
+    """
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    if start is None:
+        raise ValueError("encoder-decoder generation needs a decoder start token: set decoder_start_token_id "
+                         "(or bos_token_id) in the generation config or pass it to generate()")
+    start = torch.as_tensor(start, dtype=torch.long, device=device).reshape(-1, 1)
+    if start.shape[0] not in (1, batch):
+        raise ValueError(f"decoder_start_token_id must be one id or one per prompt ({batch}), got {start.shape[0]}")
+    start = start.expand(batch, 1)
+    ids = model_kwargs.pop("decoder_input_ids", None)
+    mask = model_kwargs.pop("decoder_attention_mask", None)
+    if ids is None:
+        return start.clone(), None
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != batch or ids.is_floating_point():
+        raise ValueError(f"decoder_input_ids must be an integer tensor of shape ({batch}, length)")
+    ids = ids.to(device, torch.long)
+    if mask is not None:
+        if mask.shape != ids.shape:
+            raise ValueError(f"decoder_attention_mask must have the shape of decoder_input_ids {tuple(ids.shape)}")
+        mask = mask.to(device)
+    if bool((ids[:, 0] != start[:, 0]).all()):
+        ids = torch.cat([start, ids], dim=1)
+        mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1) if mask is not None else None
+    return ids, mask
+
+
+@dataclass
+class DecoderStep:
+    """One decoder forward, named as the strategies read a decoder-only output (``attentions`` and
+    ``hidden_states`` are the decoder's; ``cross_attentions`` the decoder-to-encoder ones)."""
+
+    logits: torch.Tensor
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    cross_attentions: tuple | None = None
+    past_key_values: object = None
+
+
+class EncoderDecoderRunner:
+    """Runs an encoder-decoder model: the encoder once, then the decoder over an ``EncoderDecoderCache``.
+
+    Same interface as :class:`~pydecode.generation.runner.ModelRunner` for the strategies that use ``prefill``,
+    ``step``, ``select_rows`` and ``cache.reorder_cache`` (greedy, sampling, the beam family).
+
+    Parameters
+    ----------
+    encoder_ids : (B, Le) encoder input ids, un-expanded
+    encoder_mask : (B, Le) or None, the encoder attention mask (also masks cross-attention)
+    decoder_mask : (B * expand, Ld) or None, the user's decoder attention mask (already expanded)
+    expand : rows per prompt (``num_beams`` or ``num_return_sequences``)
+    max_length : the decoder length limit (sizes the decoder mask buffer)
+    cache : a transformers ``EncoderDecoderCache``, or None for a dynamic one
+    model_kwargs : extra forward arguments (``output_attentions``, ``output_hidden_states``, ``encoder_outputs``...)
+    """
+
+    def __init__(self, model, encoder_ids, encoder_mask, decoder_mask, expand: int, max_length: int, cache=None,
+                 model_kwargs=None):
+        self.model = model
+        self.expand = expand
+        kwargs = dict(model_kwargs or {})
+        encoder_outputs = kwargs.get("encoder_outputs")
+        self.model_kwargs = {k: v for k, v in kwargs.items() if k not in _MANAGED}
+        if encoder_outputs is None:
+            encoder_outputs = self._encode(encoder_ids, encoder_mask)
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        self.encoder_outputs = encoder_outputs  # un-expanded: what return_dict_in_generate reports
+        # the first decoder forward runs on the un-expanded rows; later ones on every row
+        self._prefill_states, self._prefill_mask = encoder_outputs.last_hidden_state, encoder_mask
+        self.encoder_states = self._repeat(encoder_outputs.last_hidden_state)
+        self.encoder_mask = self._repeat(encoder_mask)
+        if cache is None:
+            config = model.config.get_text_config(decoder=True)
+            cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        elif not isinstance(cache, EncoderDecoderCache):
+            cache = EncoderDecoderCache(cache, DynamicCache(config=model.config.get_text_config(decoder=True)))
+        self.cache = cache
+        self.length = 0
+        self.mask = None
+        if decoder_mask is not None:
+            self.mask = torch.ones(decoder_mask.shape[0], max(max_length, decoder_mask.shape[1]),
+                                   dtype=decoder_mask.dtype, device=decoder_mask.device)
+            self.mask[:, : decoder_mask.shape[1]] = decoder_mask
+        self.record_cross = bool(self.model_kwargs.get("output_attentions"))
+        self.cross_attentions: list = []
+
+    def _encode(self, encoder_ids, encoder_mask) -> BaseModelOutput:
+        """The encoder's outputs for the un-expanded batch (with attentions / hidden states when asked for)."""
+        encoder = self.model.get_encoder()
+        params = inspect.signature(encoder.forward).parameters
+        wildcard = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in self.model_kwargs.items()
+                  if not k.startswith(_NOT_FOR_ENCODER) and (wildcard or k in params)}
+        kwargs["output_attentions"] = bool(self.model_kwargs.get("output_attentions", False))
+        kwargs["output_hidden_states"] = bool(self.model_kwargs.get("output_hidden_states", False))
+        if encoder_mask is not None:
+            kwargs["attention_mask"] = encoder_mask
+        return encoder(input_ids=encoder_ids, return_dict=True, **kwargs)
+
+    def _repeat(self, tensor):
+        if tensor is None or self.expand == 1:
+            return tensor
+        return tensor.repeat_interleave(self.expand, dim=0)
+
+    def _forward(self, decoder_ids, states, encoder_mask, decoder_mask, **forward_kwargs) -> DecoderStep:
+        kwargs = dict(self.model_kwargs, **forward_kwargs)
+        if encoder_mask is not None:
+            kwargs["attention_mask"] = encoder_mask
+        if decoder_mask is not None:
+            kwargs["decoder_attention_mask"] = decoder_mask
+        out = self.model(decoder_input_ids=decoder_ids, encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                         past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
+        step = DecoderStep(out.logits, out.decoder_attentions, out.decoder_hidden_states, out.cross_attentions,
+                           self.cache)
+        if self.record_cross:
+            self.cross_attentions.append(step.cross_attentions)
+        return step
+
+    def prefill(self, input_ids: torch.Tensor, **forward_kwargs) -> DecoderStep:
+        """Run the decoder prompt (B * expand, L0); returns the output at every prompt position.
+
+        The rows of one prompt are copies, so the forward runs on the first row of each prompt and its cache (self-
+        and cross-attention) and outputs are repeated ``expand`` times.
+        """
+        self.length = input_ids.shape[1]
+        first = slice(None, None, self.expand)
+        mask = self.mask[first, : self.length] if self.mask is not None else None
+        out = self._forward(input_ids[first], self._prefill_states, self._prefill_mask, mask, **forward_kwargs)
+        self._prefill_states = self._prefill_mask = None
+        if self.expand == 1:
+            return out
+        self.cache.batch_repeat_interleave(self.expand)
+        if self.record_cross:
+            self.cross_attentions[-1] = _repeat_all(self.cross_attentions[-1], self.expand)
+        return DecoderStep(self._repeat(out.logits), _repeat_all(out.attentions, self.expand),
+                           _repeat_all(out.hidden_states, self.expand), _repeat_all(out.cross_attentions, self.expand),
+                           self.cache)
+
+    def step(self, tokens: torch.Tensor, **forward_kwargs) -> DecoderStep:
+        """Feed each row's new token (rows,) and return the output for the next position."""
+        self.length += 1
+        mask = self.mask[:, : self.length] if self.mask is not None else None
+        return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a 1-D index tensor): the caches, encoder states and masks shrink with it."""
+        self.cache.batch_select_indices(rows)
+        self.encoder_states = self.encoder_states[rows]
+        if self.encoder_mask is not None:
+            self.encoder_mask = self.encoder_mask[rows]
+        if self.mask is not None:
+            self.mask = self.mask[rows]
+
+    def finish_output(self, result, config):
+        """The strategy's result as transformers' encoder-decoder output (a LongTensor passes through)."""
+        if isinstance(result, torch.Tensor):
+            return result
+        attentions, hidden = bool(config.output_attentions), bool(config.output_hidden_states)
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        decoder_attentions = fields.pop("attentions", None)
+        fields.update(
+            decoder_attentions=decoder_attentions,
+            decoder_hidden_states=fields.pop("hidden_states", None),
+            cross_attentions=(tuple(self.cross_attentions[: len(decoder_attentions)])
+                              if decoder_attentions is not None else None),
+            encoder_attentions=self.encoder_outputs.attentions if attentions else None,
+            encoder_hidden_states=self.encoder_outputs.hidden_states if hidden else None,
+        )
+        cls = Seq2SeqBeamOutput if isinstance(result, GenerateBeamOutput) else Seq2SeqGenerateOutput
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
+def _repeat_all(tensors, expand: int):
+    """``repeat_interleave`` each tensor of a tuple along the batch (None passes through)."""
+    if tensors is None:
+        return None
+    return tuple(t.repeat_interleave(expand, dim=0) for t in tensors)
