@@ -10,7 +10,7 @@ the chat prompt, a few hundred tokens). Providers, all greedy on the same model 
   (transformers' ``assistant_confidence_threshold`` is set to 0 so that both draft the same number of tokens)
 
 Every provider's tokens must equal plain greedy's (asserted). Each time is the best of ``--repeats`` interleaved runs
-after one warm-up. ``forwards/token`` counts the main model's forward calls (prefill included) per new token.
+after a short warm-up. ``forwards/token`` counts the main model's forward calls (prefill included) per new token.
 Writes ``benchmarks/results/speculative_<device>.csv`` and prints a markdown table headed by the machine, the versions
 and the command. Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_speculative.py [--device cpu|cuda] ...``
 """
@@ -76,28 +76,31 @@ class ForwardCounter:
 
 
 def providers(model, draft, args) -> dict:
-    base = dict(max_new_tokens=args.max_new_tokens, do_sample=False)
+    """``{name: fn(inputs, max_new_tokens)}``."""
     lookup = dict(prompt_lookup_num_tokens=args.lookup_tokens)
     assisted = dict(assistant_model=draft, num_assistant_tokens=args.assistant_tokens)
-    ours = lambda **kw: lambda inputs: pydecode.generate(model, **inputs, **base, return_dict_in_generate=True, **kw)
-    hf = lambda **kw: lambda inputs: model.generate(**inputs, **base, **kw)
+    ours = lambda **kw: lambda inputs, n: pydecode.generate(model, **inputs, max_new_tokens=n, do_sample=False,
+                                                            return_dict_in_generate=True, **kw)
+    hf = lambda **kw: lambda inputs, n: model.generate(**inputs, max_new_tokens=n, do_sample=False, **kw)
     return {"greedy": ours(), "lookup": ours(**lookup), "hf_lookup": hf(**lookup),
             "assisted": ours(**assisted), "hf_assisted": hf(assistant_model=draft)}
 
 
-def run_case(fns: dict, inputs: dict, counter: ForwardCounter, device: str, repeats: int) -> list[dict]:
-    """Warm up, then ``repeats`` interleaved timed runs of each provider; one row per provider."""
+def run_case(fns: dict, inputs: dict, new_tokens: int, counter: ForwardCounter, device: str,
+             repeats: int) -> list[dict]:
+    """A short warm-up, then ``repeats`` interleaved timed runs of each provider; one row per provider."""
+    for fn in fns.values():
+        fn(inputs, 4)
     seconds, outputs, forwards = {name: [] for name in fns}, {}, {}
-    for rep in range(repeats + 1):
+    for _ in range(repeats):
         for name, fn in fns.items():
             if device == "cuda":
                 torch.cuda.synchronize()
             counter.calls, start = 0, time.perf_counter()
-            outputs[name] = fn(inputs)
+            outputs[name] = fn(inputs, new_tokens)
             if device == "cuda":
                 torch.cuda.synchronize()
-            if rep > 0:
-                seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(time.perf_counter() - start)
             forwards[name] = counter.calls
     prompt_length = inputs["input_ids"].shape[1]
     expected = outputs["greedy"].sequences
@@ -124,11 +127,11 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tasks", default="rewrite,summarise")
-    parser.add_argument("--passage", type=int, default=1, help="index into the long paragraphs of the data file")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--passage", type=int, default=0, help="index into the long paragraphs of the data file")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lookup-tokens", type=int, default=10)
-    parser.add_argument("--draft-layers", type=int, default=24)
-    parser.add_argument("--assistant-tokens", type=int, default=3)
+    parser.add_argument("--draft-layers", type=int, default=12)
+    parser.add_argument("--assistant-tokens", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args(argv)
@@ -141,7 +144,7 @@ def main(argv=None) -> None:
     rows = []
     for task in args.tasks.split(","):
         inputs = chat_prompt(tokenizer, task, passages()[args.passage], args.device)
-        for row in run_case(fns, inputs, counter, args.device, args.repeats):
+        for row in run_case(fns, inputs, args.max_new_tokens, counter, args.device, args.repeats):
             rows.append(dict(device=args.device, task=task, prompt_tokens=inputs["input_ids"].shape[1], **row))
         print(f"done: {task}", file=sys.stderr)
 

@@ -73,7 +73,7 @@ def _penalties_op(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask:
         return
     dummy = token_counts
     _penalties_kernel[(batch, triton.cdiv(vocab, block))](
-        logits, token_counts, dummy if prompt_mask is None else prompt_mask.view(torch.uint8), vocab,
+        logits, token_counts, dummy if prompt_mask is None else prompt_mask.contiguous().view(torch.uint8), vocab,
         dummy if rep_tensor is None else rep_tensor, rep_value, dummy if freq_tensor is None else freq_tensor,
         freq_value, dummy if pres_tensor is None else pres_tensor, pres_value,
         REP_TENSOR=rep_tensor is not None, FREQ_TENSOR=freq_tensor is not None, PRES_TENSOR=pres_tensor is not None,
@@ -87,7 +87,7 @@ def _record_op(token_counts: torch.Tensor, tokens: torch.Tensor) -> None:
     if batch == 0:
         return
     block = min(1024, triton.next_power_of_2(batch))
-    _record_kernel[(triton.cdiv(batch, block),)](token_counts, tokens, batch, vocab, BLOCK=block)
+    _record_kernel[(triton.cdiv(batch, block),)](token_counts, tokens.contiguous(), batch, vocab, BLOCK=block)
 
 
 @_penalties_op.register_fake

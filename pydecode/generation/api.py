@@ -9,6 +9,7 @@ from ..sampling.params import SamplingParams
 from . import seq2seq, strategies
 from .config import check_supported, resolve_config
 from .context import DecodeContext
+from .contrastive import check_contrastive_args
 from .logits import LogitsPipeline
 from .runner import ModelRunner
 from .seq2seq import EncoderDecoderRunner
@@ -48,6 +49,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     if not encoder_decoder and "decoder_input_ids" in model_kwargs:
         raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
+    check_contrastive_args(config)  # before the mode is picked: a bad penalty_alpha must not fall back to greedy
     name = strategies.strategy_name(config, model_kwargs)
     if encoder_decoder:
         seq2seq.check_strategy(name)

@@ -52,7 +52,7 @@ def run(ctx: DecodeContext):
     history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
     history[:, :prompt_len] = input_ids
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-    record = sample._Recorder(config)
+    record = sample.StepRecorder(config)
     forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
     pad = None if pad_id is None else torch.tensor(pad_id, device=device)
     row_ids = torch.arange(rows, device=device)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import contrastive
 from .context import DecodeContext
-from .sample import _Recorder
+from .sample import StepRecorder
 
 RELATIVE_TOP = 0.1
 BASE_FILTER_VALUE = -1e-3
@@ -96,7 +96,7 @@ def run(ctx: DecodeContext):
     history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
     history[:, :prompt_len] = input_ids
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-    record = _Recorder(config)
+    record = StepRecorder(config)
     want_processed = record.scores or record.processed_logprobs
     forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
     pad = None if pad_id is None else torch.tensor(pad_id, device=device)

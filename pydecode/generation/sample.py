@@ -23,7 +23,7 @@ def run(ctx: DecodeContext):
     history = torch.full((batch, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
     history[:, :prompt_len] = input_ids
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    record = _Recorder(config)
+    record = StepRecorder(config)
     want_processed = record.scores or record.processed_logprobs
     pad = None if pad_id is None else torch.tensor(pad_id, device=device)
     host_syncs = 0
@@ -73,7 +73,7 @@ def run(ctx: DecodeContext):
     return record.finish(sequences, runner.cache, host_syncs)
 
 
-class _Recorder:
+class StepRecorder:
     """Collects what ``return_dict_in_generate`` asks for, step by step."""
 
     def __init__(self, config):

@@ -179,3 +179,37 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(NotImplementedError, match="repetition"):
         pydecode.generate(model, ids, attention_mask=mask, prompt_lookup_num_tokens=2, repetition_penalty=1.2,
                           max_new_tokens=4)
+
+
+def first_layers_draft(model, layers):
+    """Self-speculative draft: ``model``'s first ``layers`` decoder layers with its own final norm and head (shared)."""
+    import copy
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = layers
+    with torch.device("meta"):
+        draft = type(model)(config)
+    draft.model.embed_tokens, draft.model.norm = model.model.embed_tokens, model.model.norm
+    draft.model.rotary_emb, draft.lm_head = model.model.rotary_emb, model.lm_head
+    draft.model.layers = torch.nn.ModuleList(model.model.layers[:layers])
+    return draft.eval()
+
+
+@pytest.mark.real_model
+def test_smollm2_greedy_lookup_and_self_draft_match_plain_greedy():
+    """SmolLM2-135M, two left-padded input-grounded prompts: prompt lookup and assisted decoding with a 4-layer
+    self-speculative draft emit plain greedy's tokens, with ragged acceptance across the rows."""
+    from pydecode.models import load_model
+    model, tokenizer = load_model("smollm2")
+    passage = "The lighthouse keeper climbed the stairs each evening and watched the ships on the grey water."
+    prompts = [f"Repeat this sentence: {passage}\nRepeated: The lighthouse keeper",
+               f"Copy: {passage} {passage}\nCopy: The"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=12, do_sample=False)
+    with torch.no_grad():
+        expected = pydecode.generate(model, **batch, **kwargs)
+        lookup = pydecode.generate(model, **batch, **kwargs, prompt_lookup_num_tokens=5, return_dict_in_generate=True)
+        assisted = pydecode.generate(model, **batch, **kwargs, assistant_model=first_layers_draft(model, 4),
+                                     num_assistant_tokens=3, return_dict_in_generate=True)
+    assert torch.equal(lookup.sequences, expected) and torch.equal(assisted.sequences, expected)
+    assert lookup.acceptance_rate > 0.5  # the answers copy the passage
+    assert 0.0 <= assisted.acceptance_rate <= 1.0

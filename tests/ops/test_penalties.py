@@ -73,3 +73,20 @@ def test_bad_input_raises(bad, error):
     args = dict(logits=torch.zeros(2, 5), counts=torch.zeros(2, 5, dtype=torch.int32), prompt=None) | bad
     with pytest.raises(error):
         apply_penalties_(args.pop("logits"), args.pop("counts"), args.pop("prompt"), **args)
+
+
+def test_strided_prompt_mask_and_tokens(backend, device):
+    """Non-contiguous inputs (a sliced mask, a strided token column) must give the reference's result."""
+    from pydecode.ops.reference import penalties as reference
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 300, generator=g).to(device)
+    counts = torch.randint(0, 3, (3, 300), generator=g, dtype=torch.int32).to(device)
+    wide_mask = torch.rand(3, 301, generator=g).to(device) < 0.2
+    expected = reference.apply_penalties_(logits.clone(), counts, wide_mask[:, :300].contiguous(), 1.3, 0.2, 0.1)
+    got = apply_penalties_(logits.clone(), counts, wide_mask[:, :300], 1.3, 0.2, 0.1, backend=backend)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    tokens = torch.tensor([[5, 1], [7, 2], [9, 3]], device=device)[:, 0]
+    got_counts = record_tokens_(counts.clone(), tokens, backend=backend)
+    expected_counts = reference.record_tokens_(counts.clone(), tokens.contiguous())
+    assert torch.equal(got_counts, expected_counts)

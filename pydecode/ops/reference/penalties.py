@@ -44,4 +44,4 @@ def prompt_token_mask(input_ids: torch.Tensor, vocab_size: int, attention_mask: 
         keep = torch.arange(length, device=input_ids.device)[None, :] >= first_real
     mask = torch.zeros(batch, vocab_size + 1, dtype=torch.bool, device=input_ids.device)
     mask.scatter_(1, torch.where(keep, ids, vocab_size), True)
-    return mask[:, :vocab_size]
+    return mask[:, :vocab_size].contiguous()
