@@ -1,7 +1,26 @@
-"""Test-wide set-up: on a machine without a GPU, Triton kernels run under the interpreter."""
+"""Test-wide set-up: Triton kernels run under the interpreter on a machine without a GPU, and the ``backend``
+fixture runs a test once per backend usable on ``DEVICE`` (cuda when present, else cpu)."""
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pydecode.ops.backends import active_backends  # noqa: E402  (after TRITON_INTERPRET is set)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ALL_BACKENDS = ("torch", "cpp", "cuda", "triton")
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    if request.param not in active_backends(DEVICE):
+        pytest.skip(f"backend {request.param} is not usable on {DEVICE} here")
+    return request.param
+
+
+@pytest.fixture
+def device():
+    return DEVICE

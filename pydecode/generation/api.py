@@ -1,10 +1,12 @@
 """``pydecode.generate``: transformers' ``model.generate`` signature and semantics, pydecode's kernels."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 
+from ..cache import KiviCache, activate, make_cache
 from ..sampling.params import SamplingParams
 from . import seq2seq, strategies
 from .config import check_supported, resolve_config
@@ -33,7 +35,8 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     """
     ctx = prepare(model, input_ids if input_ids is not None else inputs, attention_mask, generation_config, streamer,
                   logits_processor, stopping_criteria, tokenizer, kwargs)
-    result = strategies.load(ctx.strategy)(ctx)
+    with _attention_for(ctx.runner.cache, model):
+        result = strategies.load(ctx.strategy)(ctx)
     if isinstance(ctx.runner, EncoderDecoderRunner):
         return ctx.runner.finish_output(result, ctx.config)
     return result
@@ -78,7 +81,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
-    cache = _make_cache(config, model_kwargs)
+    cache = _make_cache(config, model_kwargs, model, rows, max_length)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
@@ -96,15 +99,25 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     return ctx
 
 
-def _make_cache(config, model_kwargs):
-    """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``."""
+def _make_cache(config, model_kwargs, model, rows: int, max_length: int):
+    """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``.
+
+    ``"kivi"`` builds pydecode's 2/4-bit KIVI cache from ``cache_config`` (nbits, group_size, residual_length).
+    """
     user_cache = model_kwargs.pop("past_key_values", None)
     if user_cache is not None:
         return user_cache
     name = config.cache_implementation
     if name in (None, "dynamic"):
         return None
+    if name == "kivi":
+        return make_cache("kivi", getattr(config, "cache_config", None), model, rows, max_length)
     raise NotImplementedError(f"cache_implementation={name!r} is not supported by pydecode.generate")
+
+
+def _attention_for(cache, model):
+    """A KIVI cache needs the model's attention switched to the packed-cache kernel for the call."""
+    return activate(model) if isinstance(cache, KiviCache) else contextlib.nullcontext()
 
 
 def patch(model):

@@ -18,6 +18,9 @@ EXTRA_FIELDS = {
     "backend": None,
 }
 
+# cache implementations pydecode provides itself (transformers' config validation does not know them)
+PYDECODE_CACHES = ("kivi",)
+
 # parameters that may be a tensor of shape (batch,): one value per row
 PER_ROW_FIELDS = (
     "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "frequency_penalty",
@@ -46,7 +49,10 @@ class GenerationConfig(transformers.GenerationConfig):
     def __init__(self, **kwargs):
         for name, default in EXTRA_FIELDS.items():
             setattr(self, name, kwargs.pop(name, default))
+        own_cache = kwargs.pop("cache_implementation") if kwargs.get("cache_implementation") in PYDECODE_CACHES else None
         super().__init__(**kwargs)
+        if own_cache is not None:
+            self.cache_implementation = own_cache
 
 
 @dataclass
@@ -70,6 +76,8 @@ def resolve_config(model, generation_config, kwargs: dict) -> ResolvedConfig:
     kwargs = dict(kwargs)
     per_row = {k: kwargs.pop(k) for k in PER_ROW_FIELDS if isinstance(kwargs.get(k), torch.Tensor)}
     extras = {k: kwargs.pop(k) for k in list(kwargs) if k in EXTRA_FIELDS}
+    if kwargs.get("cache_implementation") in PYDECODE_CACHES:
+        extras["cache_implementation"] = kwargs.pop("cache_implementation")
     model_default = getattr(model, "generation_config", None)
     has_default_max_length = (
         kwargs.get("max_length") is None
