@@ -21,6 +21,7 @@ from ..ops.contrastive import degeneration_score_unchecked
 from ..ops.reference.contrastive import normalize_rows
 from . import sample
 from .context import DecodeContext
+from .state import DecodeState
 
 
 def check_contrastive_args(config) -> None:
@@ -45,18 +46,13 @@ def run(ctx: DecodeContext):
     if config.do_sample:
         return sample.run(ctx)
     alpha, top_k = float(config.penalty_alpha), int(config.top_k)
-    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
-    max_length, pad_id, streamer = ctx.max_length, ctx.pad_id, ctx.streamer
+    runner, pipeline, input_ids, max_length = ctx.runner, ctx.pipeline, ctx.input_ids, ctx.max_length
     rows, prompt_len = input_ids.shape
     device = input_ids.device
-    history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
-    history[:, :prompt_len] = input_ids
-    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    state = DecodeState(ctx)
     record = sample.StepRecorder(config)
     forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
-    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
     row_ids = torch.arange(rows, device=device)
-    host_syncs = 0
 
     outputs = runner.prefill(input_ids, **forward_kwargs)
     last_hidden = outputs.hidden_states[-1]
@@ -70,9 +66,9 @@ def run(ctx: DecodeContext):
         context_mask = torch.ones(rows, max_length, dtype=torch.bool, device=device)
         context_mask[:, :prompt_len] = ctx.attention_mask.bool()
     logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
-    cur_len = prompt_len
     while True:
-        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, history[:, :cur_len], cur_len)
+        cur_len = state.cur_len
+        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, state.past(), cur_len)
         top_probs, top_ids = scores.softmax(dim=-1).topk(top_k, dim=-1)
         step = runner.step_candidates(top_ids, **forward_kwargs)
         hidden = [step.rows(h) for h in step.outputs.hidden_states]  # each (B, K, H)
@@ -83,31 +79,15 @@ def run(ctx: DecodeContext):
         runner.keep_candidate(step, best)
         context[:, cur_len] = normalize_rows(hidden[-1][row_ids, best])
         processed = scores.log_softmax(dim=-1) if config.renormalize_logits else scores
+        tokens = state.append(tokens, scores)
         record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
         outputs = _chosen_outputs(step, hidden, best, row_ids, record)
-        next_logits = step.rows(step.outputs.logits)[row_ids, best].float()
-        if pad is not None and stops.can_stop_rows:
-            tokens = torch.where(unfinished, tokens, pad)
-        history[:, cur_len] = tokens
-        pipeline.record(tokens)
-        cur_len += 1
-        if streamer is not None:
-            streamer.put(tokens.cpu())
-        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
-        if cur_len >= max_length or stops.out_of_time():
+        logits = step.rows(step.outputs.logits)[row_ids, best].float()
+        if state.done():
             break
-        if stops.can_stop_rows:
-            host_syncs += 1
-            if not bool(unfinished.any()):
-                break
-        logits = next_logits
-    if streamer is not None:
-        streamer.end()
-    sequences = history[:, :cur_len]
-    if not config.return_dict_in_generate:
-        return sequences
-    runner.cache.crop(-1)  # the last chosen token's entry: the cache then holds what greedy's would
-    return record.finish(sequences, runner.cache, host_syncs)
+    if config.return_dict_in_generate:
+        runner.cache.crop(-1)  # the last chosen token's entry: the cache then holds what greedy's would
+    return state.finish(record)
 
 
 def _chosen_outputs(step, hidden, best, row_ids, record):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from . import contrastive
 from .context import DecodeContext
 from .sample import StepRecorder
+from .state import DecodeState
 
 RELATIVE_TOP = 0.1
 BASE_FILTER_VALUE = -1e-3
@@ -89,46 +90,22 @@ def run(ctx: DecodeContext):
     if lm_head is None:
         raise ValueError("DoLa needs a model with output embeddings (an LM head)")
 
-    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
-    max_length, pad_id, streamer = ctx.max_length, ctx.pad_id, ctx.streamer
-    rows, prompt_len = input_ids.shape
-    device = input_ids.device
-    history = torch.full((rows, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
-    history[:, :prompt_len] = input_ids
-    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    runner, pipeline = ctx.runner, ctx.pipeline
+    state = DecodeState(ctx)
     record = StepRecorder(config)
     want_processed = record.scores or record.processed_logprobs
     forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
-    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
-    host_syncs = 0
 
-    outputs = runner.prefill(input_ids, **forward_kwargs)
-    cur_len, step = prompt_len, 0
+    outputs = runner.prefill(ctx.input_ids, **forward_kwargs)
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
         hidden = torch.stack([outputs.hidden_states[layer][:, -1, :] for layer in layers])  # (C, B, H)
         contrasted = contrast_layers(logits, lm_head(hidden))
-        scores = pipeline.process(contrasted, history[:, :cur_len], cur_len)
-        tokens, processed = pipeline.select(scores, step, want_processed)
-        if pad is not None and stops.can_stop_rows:
-            tokens = torch.where(unfinished, tokens, pad)
-        history[:, cur_len] = tokens
-        pipeline.record(tokens)
+        scores = pipeline.process(contrasted, state.past(), state.cur_len)
+        tokens, processed = pipeline.select(scores, state.step, want_processed)
+        tokens = state.append(tokens, scores)
         record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
-        cur_len, step = cur_len + 1, step + 1
-        if streamer is not None:
-            streamer.put(tokens.cpu())
-        unfinished = stops.update(unfinished, history[:, :cur_len], tokens, scores)
-        if cur_len >= max_length or stops.out_of_time():
+        if state.done():
             break
-        if stops.can_stop_rows:
-            host_syncs += 1
-            if not bool(unfinished.any()):
-                break
         outputs = runner.step(tokens, **forward_kwargs)
-    if streamer is not None:
-        streamer.end()
-    sequences = history[:, :cur_len]
-    if not config.return_dict_in_generate:
-        return sequences
-    return record.finish(sequences, runner.cache, host_syncs)
+    return state.finish(record)

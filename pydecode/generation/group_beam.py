@@ -195,7 +195,7 @@ class _GroupBeamSearch:
 
     def _finish(self, cur_len: int, host_syncs: int):
         ctx, config = self.ctx, self.ctx.config
-        B, N, G, S, L = self.batch, self.beams, self.groups, self.size, self.max_length
+        B, G, S, L = self.batch, self.groups, self.size, self.max_length
         R = int(config.num_return_sequences or 1)
         length = (cur_len - self.prompt_len) ** self.length_penalty
         # transformers 4.x reads these histories from the group-major list at prompt-major positions

@@ -6,6 +6,7 @@ import torch
 from ..ops.logprobs import token_logprobs
 from .context import DecodeContext
 from .output import GenerateOutput
+from .state import DecodeState
 
 
 def run(ctx: DecodeContext):
@@ -16,61 +17,29 @@ def run(ctx: DecodeContext):
     strings, custom criteria). Once at most half the computed rows are unfinished, the finished ones are dropped
     from the batch (unless per-step outputs are recorded). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
     """
-    runner, pipeline, stops, input_ids = ctx.runner, ctx.pipeline, ctx.stops, ctx.input_ids
-    max_length, pad_id, streamer, config = ctx.max_length, ctx.pad_id, ctx.streamer, ctx.config
-    batch, prompt_len = input_ids.shape
-    device = input_ids.device
-    history = torch.full((batch, max_length), 0 if pad_id is None else pad_id, dtype=torch.long, device=device)
-    history[:, :prompt_len] = input_ids
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    record = StepRecorder(config)
+    runner, pipeline = ctx.runner, ctx.pipeline
+    state = DecodeState(ctx)
+    record = StepRecorder(ctx.config)
     want_processed = record.scores or record.processed_logprobs
-    pad = None if pad_id is None else torch.tensor(pad_id, device=device)
-    host_syncs = 0
-
     compact = not record.per_step and hasattr(runner.cache, "batch_select_indices")
-    alive = None  # indices of the rows still computed once finished rows were dropped; None = every row
 
-    outputs = runner.prefill(input_ids)
-    cur_len, step = prompt_len, 0
+    outputs = runner.prefill(ctx.input_ids)
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
-        past = history[:, :cur_len] if alive is None else history[alive, :cur_len]
-        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, past, cur_len)
-        tokens, processed = pipeline.select(scores, step, want_processed)
-        if pad is not None and stops.can_stop_rows:
-            tokens = torch.where(unfinished, tokens, pad)
-        history[slice(None) if alive is None else alive, cur_len] = tokens
-        pipeline.record(tokens)
+        scores = pipeline.process(logits.clone() if record.keeps_raw else logits, state.past(), state.cur_len)
+        tokens, processed = pipeline.select(scores, state.step, want_processed)
+        tokens = state.append(tokens, scores)
         record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
-        cur_len, step = cur_len + 1, step + 1
-        if streamer is not None:
-            streamer.put(history[:, cur_len - 1].cpu())
-        if stops.criteria:
-            past = history[:, :cur_len] if alive is None else history[alive, :cur_len]
-        unfinished = stops.update(unfinished, past, tokens, scores)
-        if cur_len >= max_length or stops.out_of_time():
+        if state.done():
             break
-        if stops.can_stop_rows:
-            host_syncs += 1
-            left = int(unfinished.sum())
-            if left == 0:
-                break
-            if compact and left <= unfinished.shape[0] // 2:
-                # finished rows stop costing compute: drop them from the batch, the cache and the per-row state
-                keep = unfinished.nonzero().squeeze(1)
-                host_syncs += 1
-                alive = keep if alive is None else alive[keep]
-                runner.select_rows(keep)
-                pipeline.select_rows(keep)
-                unfinished, tokens = unfinished[keep], tokens[keep]
+        if compact and state.left <= state.unfinished.shape[0] // 2:
+            # finished rows stop costing compute: drop them from the batch, the cache and the per-row state
+            keep = state.drop_finished()
+            runner.select_rows(keep)
+            pipeline.select_rows(keep)
+            tokens = tokens[keep]
         outputs = runner.step(tokens)
-    if streamer is not None:
-        streamer.end()
-    sequences = history[:, :cur_len]
-    if not config.return_dict_in_generate:
-        return sequences
-    return record.finish(sequences, runner.cache, host_syncs)
+    return state.finish(record)
 
 
 class StepRecorder:
