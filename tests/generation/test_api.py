@@ -73,3 +73,17 @@ def test_backends_report_lists_the_reference():
     info = pydecode.backends()
     assert "torch" in info["active"]["cpu"]
     assert "torch" in info["ops"]["sample"]
+
+
+def test_forcing_an_unusable_backend_raises(monkeypatch):
+    import pytest
+
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    if torch.cuda.is_available():
+        pytest.skip("the cuda backend is usable here (the tiny model runs on CPU tensors, though)")
+    with pytest.raises(RuntimeError, match="cuda"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, do_sample=True, backend="cuda")
+    monkeypatch.setenv("PYDECODE_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="backend"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, do_sample=True)
