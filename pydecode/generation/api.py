@@ -56,7 +56,6 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     name = strategies.strategy_name(config, model_kwargs)
     if encoder_decoder:
         seq2seq.check_strategy(name)
-    strategies.load(name)  # fail before any work if the strategy is not available
     if attention_mask is None:
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
