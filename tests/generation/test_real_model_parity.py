@@ -56,3 +56,14 @@ def test_left_padded_batch(smollm2, batch, case):
     expected = model.generate(**batch, **kwargs)
     got = pydecode.generate(model, **batch, **kwargs)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("beam", [dict(num_beams=4), dict(num_beams=4, num_return_sequences=2, length_penalty=0.5,
+                                                           early_stopping=True)])
+def test_beam_search_matches_transformers(smollm2, batch, beam):
+    model, tokenizer = smollm2
+    kwargs = dict(batch, max_new_tokens=8, do_sample=False, return_dict_in_generate=True, output_scores=True, **beam)
+    expected = model.generate(**kwargs)
+    got = pydecode.generate(model, **kwargs)
+    assert torch.equal(got.sequences, expected.sequences)
+    torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=0, atol=1e-4)
