@@ -55,7 +55,7 @@ def run(ctx: DecodeContext):
     row_ids = torch.arange(rows, device=device)
 
     outputs = runner.prefill(input_ids, **forward_kwargs)
-    last_hidden = outputs.hidden_states[-1]
+    last_hidden = _hidden_states(outputs)[-1]
     vocab = outputs.logits.shape[-1]
     if top_k > vocab:
         raise ValueError(f"top_k ({top_k}) must not exceed the vocabulary size ({vocab}) in contrastive search")
@@ -71,7 +71,7 @@ def run(ctx: DecodeContext):
         scores = pipeline.process(logits.clone() if record.keeps_raw else logits, state.past(), cur_len)
         top_probs, top_ids = scores.softmax(dim=-1).topk(top_k, dim=-1)
         step = runner.step_candidates(top_ids, **forward_kwargs)
-        hidden = [step.rows(h) for h in step.outputs.hidden_states]  # each (B, K, H)
+        hidden = [step.rows(h) for h in _hidden_states(step.outputs)]  # each (B, K, H)
         mask = None if context_mask is None else context_mask[:, :cur_len]
         best, _ = degeneration_score_unchecked(hidden[-1], context[:, :cur_len], mask, top_probs, alpha, False,
                                                pipeline.backend)
@@ -90,6 +90,12 @@ def run(ctx: DecodeContext):
     return state.finish(record)
 
 
+def _hidden_states(outputs):
+    """The (decoder) hidden states of a forward: ``decoder_hidden_states`` on a raw encoder-decoder output."""
+    hidden = getattr(outputs, "hidden_states", None)
+    return hidden if hidden is not None else outputs.decoder_hidden_states
+
+
 def _chosen_outputs(step, hidden, best, row_ids, record):
     """The chosen candidates' hidden states (each (B, 1, H)) and attentions, as a one-token forward returns them."""
     hidden_states = tuple(h[row_ids, best][:, None] for h in hidden) if record.hidden_states else None
@@ -102,7 +108,7 @@ def _chosen_outputs(step, hidden, best, row_ids, record):
 def _chosen_attention(step, attention, best, row_ids):
     """(B, heads, 1, past + 1) attention weights of the chosen candidates."""
     if not step.in_query:
-        return step.rows(attention)[row_ids, best]
+        return attention.reshape(step.batch, step.k, *attention.shape[1:])[row_ids, best]  # (B*K, heads, 1, ...)
     weights = attention[row_ids, :, best]  # (B, heads, past + K)
     own = weights.gather(2, (step.past + best).view(-1, 1, 1).expand(-1, weights.shape[1], 1))
     return torch.cat([weights[:, :, : step.past], own], dim=2)[:, :, None]

@@ -23,15 +23,16 @@ from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
             "past_key_values", "use_cache", "cache_position", "return_dict")
 _NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
-# strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache
-SUPPORTED_STRATEGIES = ("sample", "beam")
+# strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache / step_candidates
+SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive")
 
 
 def check_strategy(name: str) -> None:
     """Raise NotImplementedError for a strategy that does not run on encoder-decoder models yet."""
     if name not in SUPPORTED_STRATEGIES:
         raise NotImplementedError(f"pydecode.generate does not run the {name!r} strategy on encoder-decoder models yet "
-                                  f"(supported: greedy, sampling, beam search, beam sampling, diverse beam search)")
+                                  f"(supported: greedy, sampling, beam search, beam sampling, diverse beam search, "
+                                  f"contrastive search)")
 
 
 def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
@@ -82,7 +83,8 @@ class EncoderDecoderRunner:
     """Runs an encoder-decoder model: the encoder once, then the decoder over an ``EncoderDecoderCache``.
 
     Same interface as :class:`~pydecode.generation.runner.ModelRunner` for the strategies that use ``prefill``,
-    ``step``, ``select_rows`` and ``cache.reorder_cache`` (greedy, sampling, the beam family).
+    ``step``, ``select_rows`` and ``cache.reorder_cache`` (greedy, sampling, the beam family), and ``step_candidates`` /
+    ``keep_candidate`` (contrastive search).
 
     Parameters
     ----------
@@ -183,6 +185,36 @@ class EncoderDecoderRunner:
         self.length += 1
         mask = self.mask[:, : self.length] if self.mask is not None else None
         return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+
+    def step_candidates(self, tokens: torch.Tensor, **forward_kwargs):
+        """Feed K candidate next tokens per row (B, K) in one (B * K)-row forward, keeping none of them yet.
+
+        As transformers does for encoder-decoder models: the self- and cross-attention caches, the encoder states and
+        masks are repeated K times along the batch. Follow with :meth:`keep_candidate`.
+        """
+        from .runner import CandidateStep
+
+        batch, k = tokens.shape
+        past = self.length
+        self.cache.batch_repeat_interleave(k)
+        states = self.encoder_states.repeat_interleave(k, dim=0)
+        encoder_mask = self.encoder_mask.repeat_interleave(k, dim=0) if self.encoder_mask is not None else None
+        mask = self.mask[:, : past + 1].repeat_interleave(k, dim=0) if self.mask is not None else None
+        record, self.record_cross = self.record_cross, False
+        try:
+            out = self._forward(tokens.reshape(-1, 1), states, encoder_mask, mask, **forward_kwargs)
+        finally:
+            self.record_cross = record
+        return CandidateStep(out, False, batch, k, past)
+
+    def keep_candidate(self, step, index: torch.Tensor) -> None:
+        """Keep candidate ``index[b]`` (B,) of each row in the caches, as if it had been fed by :meth:`step`."""
+        rows = torch.arange(step.batch, device=index.device)
+        self.cache.batch_select_indices(rows * step.k + index)
+        if self.record_cross:
+            chosen = rows * step.k + index
+            self.cross_attentions.append(tuple(a[chosen] for a in step.outputs.cross_attentions))
+        self.length += 1
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor): the caches, encoder states and masks shrink with it."""

@@ -1,5 +1,5 @@
 """Encoder-decoder models (tiny random T5 and BART): parity with transformers 5 generate (greedy, beam search),
-transformers 4.55 golden outputs (diverse beam search), distributional checks (sampling, beam sampling), attentions /
+transformers 4.55 golden outputs (diverse beam search, contrastive search), distributional checks (sampling, beam sampling), attentions /
 hidden states in the output (encoder-decoder and decoder-only), the encoder running once, and bad input."""
 import copy
 import functools
@@ -279,4 +279,23 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="decoder_input_ids"):
         pydecode.generate(model, enc, attention_mask=enc_mask, max_new_tokens=2, decoder_input_ids=enc[:2, :1])
     with pytest.raises(NotImplementedError, match="encoder-decoder"):
-        pydecode.generate(model, enc, attention_mask=enc_mask, max_new_tokens=2, penalty_alpha=0.6, top_k=4)
+        pydecode.generate(model, enc, attention_mask=enc_mask, max_new_tokens=2, prompt_lookup_num_tokens=2)
+
+
+CONTRASTIVE_CASES = load_golden("contrastive_seq2seq")
+
+
+@pytest.mark.parametrize("case", CONTRASTIVE_CASES, ids=case_ids(CONTRASTIVE_CASES))
+def test_contrastive_search_matches_golden(case):
+    """Contrastive search on T5 / BART (candidates over a K-times repeated cache): token for token against 4.55.4."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the goldens were recorded single-threaded
+    try:
+        out = pydecode.generate(_golden_model(case["model"]), **case_tensors(case), **case["generate_kwargs"])
+    finally:
+        torch.set_num_threads(threads)
+    assert out.sequences.tolist() == case["sequences"], case["id"]
+    assert len(out.scores) == len(case["sequences"][0]) - 1
+    top = torch.stack(out.scores, 1).topk(case["scores_topk"]["k"], dim=-1).values
+    want = torch.tensor(case["scores_topk"]["values"]).transpose(0, 1)
+    torch.testing.assert_close(top, want, rtol=1e-4, atol=1e-4)
