@@ -33,6 +33,8 @@ import pydecode
 from pydecode.ops import apply_penalties_, top_k_top_p_sample
 from pydecode.ops.backends import active_backends
 
+from bench_generate import machine
+
 MODES = {
     "greedy": dict(temperature=0.0),
     "top_k": dict(temperature=0.8, top_k=50),
@@ -123,14 +125,6 @@ def median_ms(fn, device: str, repeats: int) -> float:
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def machine(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "CPU")
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def main(argv=None) -> None:

@@ -71,7 +71,7 @@ class LogitsPipeline:
             if any(not (0 <= t < vocab) for t in word):
                 raise ValueError(f"bad_words_ids must hold token ids in [0, {vocab}), got {word}")
         ban[[w[0] for w in words if len(w) == 1]] = True
-        self.bad_words = [w for w in words if len(w) > 1]
+        self.bad_words = [(torch.tensor(w[:-1], dtype=torch.long, device=device), w[-1]) for w in words if len(w) > 1]
         self.static_ban = ban if suppress or any(len(w) == 1 for w in words) else None
         self._ready = True
 

@@ -21,16 +21,18 @@ def no_repeat_ngram_banned(history: torch.Tensor, ngram_size: int, vocab_size: i
     return banned[:, :vocab_size]
 
 
-def bad_words_banned(history: torch.Tensor, bad_words_ids: list[list[int]], vocab_size: int) -> torch.Tensor:
-    """Tokens that would complete a bad-word sequence (a one-token sequence is always banned)."""
+def bad_words_banned(history: torch.Tensor, bad_words: list[tuple[torch.Tensor, int]], vocab_size: int) -> torch.Tensor:
+    """Tokens that would complete a bad-word sequence.
+
+    ``bad_words`` holds ``(prefix, last)`` pairs: the sequence's first tokens as a 1-D int64 tensor on the history's
+    device (built once, so no host-to-device copy per step) and its last token id; an empty prefix always bans.
+    """
     batch, length = history.shape
     banned = torch.zeros(batch, vocab_size, dtype=torch.bool, device=history.device)
-    for word in bad_words_ids:
-        *prefix, last = word
-        if len(prefix) == 0:
+    for prefix, last in bad_words:
+        n = prefix.shape[0]
+        if n == 0:
             banned[:, last] = True
-        elif len(prefix) <= length:
-            tail = history[:, length - len(prefix):]
-            match = (tail == torch.tensor(prefix, device=history.device)).all(dim=-1)
-            banned[:, last] |= match
+        elif n <= length:
+            banned[:, last] |= (history[:, length - n:] == prefix).all(dim=-1)
     return banned
