@@ -20,6 +20,10 @@ TORCH_LIBRARY(pydecode, m) {
   // Per-row parameters are pairs: a (B,) tensor, or None and the scalar that follows it.
   m.def("top_k_top_p_sample(Tensor logits, Tensor? temperature, float temperature_val, Tensor? top_k, int top_k_val, "
         "Tensor? top_p, float top_p_val, Tensor? min_p, float min_p_val, Tensor seeds, int step) -> Tensor");
+  // The same draw, with the token's logprob under the input and under the processed distribution.
+  m.def("top_k_top_p_sample_logprobs(Tensor logits, Tensor? temperature, float temperature_val, Tensor? top_k, "
+        "int top_k_val, Tensor? top_p, float top_p_val, Tensor? min_p, float min_p_val, Tensor seeds, int step) "
+        "-> (Tensor, Tensor, Tensor)");
   m.def("apply_penalties_(Tensor(a!) logits, Tensor token_counts, Tensor? prompt_mask, Tensor? repetition, "
         "float repetition_val, Tensor? frequency, float frequency_val, Tensor? presence, float presence_val) -> ()");
   m.def("record_tokens_(Tensor(a!) token_counts, Tensor tokens) -> ()");

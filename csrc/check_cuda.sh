@@ -13,7 +13,7 @@ instantiations() {  # explicit instantiations for one header name
   case "$1" in
     sampling.cuh)
       for t in float __half __nv_bfloat16; do
-        echo "template cudaError_t pydecode::sample_cuda<$t>(const $t*, int64_t, int64_t, const pydecode::SampleParams&, int64_t*, cudaStream_t);"
+        echo "template cudaError_t pydecode::sample_cuda<$t>(const $t*, int64_t, int64_t, const pydecode::SampleParams&, int64_t*, float*, float*, cudaStream_t);"
         echo "template cudaError_t pydecode::logprobs_cuda<$t>(const $t*, const int64_t*, int64_t, int64_t, int64_t, float*, float*, int64_t*, cudaStream_t);"
       done ;;
     verify.cuh)

@@ -74,6 +74,22 @@ inline SampleArgs sample_args(const at::Tensor& logits_in, const std::optional<a
   return a;
 }
 
+// The sampler's outputs: tokens (B,) int64 and, when asked for, the drawn tokens' logprobs (B,) float32.
+struct SampleOutputs {
+  at::Tensor tokens, logprob, processed_logprob;
+  SampleOutputs(const at::Tensor& logits, bool with_logprobs)
+      : tokens(at::empty({logits.size(0)}, logits.options().dtype(at::kLong))) {
+    if (!with_logprobs) return;
+    logprob = at::empty({logits.size(0)}, logits.options().dtype(at::kFloat));
+    processed_logprob = at::empty_like(logprob);
+  }
+  int64_t batch() const { return tokens.size(0); }
+  float* logprob_data() const { return logprob.defined() ? logprob.data_ptr<float>() : nullptr; }
+  float* processed_logprob_data() const {
+    return processed_logprob.defined() ? processed_logprob.data_ptr<float>() : nullptr;
+  }
+};
+
 // The penalties' inputs, checked: logits are modified in place, so they must already be contiguous float32.
 struct PenaltyArgs {
   at::Tensor counts, prompt_mask, repetition, frequency, presence;

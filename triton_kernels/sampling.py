@@ -13,6 +13,9 @@ Passes over the row's vocabulary (blocks of ``BLOCK`` tokens), for a sampling ro
    the candidate and everything below it, so the loop ends (the row max is always kept); a candidate is rejected
    with probability about the mass outside the kept set, so this is usually 1-2 passes.
 
+With logprobs, the kernel then adds one log-sum-exp pass over the input row and one pass for the kept set's mass;
+top-p rows first find the nucleus pivot exactly (radix select with mass histograms, one pass per key byte).
+
 A greedy row (temperature 0) takes one argmax pass. Scalar parameters are compile-time: a disabled stage is not
 compiled in. Differences from the reference, at float boundaries only: top-p keeps or drops a whole tie group at the
 pivot (the reference's unstable sort may split it), and its mass sums run in a different order; min-p compares
@@ -124,15 +127,19 @@ def _argmax_row(row_ptr, V, BLOCK: tl.constexpr):
 
 
 @device_function
-def _draw_row(row_ptr, V, key, t, k, p, min_p,
-              TOP_K: tl.constexpr, TOP_P: tl.constexpr, MIN_P: tl.constexpr, KEY_BITS: tl.constexpr,
-              BLOCK: tl.constexpr):
-    """Sampling row: the Gumbel-max draw over the kept set (passes 1-3 of the module docstring)."""
-    neg_inf = float("-inf")
-    kth = neg_inf
+def _top_k_floor(row_ptr, V, t, k, TOP_K: tl.constexpr, KEY_BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """Pass 1: the k-th largest ``logit / T`` (-inf when top-k is off for the row)."""
+    kth = tl.full([], float("-inf"), tl.float32)
     if TOP_K:
         if (k > 0) & (k < V):
             kth = tl.math.div_rn(_kth_largest(row_ptr, V, k.to(tl.int32), KEY_BITS, BLOCK), t)
+    return kth
+
+
+@device_function
+def _draw_row(row_ptr, V, key, t, kth, p, min_p, TOP_P: tl.constexpr, MIN_P: tl.constexpr, BLOCK: tl.constexpr):
+    """Sampling row: the Gumbel-max draw over the kept set, given the top-k floor (passes 2-3 of the docstring)."""
+    neg_inf = float("-inf")
     m = neg_inf
     z = 0.0
     best = neg_inf
@@ -170,31 +177,112 @@ def _draw_row(row_ptr, V, key, t, k, p, min_p,
     return token
 
 
+@device_function
+def _log_normalizer(row_ptr, V, BLOCK: tl.constexpr):
+    """The row's max and log-sum-exp (NaN logits as -inf), online in one pass."""
+    m = tl.full([], float("-inf"), tl.float32)
+    z = tl.full([], 0.0, tl.float32)
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        x = _load(row_ptr, offs, V).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(x, 0))
+        z = z * tl.where(m == m_new, 1.0, tl.exp(m - m_new)) + tl.sum(tl.exp(x - m_new), 0)
+        m = m_new
+    return m, m + tl.log(z)
+
+
+@device_function
+def _top_p_floor(row_ptr, V, t, m, kth, p, KEY_BITS: tl.constexpr, SUB: tl.constexpr):
+    """The top-p pivot as ``logit / T``: the largest value whose mass from the top (``exp(x - m)`` over the top-k
+    set) reaches ``p`` times the set's mass; radix select on the order keys with 256-bin mass histograms, one pass
+    per key byte. -inf when rounding leaves the total short of the target (keep all)."""
+    bins = tl.arange(0, 256)
+    prefix = tl.full([], 0, tl.uint32)
+    remaining = 0.0
+    found = True
+    for d in tl.static_range(KEY_BITS // 8):
+        shift: tl.constexpr = KEY_BITS - 8 * (d + 1)
+        hist = tl.zeros([256], dtype=tl.float32)
+        for start in range(0, V, SUB):
+            offs = start + tl.arange(0, SUB)
+            raw = _load(row_ptr, offs, V)
+            key = _order_key(raw, KEY_BITS)
+            x = tl.math.div_rn(raw.to(tl.float32), t)
+            mass = tl.where((x >= kth) & (x > float("-inf")), tl.exp(x - m), 0.0)
+            if d > 0:
+                mass = tl.where((key >> (shift + 8)) == prefix, mass, 0.0)
+            digit = ((key >> shift) & 255).to(tl.int32)
+            hist += tl.sum(tl.where(digit[:, None] == bins[None, :], mass[:, None], 0.0), 0)
+        if d == 0:
+            remaining = p * tl.sum(hist, 0)
+        at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist
+        digit = tl.max(tl.where(at_or_above >= remaining, bins, -1), 0)
+        found = found & (digit >= 0)
+        digit = tl.maximum(digit, 0)
+        remaining -= tl.sum(tl.where(bins > digit, hist, 0.0), 0)
+        prefix = (prefix << 8) | digit.to(tl.uint32)
+    pivot = tl.math.div_rn(_key_value(prefix, row_ptr.dtype.element_ty, KEY_BITS), t)
+    return tl.where(found, pivot, float("-inf"))
+
+
+@device_function
+def _processed_log_mass(row_ptr, V, t, m, floor, min_p, MIN_P: tl.constexpr, BLOCK: tl.constexpr):
+    """log of ``sum exp(x - m)`` over the kept set: ``x >= floor`` and, with min-p, ``exp(x - m) >= min_p``."""
+    total = tl.full([], 0.0, tl.float32)
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        x = tl.math.div_rn(_load(row_ptr, offs, V).to(tl.float32), t)
+        e = tl.exp(x - m)
+        kept = (x >= floor) & (x > float("-inf"))
+        if MIN_P:
+            kept = kept & (e >= min_p)
+        total += tl.sum(tl.where(kept, e, 0.0), 0)
+    return tl.log(total)
+
+
 @triton.jit
 def _sample_kernel(
-    logits_ptr, out_ptr, seed_ptr, step, V, stride,
+    logits_ptr, out_ptr, logprob_ptr, processed_ptr, seed_ptr, step, V, stride,
     t_ptr, t_val, k_ptr, k_val, p_ptr, p_val, minp_ptr, minp_val,
     T_TENSOR: tl.constexpr, K_TENSOR: tl.constexpr, P_TENSOR: tl.constexpr, MINP_TENSOR: tl.constexpr,
     GREEDY: tl.constexpr, SAMPLING: tl.constexpr, TOP_K: tl.constexpr, TOP_P: tl.constexpr, MIN_P: tl.constexpr,
-    KEY_BITS: tl.constexpr, BLOCK: tl.constexpr,
+    WITH_LOGPROBS: tl.constexpr, KEY_BITS: tl.constexpr, BLOCK: tl.constexpr, SUB: tl.constexpr,
 ):
     row = tl.program_id(0)
     row_ptr = logits_ptr + row.to(tl.int64) * stride
     t = _row_param(t_ptr, row, t_val, tl.float32, T_TENSOR)
+    p = _row_param(p_ptr, row, p_val, tl.float32, P_TENSOR)
+    min_p = _row_param(minp_ptr, row, minp_val, tl.float32, MINP_TENSOR)
     token = row * 0
+    kth = tl.full([], float("-inf"), tl.float32)
     if GREEDY:
         if t <= 0:
             token = _argmax_row(row_ptr, V, BLOCK)
     if SAMPLING:
         if t > 0:
-            token = _draw_row(
-                row_ptr, V, step_key(seed_ptr, row, step), t,
-                _row_param(k_ptr, row, k_val, tl.int64, K_TENSOR),
-                _row_param(p_ptr, row, p_val, tl.float32, P_TENSOR),
-                _row_param(minp_ptr, row, minp_val, tl.float32, MINP_TENSOR),
-                TOP_K, TOP_P, MIN_P, KEY_BITS, BLOCK,
-            )
+            kth = _top_k_floor(row_ptr, V, t, _row_param(k_ptr, row, k_val, tl.int64, K_TENSOR), TOP_K, KEY_BITS,
+                               BLOCK)
+            token = _draw_row(row_ptr, V, step_key(seed_ptr, row, step), t, kth, p, min_p, TOP_P, MIN_P, BLOCK)
     tl.store(out_ptr + row, token.to(tl.int64))
+    if WITH_LOGPROBS:
+        raw_max, lse = _log_normalizer(row_ptr, V, BLOCK)
+        x_raw = tl.load(row_ptr + token).to(tl.float32)
+        logprob = tl.where(x_raw == x_raw, x_raw, float("-inf")) - lse
+        processed = logprob
+        if SAMPLING:
+            if t > 0:
+                m = tl.math.div_rn(raw_max, t)  # the max of logit / T (the division is monotone)
+                floor = kth
+                if TOP_P:
+                    if p < 1.0:
+                        floor = tl.maximum(floor, _top_p_floor(row_ptr, V, t, m, kth, p, KEY_BITS, SUB))
+                log_mass = _processed_log_mass(row_ptr, V, t, m, floor, min_p, MIN_P, BLOCK)
+                processed = (_scaled(row_ptr, token, t) - m) - log_mass
+                bad = (raw_max == float("-inf")) | (raw_max == float("inf"))
+                processed = tl.where(bad, float("nan"), processed)
+                logprob = tl.where(bad, float("nan"), logprob)
+        tl.store(logprob_ptr + row, logprob)
+        tl.store(processed_ptr + row, processed)
 
 
 def _split(value, kind):
@@ -202,34 +290,64 @@ def _split(value, kind):
     return (value, kind(0)) if isinstance(value, torch.Tensor) else (None, kind(value))
 
 
+def _launch(logits, seeds, step, params, with_logprobs):
+    """Run the kernel; returns (tokens, logprob, processed_logprob) (the last two empty without logprobs)."""
+    t_tensor, t_value, k_tensor, k_value, p_tensor, p_value, minp_tensor, minp_value = params
+    batch, vocab = logits.shape
+    out = torch.empty(batch, dtype=torch.int64, device=logits.device)
+    logprob = torch.empty(batch if with_logprobs else 0, dtype=torch.float32, device=logits.device)
+    processed = torch.empty_like(logprob)
+    if batch == 0:
+        return out, logprob, processed
+    dummy = seeds
+    _sample_kernel[(batch,)](
+        logits, out, logprob if with_logprobs else dummy, processed if with_logprobs else dummy, seeds,
+        step_arg(step), vocab, logits.stride(0),
+        dummy if t_tensor is None else t_tensor, float(t_value), dummy if k_tensor is None else k_tensor,
+        min(int(k_value), vocab), dummy if p_tensor is None else p_tensor, float(p_value),
+        dummy if minp_tensor is None else minp_tensor, float(minp_value),
+        T_TENSOR=t_tensor is not None, K_TENSOR=k_tensor is not None, P_TENSOR=p_tensor is not None,
+        MINP_TENSOR=minp_tensor is not None, GREEDY=t_tensor is not None or t_value <= 0,
+        SAMPLING=t_tensor is not None or t_value > 0, TOP_K=k_tensor is not None or 0 < k_value < vocab,
+        TOP_P=p_tensor is not None or p_value < 1.0, MIN_P=minp_tensor is not None or minp_value > 0.0,
+        WITH_LOGPROBS=with_logprobs, KEY_BITS=_KEY_BITS[logits.dtype],
+        BLOCK=16384 if INTERPRET else 2048, SUB=1024 if INTERPRET else 128, num_warps=8,
+    )
+    return out, logprob, processed
+
+
 @custom_op("pydecode_triton::top_k_top_p_sample", mutates_args=())
 def _sample_op(logits: torch.Tensor, seeds: torch.Tensor, step: int,
                t_tensor: torch.Tensor | None, t_value: float, k_tensor: torch.Tensor | None, k_value: int,
                p_tensor: torch.Tensor | None, p_value: float, minp_tensor: torch.Tensor | None,
                minp_value: float) -> torch.Tensor:
-    batch, vocab = logits.shape
-    out = torch.empty(batch, dtype=torch.int64, device=logits.device)
-    if batch == 0:
-        return out
-    dummy = seeds
-    greedy = t_tensor is not None or t_value <= 0
-    _sample_kernel[(batch,)](
-        logits, out, seeds, step_arg(step), vocab, logits.stride(0),
-        dummy if t_tensor is None else t_tensor, float(t_value), dummy if k_tensor is None else k_tensor,
-        min(int(k_value), vocab), dummy if p_tensor is None else p_tensor, float(p_value),
-        dummy if minp_tensor is None else minp_tensor, float(minp_value),
-        T_TENSOR=t_tensor is not None, K_TENSOR=k_tensor is not None, P_TENSOR=p_tensor is not None,
-        MINP_TENSOR=minp_tensor is not None, GREEDY=greedy, SAMPLING=t_tensor is not None or t_value > 0,
-        TOP_K=k_tensor is not None or 0 < k_value < vocab, TOP_P=p_tensor is not None or p_value < 1.0,
-        MIN_P=minp_tensor is not None or minp_value > 0.0, KEY_BITS=_KEY_BITS[logits.dtype],
-        BLOCK=16384 if INTERPRET else 2048, num_warps=8,
-    )
-    return out
+    params = (t_tensor, t_value, k_tensor, k_value, p_tensor, p_value, minp_tensor, minp_value)
+    return _launch(logits, seeds, step, params, with_logprobs=False)[0]
 
 
 @_sample_op.register_fake
 def _(logits, seeds, step, *params):
     return logits.new_empty(logits.shape[0], dtype=torch.int64)
+
+
+@custom_op("pydecode_triton::top_k_top_p_sample_logprobs", mutates_args=())
+def _sample_logprobs_op(logits: torch.Tensor, seeds: torch.Tensor, step: int,
+                        t_tensor: torch.Tensor | None, t_value: float, k_tensor: torch.Tensor | None, k_value: int,
+                        p_tensor: torch.Tensor | None, p_value: float, minp_tensor: torch.Tensor | None,
+                        minp_value: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    params = (t_tensor, t_value, k_tensor, k_value, p_tensor, p_value, minp_tensor, minp_value)
+    return _launch(logits, seeds, step, params, with_logprobs=True)
+
+
+@_sample_logprobs_op.register_fake
+def _(logits, seeds, step, *params):
+    batch = logits.shape[0]
+    return (logits.new_empty(batch, dtype=torch.int64), logits.new_empty(batch, dtype=torch.float32),
+            logits.new_empty(batch, dtype=torch.float32))
+
+
+def _params(temperature, top_k, top_p, min_p):
+    return (*_split(temperature, float), *_split(top_k, int), *_split(top_p, float), *_split(min_p, float))
 
 
 def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step) -> torch.Tensor:
@@ -240,5 +358,11 @@ def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step) ->
     """
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    return _sample_op(logits, seeds, int(step), *_split(temperature, float), *_split(top_k, int), *_split(top_p, float),
-                      *_split(min_p, float))
+    return _sample_op(logits, seeds, int(step), *_params(temperature, top_k, top_p, min_p))
+
+
+def top_k_top_p_sample_logprobs(logits, temperature, top_k, top_p, min_p, seeds, step):
+    """:func:`top_k_top_p_sample` and the drawn token's ``(logprob, processed_logprob)``, (B,) float32 each."""
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    return _sample_logprobs_op(logits, seeds, int(step), *_params(temperature, top_k, top_p, min_p))

@@ -19,17 +19,37 @@ void with_logits(const at::Tensor& logits, Fn&& fn) {
   }
 }
 
+SampleOutputs sample(const at::Tensor& logits, const std::optional<at::Tensor>& temperature, double temperature_val,
+                     const std::optional<at::Tensor>& top_k, int64_t top_k_val, const std::optional<at::Tensor>& top_p,
+                     double top_p_val, const std::optional<at::Tensor>& min_p, double min_p_val,
+                     const at::Tensor& seeds, int64_t step, bool with_logprobs) {
+  const SampleArgs a = sample_args(logits, temperature, temperature_val, top_k, top_k_val, top_p, top_p_val, min_p,
+                                   min_p_val, seeds, step);
+  SampleOutputs out(a.logits, with_logprobs);
+  with_logits(a.logits, [&](auto ptr) {
+    sample_cpu(ptr, out.batch(), a.logits.size(1), a.params, out.tokens.data_ptr<int64_t>(), out.logprob_data(),
+               out.processed_logprob_data());
+  });
+  return out;
+}
+
 at::Tensor top_k_top_p_sample(const at::Tensor& logits, const std::optional<at::Tensor>& temperature,
                               double temperature_val, const std::optional<at::Tensor>& top_k, int64_t top_k_val,
                               const std::optional<at::Tensor>& top_p, double top_p_val,
                               const std::optional<at::Tensor>& min_p, double min_p_val, const at::Tensor& seeds,
                               int64_t step) {
-  const SampleArgs a = sample_args(logits, temperature, temperature_val, top_k, top_k_val, top_p, top_p_val, min_p,
-                                   min_p_val, seeds, step);
-  const int64_t batch = a.logits.size(0), vocab = a.logits.size(1);
-  at::Tensor out = at::empty({batch}, a.logits.options().dtype(at::kLong));
-  with_logits(a.logits, [&](auto ptr) { sample_cpu(ptr, batch, vocab, a.params, out.data_ptr<int64_t>()); });
-  return out;
+  return sample(logits, temperature, temperature_val, top_k, top_k_val, top_p, top_p_val, min_p, min_p_val, seeds,
+                step, false).tokens;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> top_k_top_p_sample_logprobs(
+    const at::Tensor& logits, const std::optional<at::Tensor>& temperature, double temperature_val,
+    const std::optional<at::Tensor>& top_k, int64_t top_k_val, const std::optional<at::Tensor>& top_p,
+    double top_p_val, const std::optional<at::Tensor>& min_p, double min_p_val, const at::Tensor& seeds,
+    int64_t step) {
+  const SampleOutputs out = sample(logits, temperature, temperature_val, top_k, top_k_val, top_p, top_p_val, min_p,
+                                   min_p_val, seeds, step, true);
+  return {out.tokens, out.logprob, out.processed_logprob};
 }
 
 void apply_penalties_(at::Tensor& logits, const at::Tensor& counts, const std::optional<at::Tensor>& prompt_mask,
@@ -64,6 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs(const at::Tensor& 
 
 TORCH_LIBRARY_IMPL(pydecode, CPU, m) {
   m.impl("top_k_top_p_sample", &top_k_top_p_sample);
+  m.impl("top_k_top_p_sample_logprobs", &top_k_top_p_sample_logprobs);
   m.impl("apply_penalties_", &apply_penalties_);
   m.impl("record_tokens_", &record_tokens_);
   m.impl("token_logprobs", &token_logprobs);

@@ -75,6 +75,11 @@ class LogitsPipeline:
         self.static_ban = ban if suppress or any(len(w) == 1 for w in words) else None
         self._ready = True
 
+    def prepare(self, vocab: int, device) -> None:
+        """Allocate the per-row state now, for callers that read it without going through :meth:`process`."""
+        if not self._ready:
+            self._lazy_init(vocab, device)
+
     def process(self, logits: torch.Tensor, history: torch.Tensor, cur_len: int) -> torch.Tensor:
         """Steps 1-3 on a float32 copy of the raw logits (B, V); ``history`` is (B, cur_len) of all tokens so far."""
         scores = logits
@@ -125,6 +130,13 @@ class LogitsPipeline:
         if self.config.renormalize_logits:
             processed = processed.log_softmax(dim=-1)
         return tokens, processed
+
+    def select_with_logprobs(self, scores: torch.Tensor, step: int):
+        """Step 4 with the drawn tokens' log-probabilities from the same fused kernel: ``(tokens, logprob,
+        processed_logprob)``, the latter two (B,) float32, under ``scores`` and under the processed distribution."""
+        p = self.params
+        return sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
+                                self.backend, return_logprobs=True)
 
     def changes_scores(self, cur_len: int) -> bool:
         """False when :meth:`process` would return its input unchanged at ``cur_len`` (beam search then fuses

@@ -17,7 +17,8 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
 
     - ``logprobs`` (B, T): each generated token's log-probability under the raw model distribution
     - ``processed_logprobs`` (B, T): the same under the processed distribution it was drawn from
-    - ``top_logprobs`` / ``top_logprob_ids`` (B, T, N): the N most likely tokens of the raw distribution
+    - ``top_logprobs`` / ``top_logprob_ids`` (B, T, N): the N most likely tokens of the raw distribution;
+      positions after a row finished hold zeros in these four
     - ``host_syncs``: how many times the decode loop read a device value back to the host (stopping checks)
     - speculative strategies (assisted, prompt lookup) only: ``acceptance_rate``, the fraction of proposed draft
       tokens the main model accepted, and ``mean_accepted_tokens``, the mean number of draft tokens a row accepted

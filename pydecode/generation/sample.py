@@ -12,24 +12,33 @@ from .state import DecodeState
 def run(ctx: DecodeContext):
     """Decode until every row has finished or ``ctx.max_length`` tokens are reached.
 
-    Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. The
-    only host read per step is the count of unfinished rows, and only when a row can finish early (eos, stop
+    Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. Logprobs
+    come from the sampling kernel itself unless the processed scores are recorded too. The only host read per step is the count of unfinished rows, and only when a row can finish early (eos, stop
     strings, custom criteria). Once at most half the computed rows are unfinished, the finished ones are dropped
     from the batch (unless per-step outputs are recorded). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
     """
     runner, pipeline = ctx.runner, ctx.pipeline
     state = DecodeState(ctx)
     record = StepRecorder(ctx.config)
-    want_processed = record.scores or record.processed_logprobs
+    fused_logprobs = record.logprobs and not record.scores
     compact = not record.per_step and hasattr(runner.cache, "batch_select_indices")
 
     outputs = runner.prefill(ctx.input_ids)
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, copy=True)
         scores = pipeline.process(logits.clone() if record.keeps_raw else logits, state.past(), state.cur_len)
-        tokens, processed = pipeline.select(scores, state.step, want_processed)
+        if fused_logprobs:
+            # the kernel's input logprob is the raw one unless the pipeline changed the logits this step
+            raw_is_input = not pipeline.changes_scores(state.cur_len)
+            tokens, input_logprob, processed_logprob = pipeline.select_with_logprobs(scores, state.step)
+            drawn = (input_logprob if raw_is_input else None, processed_logprob)
+            processed = None
+        else:
+            tokens, processed = pipeline.select(scores, state.step, record.scores or record.logprobs)
+            drawn = None
+        live = state.unfinished
         tokens = state.append(tokens, scores)
-        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend, drawn, live)
         if state.done():
             break
         if compact and state.left <= state.unfinished.shape[0] // 2:
@@ -59,7 +68,10 @@ class StepRecorder:
         self.store = {k: [] for k in ("scores", "logits", "attentions", "hidden_states", "logprobs", "processed",
                                       "top_values", "top_ids")}
 
-    def add(self, outputs, logits, scores, processed, tokens, backend) -> None:
+    def add(self, outputs, logits, scores, processed, tokens, backend, drawn=None, live=None) -> None:
+        """Record one step. ``drawn``: the sampler's ``(raw logprob or None, processed logprob)`` of the tokens, when
+        it computed them (else they come from ``logits`` and ``processed``); ``live``: (B,) bool, the rows still
+        unfinished before this token (the others' logprobs are recorded as 0)."""
         if self.scores:
             self.store["scores"].append(processed)
         if self.logits:
@@ -69,11 +81,20 @@ class StepRecorder:
         if self.hidden_states:
             self.store["hidden_states"].append(outputs.hidden_states)
         if self.logprobs:
-            chosen, top_values, top_ids = token_logprobs(logits, tokens, self.top_n, backend=backend)
+            chosen, processed_logprob = drawn if drawn is not None else (None, None)
+            if chosen is None or self.top_n:
+                chosen, top_values, top_ids = token_logprobs(logits, tokens, self.top_n, backend=backend)
+                self.store["top_values"].append(top_values)
+                self.store["top_ids"].append(top_ids)
+            if processed_logprob is None:
+                processed_logprob = token_logprobs(processed, tokens, 0, backend=backend)[0]
+            if live is not None:
+                chosen, processed_logprob = (torch.where(live, x, 0.0) for x in (chosen, processed_logprob))
+                if self.top_n:
+                    self.store["top_values"][-1] = self.store["top_values"][-1].masked_fill(~live[:, None], 0.0)
+                    self.store["top_ids"][-1] = self.store["top_ids"][-1].masked_fill(~live[:, None], 0)
             self.store["logprobs"].append(chosen)
-            self.store["processed"].append(token_logprobs(processed, tokens, 0, backend=backend)[0])
-            self.store["top_values"].append(top_values)
-            self.store["top_ids"].append(top_ids)
+            self.store["processed"].append(processed_logprob)
 
     def finish(self, sequences, cache, host_syncs) -> GenerateOutput:
         s = self.store

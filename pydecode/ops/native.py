@@ -24,6 +24,12 @@ def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step) ->
                                    *_pair(min_p, float), seeds, int(step))
 
 
+def top_k_top_p_sample_logprobs(logits, temperature, top_k, top_p, min_p, seeds, step):
+    """The same draw and the token's ``(logprob, processed_logprob)``: (B,) int64, (B,) float32, (B,) float32."""
+    return _ops.top_k_top_p_sample_logprobs(logits, *_pair(temperature, float), *_pair(top_k, int),
+                                            *_pair(top_p, float), *_pair(min_p, float), seeds, int(step))
+
+
 def apply_penalties_(logits, token_counts, prompt_mask, repetition=1.0, frequency=0.0, presence=0.0):
     """Repetition / frequency / presence penalties in place on float32 ``logits``; returns ``logits``."""
     _ops.apply_penalties_(logits, token_counts, prompt_mask, *_pair(repetition, float), *_pair(frequency, float),
@@ -46,6 +52,13 @@ def token_logprobs(logits, tokens, top_n=0):
 def _sample_fake(logits, temperature, temperature_val, top_k, top_k_val, top_p, top_p_val, min_p, min_p_val, seeds,
                  step):
     return logits.new_empty(logits.shape[0], dtype=torch.int64)
+
+
+@torch.library.register_fake("pydecode::top_k_top_p_sample_logprobs")
+def _sample_logprobs_fake(logits, *params):
+    batch = logits.shape[0]
+    return (logits.new_empty(batch, dtype=torch.int64), logits.new_empty(batch, dtype=torch.float32),
+            logits.new_empty(batch, dtype=torch.float32))
 
 
 @torch.library.register_fake("pydecode::apply_penalties_")

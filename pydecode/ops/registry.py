@@ -3,6 +3,8 @@
 Backend contracts (every implementation must match the reference in :mod:`.reference`):
 
 - ``sample(logits, temperature, top_k, top_p, min_p, seeds, step) -> tokens (B,) int64``
+- ``sample_logprobs(...)``, the same arguments ``-> (tokens, logprob, processed_logprob)``: the draw of ``sample``
+  and the token's log-softmax under the input and under the processed logits
 - ``penalties(logits, token_counts, prompt_mask, repetition, frequency, presence) -> logits`` (in place, float32)
 - ``record(token_counts, tokens) -> token_counts`` (in place)
 - ``logprobs(logits, tokens, top_n) -> (chosen (B,), top_values (B, n), top_ids (B, n))``
@@ -17,16 +19,19 @@ _TRITON = "pydecode.triton_kernels"
 
 for _backend, _module in (("cpp", _NATIVE), ("cuda", _NATIVE)):
     register("sample", _backend, f"{_module}:top_k_top_p_sample")
+    register("sample_logprobs", _backend, f"{_module}:top_k_top_p_sample_logprobs")
     register("penalties", _backend, f"{_module}:apply_penalties_")
     register("record", _backend, f"{_module}:record_tokens_")
     register("logprobs", _backend, f"{_module}:token_logprobs")
 
 register("sample", "torch", f"{_REFERENCE}.sampling:top_k_top_p_sample")
+register("sample_logprobs", "torch", f"{_REFERENCE}.sampling:top_k_top_p_sample_logprobs")
 register("penalties", "torch", f"{_REFERENCE}.penalties:apply_penalties_")
 register("record", "torch", f"{_REFERENCE}.penalties:record_tokens_")
 register("logprobs", "torch", f"{_REFERENCE}.logprobs:token_logprobs")
 
 register("sample", "triton", f"{_TRITON}.sampling:top_k_top_p_sample")
+register("sample_logprobs", "triton", f"{_TRITON}.sampling:top_k_top_p_sample_logprobs")
 register("penalties", "triton", f"{_TRITON}.penalties:apply_penalties_")
 register("record", "triton", f"{_TRITON}.penalties:record_tokens_")
 register("logprobs", "triton", f"{_TRITON}.logprobs:token_logprobs")

@@ -10,8 +10,8 @@ from .validation import check_logits, check_per_row, check_seeds
 
 
 def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, *, seeds: torch.Tensor,
-                       step: int = 0, typical_p=1.0, backend: str | None = None) -> torch.Tensor:
-    """Draw one token per row from the processed distribution.
+                       step: int = 0, typical_p=1.0, return_logprobs: bool = False, backend: str | None = None):
+    """Draw one token per row from the processed distribution (and, fused into the same kernel, its logprobs).
 
     Parameters
     ----------
@@ -23,11 +23,14 @@ def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0
     seeds : (B,) int64 tensor; with ``step`` it selects the counter-based random stream
     step : int, the decode step (the number of tokens generated so far)
     typical_p : float in (0, 1] or (B,) tensor; below 1 this runs on the reference path
+    return_logprobs : also return the drawn tokens' log-probabilities
     backend : "auto" | "torch" | "cpp" | "triton" | "cuda"
 
     Returns
     -------
-    (B,) int64 tensor of token ids, always in ``[0, V)``.
+    (B,) int64 tensor of token ids, always in ``[0, V)``; with ``return_logprobs`` the tuple ``(tokens, logprob,
+    processed_logprob)``, two (B,) float32 tensors: ``log_softmax`` at the token of the input logits and of the
+    processed logits it was drawn from (equal on greedy rows; NaN on a row with no finite logit or a ``+inf`` one).
     """
     check_logits(logits)
     batch = logits.shape[0]
@@ -37,12 +40,17 @@ def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0
     min_p = check_per_row("min_p", min_p, batch, 0.0, 1.0)
     typical_p = check_per_row("typical_p", typical_p, batch, 0.0, 1.0, low_open=True)
     seeds = check_seeds(seeds, batch)
-    return sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p, backend)
+    if not isinstance(return_logprobs, bool):
+        raise TypeError(f"return_logprobs must be a bool, got {type(return_logprobs).__name__}")
+    return sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p, backend,
+                            return_logprobs)
 
 
-def sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, backend=None):
+def sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, backend=None,
+                     return_logprobs=False):
     """:func:`top_k_top_p_sample` without argument checks, for the decode loop (parameters already validated)."""
     if isinstance(typical_p, torch.Tensor) or typical_p < 1.0:
-        return reference.top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p)
-    _, fn = resolve("sample", logits.device, backend)
+        fn = reference.top_k_top_p_sample_logprobs if return_logprobs else reference.top_k_top_p_sample
+        return fn(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p)
+    _, fn = resolve("sample_logprobs" if return_logprobs else "sample", logits.device, backend)
     return fn(logits, temperature, top_k, top_p, min_p, seeds, int(step))

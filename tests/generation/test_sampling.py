@@ -122,3 +122,24 @@ def test_logprobs_are_reported():
     assert out.top_logprobs.shape == (3, 5, 4) and out.top_logprob_ids.shape == (3, 5, 4)
     torch.testing.assert_close(out.top_logprobs[..., 0], raw.max(-1).values)
     assert (out.processed_logprobs >= out.logprobs - 1e-5).all()  # top-k renormalises: processed >= raw
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3], ids=["plain", "repetition-penalty"])
+def test_fused_logprobs_equal_the_recorded_scores_path(penalty):
+    """Logprobs from the sampling kernel (no scores recorded) equal those computed from the recorded processed scores;
+    positions after a row finished hold zeros."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=True, top_k=20, top_p=0.9, temperature=0.8,
+                  repetition_penalty=penalty, seed=3, eos_token_id=[5, 9], pad_token_id=0,
+                  return_dict_in_generate=True, output_logprobs=True, top_logprobs=2)
+    fused = pydecode.generate(model, ids, **kwargs)
+    recorded = pydecode.generate(model, ids, output_scores=True, **kwargs)
+    assert torch.equal(fused.sequences, recorded.sequences)
+    for name in ("logprobs", "processed_logprobs", "top_logprobs"):
+        torch.testing.assert_close(getattr(fused, name), getattr(recorded, name), rtol=1e-5, atol=1e-5)
+    new = fused.sequences[:, ids.shape[1]:]
+    finished = torch.isin(new, torch.tensor([5, 9])).long().cumsum(1).roll(1, 1)
+    finished[:, 0] = 0
+    after = finished > 0
+    assert bool((fused.logprobs[after] == 0).all()) and bool((fused.processed_logprobs[after] == 0).all())

@@ -7,7 +7,9 @@
 //      histograms in shared memory, each counting only the entries under the prefix chosen so far);
 //   3. top-p: the same radix select with mass histograms (exp(x - M) as 40-bit fixed point: integer atomics keep the
 //      sums order-independent, so the result is deterministic), over the entries top-k kept, 3 passes;
-//   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win.
+//   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win;
+//   5. only when asked for: the drawn token's logprob and processed logprob (two more passes: the kept entries'
+//      mass, and the input row's log-sum-exp).
 // Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
 #pragma once
 #include <cuda_bf16.h>
@@ -70,6 +72,21 @@ __device__ float block_sum(float v, float* shared) {
   float total = 0.0f;
   for (int w = 0; w < kWarps; ++w) total += shared[w];
   return total;
+}
+
+struct LogNormalizer {
+  float max, log_z;  // log_softmax(x)[i] = (x[i] - max) - log_z
+};
+
+// The sanitized row's log-softmax normaliser; every thread gets it (NaN log_z when nothing is finite or one is +inf).
+template <typename T>
+__device__ LogNormalizer block_log_normalizer(const T* row, int64_t vocab, ArgMax* reduce, float* sums) {
+  ArgMax best{-INFINITY, vocab};
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{sanitized(row, i), i});
+  const float row_max = block_argmax(best, reduce).value;
+  float partial = 0.0f;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) partial += expf(sanitized(row, i) - row_max);
+  return {row_max, logf(block_sum(partial, sums))};
 }
 
 struct SelectState {
@@ -135,11 +152,13 @@ __device__ float block_threshold(int64_t n, Value value, Weight weight, double t
   return float_from_key(prefix);
 }
 
+// logprob / processed_logprob: null, or (batch,) outputs for the drawn token's log-probabilities.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64_t vocab, SampleParams p,
-                                                          int64_t* out) {
+                                                          int64_t* out, float* logprob, float* processed_logprob) {
   __shared__ SelectState select;
   __shared__ ArgMax reduce[kWarps];
+  __shared__ float sums[kWarps];
   const int64_t row_index = blockIdx.x;
   const T* row = logits + row_index * vocab;
   const float temperature = row_param(p.temperature, p.temperature_val, row_index);
@@ -154,7 +173,16 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   best = block_argmax(best, reduce);
   const float row_max = best.value;
   if (greedy || row_max == -INFINITY || row_max == INFINITY) {
-    if (threadIdx.x == 0) out[row_index] = row_max == -INFINITY ? 0 : best.index;
+    const int64_t token = row_max == -INFINITY ? 0 : best.index;
+    if (logprob) {  // greedy: one distribution; a sampling row without a finite maximum reports NaN
+      float lp = NAN;
+      if (greedy) {
+        const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
+        lp = (sanitized(row, token) - norm.max) - norm.log_z;
+      }
+      if (threadIdx.x == 0) logprob[row_index] = processed_logprob[row_index] = lp;
+    }
+    if (threadIdx.x == 0) out[row_index] = token;
     return;
   }
 
@@ -188,6 +216,19 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   }
   draw = block_argmax(draw, reduce);
   if (threadIdx.x == 0) out[row_index] = draw.index;
+  if (!logprob) return;
+  float partial = 0.0f;  // the processed distribution's normaliser: exp(x - M) over the kept entries
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float v = value(i);
+    const float e = expf(v - row_max);
+    if (v >= tau && !(min_p > 0.0f && e < min_p)) partial += e;
+  }
+  const float kept_mass = block_sum(partial, sums);
+  const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
+  if (threadIdx.x == 0) {
+    logprob[row_index] = (sanitized(row, draw.index) - norm.max) - norm.log_z;
+    processed_logprob[row_index] = (value(draw.index) - row_max) - logf(kept_mass);
+  }
 }
 
 // Grid (row, vocab chunk); rows without any penalty return at once.
@@ -222,12 +263,8 @@ __global__ void __launch_bounds__(kThreads) logprobs_kernel(const T* logits, con
   __shared__ float sums[kWarps];
   const int64_t b = blockIdx.x;
   const T* row = logits + b * vocab;
-  ArgMax best{-INFINITY, vocab};
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{sanitized(row, i), i});
-  const float row_max = block_argmax(best, reduce).value;
-  float partial = 0.0f;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) partial += expf(sanitized(row, i) - row_max);
-  const float log_z = logf(block_sum(partial, sums));
+  const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
+  const float row_max = norm.max, log_z = norm.log_z;
   const int64_t tok = tokens[b];
   if (threadIdx.x == 0) chosen[b] = (tok >= 0 && tok < vocab) ? (sanitized(row, tok) - row_max) - log_z : NAN;
   ArgMax previous{INFINITY, -1};
@@ -249,12 +286,14 @@ __global__ void __launch_bounds__(kThreads) logprobs_kernel(const T* logits, con
 }  // namespace cuda_detail
 
 // out[b] = the token drawn for row b of logits (batch, vocab); T is float, __half or __nv_bfloat16.
+// logprob / processed_logprob (both null, or both (batch,)) receive its log-probabilities under the input and the
+// processed distributions.
 template <typename T>
 cudaError_t sample_cuda(const T* logits, int64_t batch, int64_t vocab, const SampleParams& params, int64_t* out,
-                        cudaStream_t stream) {
+                        float* logprob, float* processed_logprob, cudaStream_t stream) {
   if (batch == 0) return cudaSuccess;
   cuda_detail::sample_kernel<T><<<static_cast<unsigned>(batch), cuda_detail::kThreads, 0, stream>>>(
-      logits, vocab, params, out);
+      logits, vocab, params, out, logprob, processed_logprob);
   return cudaGetLastError();
 }
 

@@ -8,7 +8,9 @@
 //   3. top-p: one pass for e = exp(x - M) and Z over the kept entries, then the same radix select with mass
 //      histograms finds the pivot: the largest value whose kept-from-the-top mass reaches top_p * Z;
 //   4. draw: Gumbel-max over the kept entries; min-p (exp(x - M) < min_p drops) is tested only for tokens that
-//      can still win: a token with x + max_gumbel below the best noisy value so far is skipped without a log.
+//      can still win: a token with x + max_gumbel below the best noisy value so far is skipped without a log;
+//   5. only when asked for: the drawn token's logprob (one log-sum-exp pass over the input row) and processed
+//      logprob (the kept entries' mass, over the top-k survivors when top-k is on).
 // No sort. Top-p ties at the pivot value are all kept (the reference keeps a sort-order-dependent subset).
 #pragma once
 #include <algorithm>
@@ -105,19 +107,40 @@ int64_t greedy_row(const T* logits, int64_t vocab) {
   return best_i;
 }
 
+// log(sum(exp(logits))) of the sanitized row; NaN when no logit is finite or one is +inf (as log_softmax gives).
 template <typename T>
-int64_t sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k, float top_p, float min_p,
-                   uint32_t key, SampleScratch& s) {
-  if (!(temperature > 0.0f)) return greedy_row(logits, vocab);
+float row_logsumexp(const T* logits, int64_t vocab) {
+  float row_max = kNegInf;
+  for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, sanitized(logits[i]));
+  double z = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) z += std::exp(sanitized(logits[i]) - row_max);
+  return row_max + static_cast<float>(std::log(z));
+}
+
+// The drawn token and, when asked for, its log-probability under the input and under the processed distribution.
+struct Draw {
+  int64_t token;
+  float logprob, processed_logprob;
+};
+
+template <typename T>
+Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k, float top_p, float min_p,
+                uint32_t key, bool with_logprobs, SampleScratch& s) {
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  if (!(temperature > 0.0f)) {
+    const int64_t token = greedy_row(logits, vocab);
+    const float lp = with_logprobs ? sanitized(logits[token]) - row_logsumexp(logits, vocab) : kNaN;
+    return {token, lp, lp};
+  }
   float* x = s.x.data();
   float row_max = kNegInf;
   for (int64_t i = 0; i < vocab; ++i) {
     x[i] = sanitized(logits[i]) / temperature;
     row_max = std::max(row_max, x[i]);
   }
-  if (row_max == kNegInf) return 0;
+  if (row_max == kNegInf) return {0, kNaN, kNaN};
   const int64_t argmax = std::find(x, x + vocab, row_max) - x;
-  if (row_max == kPosInf) return argmax;
+  if (row_max == kPosInf) return {argmax, kNaN, kNaN};
 
   const float* cand = x;  // candidate values; ids are cand_id[j], or j when cand_id is null
   const int32_t* cand_id = nullptr;
@@ -135,7 +158,8 @@ int64_t sample_row(const T* logits, int64_t vocab, float temperature, int64_t to
     cand = s.kept.data();
     cand_id = s.kept_id.data();
   }
-  if (top_p < 1.0f) {
+  const bool nucleus = top_p < 1.0f;
+  if (nucleus) {
     double z = 0.0;
     for (int64_t j = 0; j < n; ++j) {
       s.weight[j] = std::exp(cand[j] - row_max);
@@ -156,20 +180,38 @@ int64_t sample_row(const T* logits, int64_t vocab, float temperature, int64_t to
     const float noisy = v + gumbel_from_bits(bits);
     if (noisy > best || (noisy == best && i < best_i)) { best = noisy; best_i = i; }
   }
-  return best_i;
+  if (!with_logprobs) return {best_i, kNaN, kNaN};
+  double kept_mass = 0.0;  // the processed distribution's normaliser: exp(x - M) over the kept entries
+  for (int64_t j = 0; j < n; ++j) {
+    if (cand[j] < tau) continue;
+    const float e = nucleus ? s.weight[j] : std::exp(cand[j] - row_max);
+    if (min_p > 0.0f && e < min_p) continue;
+    kept_mass += e;
+  }
+  return {best_i, sanitized(logits[best_i]) - row_logsumexp(logits, vocab),
+          (x[best_i] - row_max) - static_cast<float>(std::log(kept_mass))};
 }
 
-// out[b] = the token drawn for row b of logits (batch, vocab).
+// out[b] = the token drawn for row b of logits (batch, vocab); logprob / processed_logprob (both null, or both
+// (batch,)) receive its log-probabilities under the input and the processed distributions.
 template <typename T>
-void sample_cpu(const T* logits, int64_t batch, int64_t vocab, const SampleParams& p, int64_t* out) {
+void sample_cpu(const T* logits, int64_t batch, int64_t vocab, const SampleParams& p, int64_t* out,
+                float* logprob, float* processed_logprob) {
+  const bool with_logprobs = logprob != nullptr;
 #pragma omp parallel if (batch > 1)
   {
     SampleScratch scratch(vocab);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < batch; ++b) {
-      out[b] = sample_row(logits + b * vocab, vocab, row_param(p.temperature, p.temperature_val, b),
-                          row_param(p.top_k, p.top_k_val, b), row_param(p.top_p, p.top_p_val, b),
-                          row_param(p.min_p, p.min_p_val, b), step_key(p.seeds[b], p.step), scratch);
+      const Draw d = sample_row(logits + b * vocab, vocab, row_param(p.temperature, p.temperature_val, b),
+                                row_param(p.top_k, p.top_k_val, b), row_param(p.top_p, p.top_p_val, b),
+                                row_param(p.min_p, p.min_p_val, b), step_key(p.seeds[b], p.step), with_logprobs,
+                                scratch);
+      out[b] = d.token;
+      if (with_logprobs) {
+        logprob[b] = d.logprob;
+        processed_logprob[b] = d.processed_logprob;
+      }
     }
   }
 }

@@ -125,3 +125,18 @@ def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, ty
     """The fused kernels' contract: process the logits and draw one token per row. Returns (B,) int64."""
     processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p)
     return sample_from_processed(processed, seeds, step, temperature)
+
+
+def top_k_top_p_sample_logprobs(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0):
+    """:func:`top_k_top_p_sample` that also reports the drawn token's log-probabilities.
+
+    Returns ``(tokens (B,) int64, logprob (B,) float32, processed_logprob (B,) float32)``: ``log_softmax`` at the
+    token of the input logits and of the processed logits it was drawn from (equal on greedy rows). A row with no
+    finite logit, or with a ``+inf`` logit, reports NaN.
+    """
+    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p)
+    tokens = sample_from_processed(processed, seeds, step, temperature)
+    at = tokens.view(-1, 1)
+    logprob = sanitize(logits).log_softmax(dim=-1).gather(1, at).squeeze(1)
+    processed_logprob = processed.log_softmax(dim=-1).gather(1, at).squeeze(1)
+    return tokens, logprob, processed_logprob
