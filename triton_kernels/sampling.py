@@ -156,8 +156,9 @@ def _draw_row(row_ptr, V, key, t, kth, p, min_p, TOP_P: tl.constexpr, MIN_P: tl.
         best, token = _better(best, token, tl.where(kept, x + gumbel(key, offs), neg_inf), start)
     x_w = _scaled(row_ptr, token, t)
     if TOP_P or MIN_P:
-        # a row with nothing finite keeps token 0, as the reference's argmax over -inf
-        done = m == neg_inf
+        # a row with nothing finite keeps token 0, as the reference's argmax over -inf; a row with a +inf logit
+        # keeps its first one (the masses are NaN there: without this the loop would never end)
+        done = (m == neg_inf) | (m == float("inf"))
         if not TOP_P:
             done = done | (tl.exp(x_w - m) >= min_p)
         while not done:
