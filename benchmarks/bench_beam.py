@@ -1,15 +1,19 @@
 """Tokens/s of beam search, ``pydecode.generate`` vs transformers' ``model.generate`` (default SmolLM2-135M).
 
-For 4 and 8 beams; the outputs must be identical (asserted). Each time is the best of ``--repeats`` runs; the
+A sweep over beams (4, 8), batch (1, 4) and prompt length (32, 256 tokens: input-grounded prompts are long), with
+32 new tokens (``min_new_tokens`` too, so both run every step); the outputs must be identical (asserted). The two
+providers take turns run by run after one untimed warm-up, so a load change on a shared machine hits both; each time
+is the best of ``--repeats`` turns, in wall-clock and in process CPU time (less sensitive to other jobs). The
 "beam step share" is the part of pydecode's time spent outside the model forward (log-softmax, the pipeline,
 beam_topk, the finished-hypothesis bookkeeping and the cache reorder). Writes ``benchmarks/results/beam_<device>.csv``
-and prints a markdown table headed by the machine, the versions and the command.
-Run: ``python benchmarks/bench_beam.py [--beams 4,8] [--batch 1] [--prompt-len 32] [--new-tokens 32]``
+and prints a markdown table headed by the machine, the versions, the load average and the command.
+Run: ``python benchmarks/bench_beam.py [--beams 4,8] [--batch 1,4] [--prompt-len 32,256] [--new-tokens 32]``
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,9 +39,9 @@ class _ForwardClock:
     def __enter__(self):
         clock = self
 
-        def timed(runner, input_ids):
+        def timed(runner, input_ids, **kwargs):
             start = time.perf_counter()
-            out = clock._forward(runner, input_ids)
+            out = clock._forward(runner, input_ids, **kwargs)
             clock.seconds += time.perf_counter() - start
             return out
 
@@ -48,55 +52,87 @@ class _ForwardClock:
         ModelRunner._forward = self._forward
 
 
-def best_of(repeats: int, fn):
-    times, out = [], None
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_case(model, inputs, kwargs, device: str, repeats: int) -> dict:
+    """Best wall and CPU seconds of each provider over interleaved turns, pydecode's forward share, both outputs."""
+    fns = {"transformers": lambda: model.generate(**inputs, **kwargs),
+           "pydecode": lambda: pydecode.generate(model, **inputs, **kwargs)}
+    wall, cpu, outputs = {n: [] for n in fns}, {n: [] for n in fns}, {}
+    forward = 0.0
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+        for name, fn in fns.items():
+            with _ForwardClock() as clock:
+                _sync(device)
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                outputs[name] = fn()
+                _sync(device)
+                wall[name].append(time.perf_counter() - start_wall)
+                cpu[name].append(time.process_time() - start_cpu)
+            if name == "pydecode" and wall[name][-1] == min(wall[name]):
+                forward = clock.seconds
+    assert torch.equal(outputs["pydecode"], outputs["transformers"]), f"outputs differ: {kwargs}"
+    best = {n: (min(wall[n]), min(cpu[n])) for n in fns}
+    return {"best": best, "forward_share": forward / best["pydecode"][0]}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--beams", default="4,8")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--batch", default="1,4")
+    parser.add_argument("--prompt-len", default="32,256")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--out", default=None, help="CSV path (default: benchmarks/results/beam_<device>.csv)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(args.model)
     model.to(device)
-    inputs = prompts(tokenizer, args.batch, args.prompt_len, device)
+    with torch.no_grad():  # warm-up, not timed
+        warm = prompts(tokenizer, 1, 16, device)
+        model.generate(**warm, num_beams=2, max_new_tokens=4)
+        pydecode.generate(model, **warm, num_beams=2, max_new_tokens=4)
+    load_before = os.getloadavg()
     rows = []
-    for beams in (int(b) for b in args.beams.split(",")):
-        kwargs = dict(num_beams=beams, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-        with torch.no_grad():
-            t_hf, want = best_of(args.repeats, lambda: model.generate(**inputs, **kwargs))
-            with _ForwardClock() as clock:
-                t_pd, got = best_of(args.repeats, lambda: pydecode.generate(model, **inputs, **kwargs))
-        assert got.tolist() == want.tolist(), f"outputs differ with {beams} beams"
-        new = args.batch * args.new_tokens
-        share = 1.0 - clock.seconds / args.repeats / t_pd if t_pd else 0.0
-        rows.append(dict(device=device, model=args.model, batch=args.batch, beams=beams, prompt_len=args.prompt_len,
-                         new_tokens=args.new_tokens, transformers_tok_s=round(new / t_hf, 2),
-                         pydecode_tok_s=round(new / t_pd, 2), speedup=round(t_hf / t_pd, 2),
-                         beam_step_share=round(share, 3)))
-    out = Path(__file__).resolve().parent / "results" / f"beam_{device}.csv"
-    out.parent.mkdir(exist_ok=True)
+    for batch in (int(b) for b in args.batch.split(",")):
+        for prompt_len in (int(p) for p in args.prompt_len.split(",")):
+            inputs = prompts(tokenizer, batch, prompt_len, device)
+            for beams in (int(b) for b in args.beams.split(",")):
+                kwargs = dict(num_beams=beams, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+                with torch.no_grad():
+                    result = run_case(model, inputs, kwargs, device, args.repeats)
+                (hf_wall, hf_cpu), (pd_wall, pd_cpu) = result["best"]["transformers"], result["best"]["pydecode"]
+                new = batch * args.new_tokens
+                rows.append(dict(device=device, model=args.model, batch=batch, beams=beams, prompt_len=prompt_len,
+                                 new_tokens=args.new_tokens, transformers_tok_s=round(new / hf_wall, 2),
+                                 pydecode_tok_s=round(new / pd_wall, 2), speedup=round(hf_wall / pd_wall, 2),
+                                 speedup_cpu_time=round(hf_cpu / pd_cpu, 2),
+                                 beam_step_share=round(1.0 - result["forward_share"], 3)))
+                print(rows[-1], file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"beam_{device}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"machine: {machine(device)}; torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"command: python benchmarks/bench_beam.py {' '.join(sys.argv[1:])}\n")
-    print("| beams | batch | new tokens | transformers tok/s | pydecode tok/s | speedup | beam step share |")
-    print("|---|---|---|---|---|---|---|")
+    env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+    print(f"machine: {machine(device)}; torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"command: {env}python benchmarks/bench_beam.py {' '.join(sys.argv[1:])}\n")
+    print("| beams | batch | prompt | new tokens | transformers tok/s | pydecode tok/s | speedup | speedup (CPU time) "
+          "| beam step share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['beams']} | {r['batch']} | {r['new_tokens']} | {r['transformers_tok_s']} | {r['pydecode_tok_s']} "
-              f"| {r['speedup']}x | {r['beam_step_share']:.1%} |")
+        print(f"| {r['beams']} | {r['batch']} | {r['prompt_len']} | {r['new_tokens']} | {r['transformers_tok_s']} | "
+              f"{r['pydecode_tok_s']} | {r['speedup']}x | {r['speedup_cpu_time']}x | {r['beam_step_share']:.1%} |")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,26 @@
 """Contrastive search and DoLa: pydecode vs the transformers 4.55.4 in-core implementations, same model, same tokens.
 
 Decode tokens/s (prefill excluded: timed from the first streamed token to the last) on SmolLM2-135M-Instruct, batch 1,
-random prompts of 256 and 2048 tokens, penalty_alpha 0.6 with top_k in {4, 8, 16}; then DoLa's cost over greedy.
-transformers 4.55.4 runs in its own virtual environment (``--tf4-python``) as a subprocess of this script, on a copy
-of the same weights (``<model folder>-tf4``, written by tests/fixtures/golden_v4/make_models.py --smollm2); the
-sequences of both must be equal.
+random prompts of 256 and 2048 tokens, penalty_alpha 0.6 with top_k in {4, 8, 16}; then greedy and DoLa (low, high)
+at each context, for DoLa's cost over greedy. transformers 4.55.4 runs in its own virtual environment
+(``--tf4-python``) as a worker process of this script, on a copy of the same weights (``<model folder>-tf4``, written
+by tests/fixtures/golden_v4/make_models.py --smollm2). The two providers take turns case by case (the worker waits
+while pydecode runs and the other way round), so a load change on a shared machine hits both; each rate is the best
+of ``--repeats`` turns (after one untimed warm-up turn), in wall-clock and in process CPU time (less sensitive to
+other jobs), and the sequences of both must be equal. DoLa's "time vs greedy" is in CPU time.
 
-    python benchmarks/bench_contrastive.py [--tf4-python /work/venv-tf4/bin/python] [--threads 2] [--quick]
+    python benchmarks/bench_contrastive.py [--tf4-python /work/venv-tf4/bin/python] [--threads 1]
+                                           [--contexts 256,2048] [--new-tokens 32] [--repeats 2]
 
-Writes benchmarks/results/contrastive_cpu.csv and prints a markdown table.
+Writes benchmarks/results/contrastive_cpu.csv and prints a markdown table headed by the machine, the versions, the
+load average and the command.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import platform
+import os
 import subprocess
 import sys
 import time
@@ -25,44 +30,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Clock:
-    """Streamer that stamps the time of every put after the prompt's."""
+    """Streamer that stamps the wall-clock and the process CPU time of every put."""
 
     def __init__(self):
-        self.times = []
+        self.wall, self.cpu = [], []
 
     def put(self, value):
-        self.times.append(time.perf_counter())
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
     def end(self):
         pass
 
-    def tokens_per_s(self, new_tokens: int) -> float:
-        decode = self.times[-1] - self.times[1]  # times[0]: the prompt, times[1]: the first token (after prefill)
-        return (new_tokens - 1) / decode
+    def tokens_per_s(self, new_tokens: int) -> tuple[float, float]:
+        """Decode tokens per wall-clock second and per CPU second: from the first token (after the prefill; the
+        prompt is put before it) to the last."""
+        return (new_tokens - 1) / (self.wall[-1] - self.wall[1]), (new_tokens - 1) / (self.cpu[-1] - self.cpu[1])
 
 
-def _timed(generate, model, ids, kwargs):
+def _timed(generate, ids, kwargs):
+    """(sequence, (wall, CPU) decode tokens/s) of one ``generate(ids, streamer, kwargs)`` call."""
     import torch
 
     clock = _Clock()
     with torch.no_grad():
-        out = generate(model, ids, clock, kwargs)
-    new = out.shape[1] - ids.shape[1]
-    return out[0].tolist(), clock.tokens_per_s(new)
+        out = generate(ids, clock, kwargs)
+    return out[0].tolist(), clock.tokens_per_s(out.shape[1] - ids.shape[1])
 
 
-def _cases(quick: bool):
-    contexts = {256: 24, 2048: 12} if not quick else {256: 8}
+def _cases(contexts: list[int], new_tokens: int) -> list[dict]:
     cases = []
-    for context, new in contexts.items():
+    for context in contexts:
         for k in (4, 8, 16):
-            cases.append({"name": f"contrastive k={k}", "context": context, "kwargs": dict(
-                penalty_alpha=0.6, top_k=k, max_new_tokens=new)})
-    for context, new in list(contexts.items())[:1]:
-        cases.append({"name": "greedy", "context": context, "kwargs": dict(max_new_tokens=new)})
+            cases.append({"name": f"contrastive k={k}", "context": context,
+                          "kwargs": dict(penalty_alpha=0.6, top_k=k, max_new_tokens=new_tokens)})
+        cases.append({"name": "greedy", "context": context, "kwargs": dict(max_new_tokens=new_tokens)})
         for layers in ("low", "high"):
-            cases.append({"name": f"dola {layers}", "context": context, "kwargs": dict(
-                dola_layers=layers, repetition_penalty=1.2, max_new_tokens=new)})
+            cases.append({"name": f"dola {layers}", "context": context,
+                          "kwargs": dict(dola_layers=layers, repetition_penalty=1.2, max_new_tokens=new_tokens)})
     return cases
 
 
@@ -72,8 +77,20 @@ def _prompt(context: int, vocab: int):
     return torch.randint(100, vocab - 100, (1, context), generator=torch.Generator().manual_seed(context))
 
 
+def _tf4_generate(model):
+    import torch
+
+    def generate(ids, streamer, kwargs):
+        kwargs = dict(kwargs, do_sample=False, pad_token_id=model.config.eos_token_id)
+        if "penalty_alpha" in kwargs or "dola_layers" in kwargs:
+            kwargs["trust_remote_code"] = False  # the in-core implementation, not the Hub's custom_generate
+        return model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kwargs)
+
+    return generate
+
+
 def worker(spec_path: str) -> None:
-    """Runs inside the transformers 4.55.4 environment: the same cases with ``model.generate``."""
+    """Runs inside the transformers 4.55.4 environment: one case per index read from stdin, one JSON line back."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -81,23 +98,21 @@ def worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     model = AutoModelForCausalLM.from_pretrained(spec["model"], torch_dtype=torch.float32).eval()
-    results = []
-    for case in spec["cases"]:
-        ids = torch.tensor(case["input_ids"])
-        kwargs = dict(case["kwargs"], do_sample=False, pad_token_id=model.config.eos_token_id)
-        if "penalty_alpha" in kwargs or "dola_layers" in kwargs:
-            kwargs["trust_remote_code"] = False
-        seq, tps = _timed(lambda m, i, s, kw: m.generate(i, attention_mask=torch.ones_like(i), streamer=s, **kw),
-                          model, ids, kwargs)
-        results.append({"sequence": seq, "tokens_per_s": tps})
-    print(json.dumps({"transformers": transformers.__version__, "results": results}))
+    generate = _tf4_generate(model)
+    print(json.dumps({"transformers": transformers.__version__}), flush=True)
+    for line in sys.stdin:
+        case = spec["cases"][int(line)]
+        seq, tps = _timed(generate, torch.tensor(case["input_ids"]), case["kwargs"])
+        print(json.dumps({"sequence": seq, "tokens_per_s": tps}), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tf4-python", default="/work/venv-tf4/bin/python")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="256-token context only, 8 new tokens")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--contexts", default="256,2048")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contrastive_cpu.csv"))
     args = ap.parse_args()
 
@@ -107,52 +122,77 @@ def main() -> None:
     import pydecode
     from pydecode.models import load_model, model_path
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_generate import machine
+
     torch.set_num_threads(args.threads)
     model, _ = load_model("smollm2")
-    tf4_model = Path(model_path("smollm2") + "-tf4")
-    cases = _cases(args.quick)
-    vocab = model.config.vocab_size
+    cases = _cases([int(c) for c in args.contexts.split(",")], args.new_tokens)
     for case in cases:
-        case["input_ids"] = _prompt(case["context"], vocab).tolist()
+        case["input_ids"] = _prompt(case["context"], model.config.vocab_size).tolist()
     spec = ROOT / "build" / "bench_contrastive_spec.json"
     spec.parent.mkdir(exist_ok=True)
-    spec.write_text(json.dumps({"model": str(tf4_model), "threads": args.threads, "cases": cases}))
-    proc = subprocess.run([args.tf4_python, __file__, "--worker", str(spec)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"transformers 4.55.4 worker failed:\n{proc.stderr[-4000:]}")
-    reference = json.loads(proc.stdout.strip().splitlines()[-1])
+    tf4_model = model_path("smollm2") + "-tf4"
+    spec.write_text(json.dumps({"model": tf4_model, "threads": args.threads, "cases": cases}))
+    proc = subprocess.Popen([args.tf4_python, __file__, "--worker", str(spec)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    tf4_version = json.loads(proc.stdout.readline())["transformers"]
 
-    def ours(m, ids, streamer, kwargs):
-        return pydecode.generate(m, ids, attention_mask=torch.ones_like(ids), streamer=streamer, do_sample=False,
-                                 pad_token_id=m.config.eos_token_id, **kwargs)
+    def tf4(index: int) -> tuple[list[int], tuple[float, float]]:
+        proc.stdin.write(f"{index}\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            sys.exit("the transformers 4.55.4 worker failed (its error is above)")
+        result = json.loads(line)
+        return result["sequence"], result["tokens_per_s"]
 
+    def ours(ids, streamer, kwargs):
+        return pydecode.generate(model, ids, attention_mask=torch.ones_like(ids), streamer=streamer, do_sample=False,
+                                 pad_token_id=model.config.eos_token_id, **kwargs)
+
+    tf4(0), _timed(ours, torch.tensor(cases[0]["input_ids"]), cases[0]["kwargs"])  # warm-up, not timed
+    load_before = os.getloadavg()
     rows = []
-    for case, ref in zip(cases, reference["results"]):
-        seq, tps = _timed(ours, model, torch.tensor(case["input_ids"]), case["kwargs"])
-        same = seq == ref["sequence"]
+    for index, case in enumerate(cases):
+        ids = torch.tensor(case["input_ids"])
+        runs = {"pydecode": [], "tf4": []}
+        for _ in range(args.repeats):
+            ref_seq, ref_tps = tf4(index)
+            seq, tps = _timed(ours, ids, case["kwargs"])
+            runs["tf4"].append(ref_tps)
+            runs["pydecode"].append(tps)
+        (wall, cpu), (ref_wall, ref_cpu) = (tuple(map(max, zip(*runs[n]))) for n in ("pydecode", "tf4"))
         rows.append({"method": case["name"], "context": case["context"],
-                     "new_tokens": case["kwargs"]["max_new_tokens"], "pydecode_tok_s": round(tps, 2),
-                     "tf4_tok_s": round(ref["tokens_per_s"], 2), "speedup": round(tps / ref["tokens_per_s"], 2),
-                     "same_tokens": same})
-        print(rows[-1], flush=True)
-    greedy = next(r["pydecode_tok_s"] for r in rows if r["method"] == "greedy")
-    for r in rows:
-        r["vs_greedy"] = round(greedy / r["pydecode_tok_s"], 2) if r["method"].startswith(("dola", "greedy")) else ""
+                     "new_tokens": case["kwargs"]["max_new_tokens"], "pydecode_tok_s": round(wall, 2),
+                     "tf4_tok_s": round(ref_wall, 2), "speedup": round(wall / ref_wall, 2),
+                     "speedup_cpu_time": round(cpu / ref_cpu, 2), "same_tokens": seq == ref_seq,
+                     "pydecode_cpu_tok_s": cpu})
+        print(rows[-1], file=sys.stderr, flush=True)
+    proc.stdin.close()
+    proc.wait()
+    load_after = os.getloadavg()
+    greedy = {r["context"]: r["pydecode_cpu_tok_s"] for r in rows if r["method"] == "greedy"}
+    for r in rows:  # DoLa's cost over greedy, in CPU time (both run in this process)
+        cpu = r.pop("pydecode_cpu_tok_s")
+        r["vs_greedy"] = round(greedy[r["context"]] / cpu, 2) if r["method"].startswith(("dola", "greedy")) else ""
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    machine = (f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
-               f"transformers {transformers.__version__} vs {reference['transformers']}")
-    print(f"\n{machine}\ncommand: python benchmarks/bench_contrastive.py {' '.join(sys.argv[1:])}\n")
-    print("| method | context | new tokens | pydecode tok/s | transformers 4.55.4 tok/s | speedup | same tokens |"
-          " time vs greedy |")
-    print("|---|---|---|---|---|---|---|---|")
+    env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+    print(f"machine: {machine('cpu')}; torch {torch.__version__}, transformers {transformers.__version__} vs "
+          f"{tf4_version}; load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"command: {env}python benchmarks/bench_contrastive.py {' '.join(sys.argv[1:])}\n")
+    print("| method | context | new tokens | pydecode tok/s | transformers 4.55.4 tok/s | speedup | speedup (CPU time) "
+          "| same tokens | time vs greedy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        same = "yes" if r["same_tokens"] else "NO"
         print(f"| {r['method']} | {r['context']} | {r['new_tokens']} | {r['pydecode_tok_s']} | {r['tf4_tok_s']} | "
-              f"{r['speedup']}x | {'yes' if r['same_tokens'] else 'NO'} | {r['vs_greedy']} |")
+              f"{r['speedup']}x | {r['speedup_cpu_time']}x | {same} | {r['vs_greedy']} |")
     if not all(r["same_tokens"] for r in rows):
         sys.exit("pydecode and transformers 4.55.4 disagree on some sequences")
 

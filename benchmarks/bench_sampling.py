@@ -41,6 +41,8 @@ MODES = {
     "top_p": dict(temperature=0.8, top_p=0.9),
     "top_k_top_p_min_p": dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05),
     "penalties": dict(temperature=0.8, top_k=50, top_p=0.9, repetition=1.2, frequency=0.5, presence=0.3),
+    # the drawn token's raw and processed logprobs too (pydecode: from the sampling kernel itself)
+    "top_k_top_p_logprobs": dict(temperature=0.8, top_k=50, top_p=0.9, logprobs=True),
 }
 PARAGRAPH = ("The river bent twice before it reached the town, and in the spring it carried the snow of three "
              "valleys past the mill, the church and the long wooden bridge where the children fished. ")
@@ -75,7 +77,8 @@ def pydecode_step(backend: str, mode: dict, logits: torch.Tensor, counts, prompt
             apply_penalties_(x, counts, prompt_mask, mode["repetition"], mode["frequency"], mode["presence"],
                              backend=backend)
         return top_k_top_p_sample(x, mode["temperature"], mode.get("top_k", 0), mode.get("top_p", 1.0),
-                                  mode.get("min_p", 0.0), seeds=seeds, step=3, backend=backend)
+                                  mode.get("min_p", 0.0), seeds=seeds, step=3, backend=backend,
+                                  return_logprobs=mode.get("logprobs", False))
     return step
 
 
@@ -92,12 +95,15 @@ def transformers_step(mode: dict, logits: torch.Tensor, history: torch.Tensor):
         scores = processors(history, logits.clone())
         if mode["temperature"] == 0:
             return scores.argmax(-1)
-        return torch.multinomial(scores.softmax(-1), 1).squeeze(1)
+        tokens = torch.multinomial(scores.softmax(-1), 1)
+        if mode.get("logprobs"):
+            return tokens, logits.log_softmax(-1).gather(1, tokens), scores.log_softmax(-1).gather(1, tokens)
+        return tokens.squeeze(1)
     return step
 
 
 def flashinfer_step(mode: dict, logits: torch.Tensor):
-    if logits.device.type != "cuda" or mode["temperature"] == 0 or "repetition" in mode or "min_p" in mode:
+    if logits.device.type != "cuda" or mode["temperature"] == 0 or {"repetition", "min_p", "logprobs"} & set(mode):
         return None
     try:
         import flashinfer.sampling as fis

@@ -24,3 +24,14 @@ def backend(request):
 @pytest.fixture
 def device():
     return DEVICE
+
+
+@pytest.fixture(scope="session")
+def smollm2_converted():
+    """The converted SmolLM2-135M-Instruct folder, converted from the installed GGUF package on first use."""
+    from pydecode.models import ModelNotInstalledError, model_path
+
+    try:
+        return model_path("smollm2")
+    except ModelNotInstalledError as error:
+        pytest.skip(str(error))

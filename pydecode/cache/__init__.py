@@ -9,7 +9,9 @@ How a generate loop uses it (``pydecode.generate(..., cache_implementation="kivi
         ... every forward passes past_key_values=cache ...                  # e.g. model.generate(past_key_values=cache)
 
 ``cache_config`` keys (all optional): ``nbits`` (2 or 4, default 4), ``group_size`` (G, default 32, a multiple of 16
-dividing head_dim), ``residual_length`` (R, default 128, a multiple of G), ``backend`` (kernel backend, default auto).
+dividing head_dim), ``residual_length`` (R, default 128, a multiple of G), ``sink_length`` (S, the first tokens kept
+exact, default :data:`DEFAULT_SINK_LENGTH`), ``key_clipping`` (least-error key ranges, default True), ``backend``
+(kernel backend, default auto).
 ``max_length`` is the prompt plus new tokens: the packed store is preallocated for it. ``cache.memory_footprint()``
 reports the KV bytes.
 """
@@ -22,7 +24,7 @@ import torch
 
 from .kivi import KiviCache, KiviHandle, KiviLayer
 from .kivi_attention import ATTENTION_NAME, kivi_attention_forward
-from .kivi_ops import kivi_attention, kivi_pack, validate_kivi_config
+from .kivi_ops import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
 
 __all__ = [
     "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "activate", "check_model", "kivi_attention",
@@ -32,7 +34,7 @@ __all__ = [
 # Models whose attention passes the cache's keys/values untouched to the attention function (checked by reading
 # their attention code; llama, qwen2 and gemma3_text are covered by tests).
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma3_text"})
-_CONFIG_KEYS = {"nbits", "group_size", "residual_length", "backend"}
+_CONFIG_KEYS = {"nbits", "group_size", "residual_length", "sink_length", "key_clipping", "backend"}
 
 
 def _head_dim(text_config) -> int:
@@ -67,10 +69,14 @@ def make_cache(name: str, cache_config: dict | None, model, batch_size: int, max
     nbits = cache_config.get("nbits", 4)
     group_size = cache_config.get("group_size", 32)
     residual_length = cache_config.get("residual_length", 128)
-    validate_kivi_config(nbits, group_size, residual_length, head_dim=_head_dim(text_config))
+    sink_length = cache_config.get("sink_length", DEFAULT_SINK_LENGTH)
+    key_clipping = cache_config.get("key_clipping", True)
+    validate_kivi_config(nbits, group_size, residual_length, head_dim=_head_dim(text_config), sink_length=sink_length,
+                         key_clipping=key_clipping)
     if batch_size <= 0 or max_length <= 0:
         raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
-    cache = KiviCache(model.config, nbits, group_size, residual_length, max_length, cache_config.get("backend"))
+    cache = KiviCache(model.config, nbits, group_size, residual_length, max_length, cache_config.get("backend"),
+                      sink_length, key_clipping)
     num_kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
     cache.early_initialization(batch_size, num_kv_heads, _head_dim(text_config), model.dtype, model.device)
     return cache

@@ -2,12 +2,17 @@
 
 Per full-attention layer, :class:`KiviLayer` holds keys quantized per channel (groups of ``G`` tokens) and values per
 token (groups of ``G`` channels), packed into preallocated int32 stores that grow geometrically only when full, plus
-a full-precision residual of the most recent tokens. ``update`` only appends to the residual and returns a
-:class:`KiviHandle` in place of the key/value tensors; the ``"kivi"`` attention function
-(:mod:`.kivi_attention`) reads the packed store and the residual through it, then calls :meth:`KiviLayer.flush`,
-which quantizes the oldest whole groups once the residual holds ``R`` tokens or more (it keeps ``R - G`` to ``R - 1``
-recent tokens exact). The flush runs there and not in ``update`` because only the attention function sees the mask,
-and left-padding keys must stay out of the per-channel min/max.
+a full-precision residual. The residual holds, in this order, the first ``sink_length`` tokens of the sequence
+(attention sinks: the tokens that draw most of the attention and carry outlier keys, kept exact for good) and the most
+recent tokens. ``update`` only appends to the residual and returns a :class:`KiviHandle` in place of the key/value
+tensors; the ``"kivi"`` attention function (:mod:`.kivi_attention`) reads the packed store and the residual through
+it, then calls :meth:`KiviLayer.flush`, which quantizes the oldest whole groups of recent tokens once there are ``R``
+or more (it keeps ``R - G`` to ``R - 1`` recent tokens exact). The flush runs there and not in ``update`` because only
+the attention function sees the mask, and left-padding keys must stay out of the per-channel min/max.
+
+Storage order is packed tokens, then the residual (sinks, recent), while positions run sinks, packed, recent: the
+attention only needs its mask in storage order (:meth:`KiviLayer.storage_order`), since softmax attention does not
+depend on the order of the keys.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from transformers.cache_utils import (
     Cache, CacheLayerMixin, DummyLayer, DynamicSlidingWindowLayer, get_layer_types_and_kwargs,
 )
 
-from .kivi_ops import kivi_pack, validate_kivi_config
+from .key_clipping import clip_key_groups
+from .kivi_ops import DEFAULT_SINK_LENGTH, kivi_pack, validate_kivi_config
 
 # (attribute name, packed along tokens every `n` tokens: "word" = 32 // nbits, "group" = G, "token" = 1)
 _PACKED_FIELDS = (
@@ -47,9 +53,13 @@ class KiviLayer(CacheLayerMixin):
     ----------
     nbits : 2 or 4.
     group_size : G, a multiple of 16 dividing head_dim.
-    residual_length : R, a multiple of G: the residual is flushed once it holds R tokens.
+    residual_length : R, a multiple of G: recent tokens are flushed once there are R of them.
     max_length : tokens to preallocate the packed store for (None: sized by the first flush, then doubled).
     backend : backend of the ``kivi_pack`` / ``kivi_attention`` ops (None: auto).
+    sink_length : S, the first tokens of every sequence kept exact. With left padding the exact prefix is widened by
+        the longest padding of the batch, so that every row keeps its own first S tokens (the pads are masked).
+    key_clipping : shrink each key group's range to the one with the least squared error before packing
+        (:mod:`.key_clipping`).
     """
 
     is_sliding = False
@@ -57,19 +67,23 @@ class KiviLayer(CacheLayerMixin):
     is_croppable = False
 
     def __init__(self, nbits: int = 4, group_size: int = 32, residual_length: int = 128,
-                 max_length: int | None = None, backend: str | None = None):
+                 max_length: int | None = None, backend: str | None = None, sink_length: int = DEFAULT_SINK_LENGTH,
+                 key_clipping: bool = True):
         super().__init__()
-        validate_kivi_config(nbits, group_size, residual_length)
+        validate_kivi_config(nbits, group_size, residual_length, sink_length=sink_length, key_clipping=key_clipping)
         self.nbits, self.group_size, self.residual_length = nbits, group_size, residual_length
         self.max_length, self.backend = max_length, backend
+        self.sink_length, self.key_clipping = sink_length, key_clipping
         self.n_quant = 0  # tokens in the packed store (a multiple of G)
-        self.n_residual = 0  # tokens in the residual buffers
+        self.n_residual = 0  # tokens in the residual buffers, sinks included
+        self.n_sink = 0  # exact prefix at the front of the residual (set when the first group is packed)
         self.capacity = 0  # tokens the packed store can hold
 
     # --- transformers' layer API ---------------------------------------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
-        validate_kivi_config(self.nbits, self.group_size, self.residual_length, head_dim=d)
+        validate_kivi_config(self.nbits, self.group_size, self.residual_length, head_dim=d,
+                             sink_length=self.sink_length)
         self.dtype, self.device = key_states.dtype, key_states.device
         self.meta_dtype = torch.float32 if self.dtype == torch.float32 else torch.float16
         self.batch_size, self.num_heads, self.head_dim = b, h, d
@@ -77,7 +91,7 @@ class KiviLayer(CacheLayerMixin):
         self.residual_values = value_states.new_empty(b, h, self._residual_capacity(), d)
         for name, _ in _PACKED_FIELDS:
             setattr(self, name, None)
-        self.n_quant = self.n_residual = self.capacity = 0
+        self.n_quant = self.n_residual = self.n_sink = self.capacity = 0
         self.is_initialized = True
         if self.max_length:
             self._reserve(self.max_length)
@@ -109,7 +123,7 @@ class KiviLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        self.n_quant = self.n_residual = 0
+        self.n_quant = self.n_residual = self.n_sink = 0
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a KIVI cache cannot be cropped: quantized tokens cannot be restored exactly")
@@ -127,7 +141,7 @@ class KiviLayer(CacheLayerMixin):
 
     # --- KIVI ----------------------------------------------------------------------------------------------------
     def residual(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The residual's used part: keys and values ``(B, H, n_residual, D)`` (views)."""
+        """The residual's used part: keys and values ``(B, H, n_residual, D)`` (views), the ``n_sink`` sinks first."""
         return self.residual_keys[:, :, :self.n_residual], self.residual_values[:, :, :self.n_residual]
 
     def packed(self) -> tuple[torch.Tensor, ...]:
@@ -137,11 +151,14 @@ class KiviLayer(CacheLayerMixin):
         return tuple(getattr(self, name) for name, _ in _PACKED_FIELDS)
 
     def flush(self, valid: torch.Tensor | None = None) -> None:
-        """Quantize the oldest whole groups of the residual once it holds ``R`` tokens or more.
+        """Quantize the oldest whole groups of recent (non-sink) tokens once there are ``R`` of them or more.
 
         ``valid`` is ``(B, n_quant + n_residual)`` bool over every cached position (False = padding) or None.
         """
-        r, g, big_r = self.n_residual, self.group_size, self.residual_length
+        if self.n_quant == 0:
+            self.n_sink = self._sink_prefix(valid)
+        s, g, big_r = self.n_sink, self.group_size, self.residual_length
+        r = self.n_residual - s
         if r < big_r:
             return
         n = min(g * ((r - big_r) // g + 1), g * (r // g))
@@ -149,22 +166,42 @@ class KiviLayer(CacheLayerMixin):
             return
         start = self.n_quant
         self._reserve(start + n)
-        k, v = self.residual_keys[:, :, :n], self.residual_values[:, :, :n]
-        token_valid = None if valid is None else valid[:, start:start + n]
+        k, v = self.residual_keys[:, :, s:s + n], self.residual_values[:, :, s:s + n]
+        token_valid = None if valid is None else valid[:, s + start:s + start + n]
+        if self.key_clipping:
+            k = clip_key_groups(k, token_valid, self.nbits, g)
         packed = kivi_pack(k, token_valid, self.nbits, g, True, self.meta_dtype, self.backend)
         packed += kivi_pack(v, None, self.nbits, g, False, self.meta_dtype, self.backend)
         f = 32 // self.nbits
         for (name, unit), src in zip(_PACKED_FIELDS, packed):
             step = {"word": f, "group": g, "token": 1}[unit]
             getattr(self, name)[:, :, start // step:(start + n) // step] = src
-        # Move the rest to the front of buffers of the steady-state size (a long prefill had grown them).
-        rest, cap = r - n, self._residual_capacity()
+        # Close the gap behind the sinks, in buffers of the steady-state size (a long prefill had grown them).
+        end, cap = self.n_residual, self._residual_capacity()
         for name in ("residual_keys", "residual_values"):
             buffer = getattr(self, name)
-            target = buffer.new_empty(*buffer.shape[:2], cap, buffer.shape[3]) if buffer.shape[2] > cap else buffer
-            target[:, :, :rest] = buffer[:, :, n:r].clone()  # clone: source and destination may overlap
+            target = buffer
+            if buffer.shape[2] > cap:
+                target = buffer.new_empty(*buffer.shape[:2], cap, buffer.shape[3])
+                target[:, :, :s] = buffer[:, :, :s]
+            target[:, :, s:end - n] = buffer[:, :, s + n:end].clone()  # clone: source and destination may overlap
             setattr(self, name, target)
-        self.n_quant, self.n_residual = start + n, rest
+        self.n_quant, self.n_residual = start + n, end - n
+
+    def storage_order(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Reorder a ``(B, Q, N)`` mask over positions (sinks, packed, recent) into storage order (packed, sinks,
+        recent), the order of the keys ``kivi_attention`` reads."""
+        s, q = self.n_sink, self.n_quant
+        if mask is None or s == 0 or q == 0:
+            return mask
+        return torch.cat([mask[..., s:s + q], mask[..., :s], mask[..., s + q:]], dim=-1)
+
+    def _sink_prefix(self, valid: torch.Tensor | None) -> int:
+        """Length of the exact prefix: ``sink_length`` plus the longest left padding (from ``valid``)."""
+        if self.sink_length == 0 or valid is None:
+            return self.sink_length
+        # Runs only until the first group is packed (prefill), so this host sync stays out of the decode steps.
+        return self.sink_length + int((~valid).int().cummin(dim=1).values.sum(dim=1).max())
 
     def quantized_bytes_per_token(self) -> float:
         """Bytes one packed token costs in this layer, per sequence (codes + its share of scales and zeros)."""
@@ -201,8 +238,9 @@ class KiviLayer(CacheLayerMixin):
         self.capacity = cap
 
     def _residual_capacity(self) -> int:
-        # after a flush at most R - 1 tokens stay, plus the one a decode step appends (R = 0: up to G - 1 stay)
-        return max(self.residual_length, self.group_size)
+        # after a flush the sinks and at most R - 1 recent tokens stay, plus the one a decode step appends (R = 0: up
+        # to G - 1 stay); before the first flush, sink_length stands in for the sinks
+        return max(self.residual_length, self.group_size) + max(self.n_sink, self.sink_length)
 
     @staticmethod
     def _grown(buffer: torch.Tensor, n: int, dim: int) -> torch.Tensor:
@@ -228,13 +266,15 @@ class KiviCache(Cache):
     """
 
     def __init__(self, config, nbits: int = 4, group_size: int = 32, residual_length: int = 128,
-                 max_length: int | None = None, backend: str | None = None):
+                 max_length: int | None = None, backend: str | None = None, sink_length: int = DEFAULT_SINK_LENGTH,
+                 key_clipping: bool = True):
         text_config = config.get_text_config(decoder=True)
         layer_types, layer_kwargs = get_layer_types_and_kwargs(text_config)
         layers = []
         for layer_type, kwargs in zip(layer_types, layer_kwargs):
             if layer_type == "full_attention":
-                layers.append(KiviLayer(nbits, group_size, residual_length, max_length, backend))
+                layers.append(KiviLayer(nbits, group_size, residual_length, max_length, backend, sink_length,
+                                        key_clipping))
             elif layer_type in ("sliding_attention", "chunked_attention"):
                 layers.append(DynamicSlidingWindowLayer(**kwargs))
             elif layer_type == "dummy":
@@ -246,7 +286,7 @@ class KiviCache(Cache):
     def memory_footprint(self) -> dict[str, float]:
         """KV memory: ``total_bytes`` of every tensor held (all layers, capacity included), the bytes one packed
         token costs per layer and sequence (``bytes_per_token_per_layer``), and the token counts of the first
-        KIVI layer (``quantized_tokens``, ``residual_tokens``)."""
+        KIVI layer (``quantized_tokens``, ``residual_tokens`` with the ``sink_tokens`` among them)."""
         kivi = [layer for layer in self.layers if isinstance(layer, KiviLayer) and layer.is_initialized]
         total = sum(layer.nbytes() for layer in kivi)
         for layer in self.layers:
@@ -258,4 +298,5 @@ class KiviCache(Cache):
             "bytes_per_token_per_layer": first.quantized_bytes_per_token() if first else 0.0,
             "quantized_tokens": first.n_quant if first else 0,
             "residual_tokens": first.n_residual if first else 0,
+            "sink_tokens": first.n_sink if first else 0,
         }

@@ -51,8 +51,8 @@ def kivi_attention_forward(
         out, _ = sdpa_attention_forward(module, query, keys, values, attention_mask, scaling=scale, **kwargs)
     else:
         out = kivi_attention(
-            query, *layer.packed(), layer.residual_keys, layer.residual_values, mask, layer.n_quant,
-            layer.n_residual, scale, layer.nbits, layer.group_size, layer.backend,
+            query, *layer.packed(), layer.residual_keys, layer.residual_values, layer.storage_order(mask),
+            layer.n_quant, layer.n_residual, scale, layer.nbits, layer.group_size, layer.backend,
         ).transpose(1, 2)
     # The last query row of a causal mask marks every cached position: False there is padding.
     layer.flush(None if mask is None else mask[:, -1])

@@ -22,9 +22,11 @@ for _op in ("kivi_pack", "kivi_attention"):
 
 SUPPORTED_NBITS = (2, 4)
 GROUP_MULTIPLE = 16  # a group fills whole int32 words at 2 and 4 bits, and a 16-wide tile for tensor-core dots
+DEFAULT_SINK_LENGTH = 4  # first tokens kept exact; chosen by measurement (benchmarks/README.md, KIVI: sink length)
 
 
-def validate_kivi_config(nbits: int, group_size: int, residual_length: int, head_dim: int | None = None) -> None:
+def validate_kivi_config(nbits: int, group_size: int, residual_length: int, head_dim: int | None = None,
+                         sink_length: int = 0, key_clipping: bool = False) -> None:
     """Raise ``ValueError`` unless the KIVI settings are usable (with ``head_dim``, for that head size)."""
     if nbits not in SUPPORTED_NBITS:
         raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits!r}")
@@ -34,6 +36,10 @@ def validate_kivi_config(nbits: int, group_size: int, residual_length: int, head
         raise ValueError(
             f"residual_length must be a non-negative multiple of group_size={group_size}, got {residual_length!r}"
         )
+    if not isinstance(sink_length, int) or isinstance(sink_length, bool) or sink_length < 0:
+        raise ValueError(f"sink_length must be a non-negative int, got {sink_length!r}")
+    if not isinstance(key_clipping, bool):
+        raise ValueError(f"key_clipping must be True or False, got {key_clipping!r}")
     if head_dim is not None and head_dim % group_size:
         raise ValueError(
             f"head_dim={head_dim} must be divisible by group_size={group_size} (values are grouped along head_dim)"

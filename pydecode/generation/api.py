@@ -85,7 +85,8 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
     else:
-        runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs)
+        runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
+                             expand)
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend),
@@ -101,7 +102,8 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
 def _make_cache(config, model_kwargs, model, rows: int, max_length: int):
     """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``.
 
-    ``"kivi"`` builds pydecode's 2/4-bit KIVI cache from ``cache_config`` (nbits, group_size, residual_length).
+    ``"kivi"`` builds pydecode's 2/4-bit KIVI cache from ``cache_config`` (nbits, group_size, residual_length,
+    sink_length, key_clipping, backend; see :class:`pydecode.cache.KiviCache`).
     """
     user_cache = model_kwargs.pop("past_key_values", None)
     if user_cache is not None:

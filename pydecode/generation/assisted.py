@@ -14,7 +14,7 @@ import transformers
 from ..ops.reference.sampling import sample_from_processed
 from .context import DecodeContext
 from .runner import ModelRunner
-from .speculative import DraftState, process, run_speculative
+from .speculative import DraftState, Verified, last_logits, run_speculative
 from .validate import _vocab_size
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
@@ -70,45 +70,60 @@ def _check_assistant(model, assistant) -> None:
 class AssistantProposer:
     """Drafts with the assistant over its own cache.
 
-    The draft cache holds every token but the newest: each step feeds ``[carry, pending]`` (``carry`` is the last
-    draft of the previous step when a row accepted all its drafts, else a masked hole), then one token per draft.
+    The draft cache holds every token but the newest: the first step runs the prompt, each later step feeds
+    ``[carry, pending]`` (``carry`` is the last draft of the previous step when a row accepted all its drafts, else a
+    masked hole; just ``pending`` when no row did), then one token per draft.
     """
 
     def __init__(self, ctx: DecodeContext, assistant, num_tokens: int, schedule: str):
-        rows, prompt_len = ctx.input_ids.shape
-        self.ctx = ctx
-        self.runner = ModelRunner(assistant, ctx.attention_mask, rows, prompt_len, ctx.max_length,
-                                  ctx.input_ids.device)
+        rows = ctx.input_ids.shape[0]
+        self.ctx, self.assistant = ctx, assistant
+        self.runner = None  # built by the first step
         self.num_tokens, self.schedule_name = num_tokens, schedule
         self.carry = torch.zeros(rows, dtype=torch.long, device=ctx.input_ids.device)
         self.has_carry = torch.zeros(rows, dtype=torch.bool, device=ctx.input_ids.device)
+        self.any_carry = False  # host copy of has_carry.any()
         self.drafts, self.k = None, 0  # the last step's drafts
 
-    def prefill(self, input_ids: torch.Tensor) -> None:
-        self.runner.prefill(input_ids)
+    def begin(self, input_ids: torch.Tensor) -> None:
+        """Nothing to do before the first step, which runs the prompt through the assistant."""
 
     def propose(self, state: DraftState, k: int, step: int):
+        """Draft ``k`` tokens per row, each drawn from the assistant's logits processed as the main model's are at
+        that position (the drafts before it in the history)."""
         params = self.ctx.params
-        fed = torch.stack([self.has_carry & state.active, state.active], 1)
-        logits = self.runner.forward_block(torch.stack([self.carry, state.pending], 1), fed).logits[:, -1]
+        if self.runner is None:  # the first step: the prompt, whose last token is the pending one
+            ctx = self.ctx
+            self.runner = ModelRunner(self.assistant, ctx.attention_mask, *ctx.input_ids.shape, ctx.max_length,
+                                      ctx.input_ids.device)
+            logits = self.runner.prefill(ctx.input_ids, **last_logits(self.runner, 1)).logits[:, -1:]
+        elif self.any_carry:
+            fed = torch.stack([self.has_carry & state.active, state.active], 1)
+            logits = self.runner.forward_block(torch.stack([self.carry, state.pending], 1), fed,
+                                               **last_logits(self.runner, 1)).logits[:, -1:]
+        else:  # no row accepted all its drafts: the pending token alone
+            logits = self.runner.forward_block(state.pending[:, None], state.active[:, None]).logits
         tokens, scores = [], []
         for j in range(k):
-            processed = process(self.ctx, logits.float())
+            processed = state.process(logits.float(), offset=j)[:, 0]
             token = sample_from_processed(processed, params.seeds, step + j, params.temperature)
             tokens.append(token)
             scores.append(processed)
             if j + 1 < k:
-                logits = self.runner.step(token).logits[:, -1]
+                state.write_drafts(token[:, None], state.room, offset=j)
+                logits = self.runner.step(token).logits[:, -1:]
         self.drafts, self.k = torch.stack(tokens, 1), k
         num_draft = torch.where(state.active, k, 0)
         return self.drafts, num_draft, torch.stack(scores, 1) if params.do_sample else None
 
-    def accept(self, accepted: torch.Tensor, active: torch.Tensor, longest: int, all_accepted: bool) -> None:
-        """Keep the pending token and the accepted drafts that were fed (the last draft never is: it is carried);
-        then the schedule's next draft count."""
-        keep = torch.where(active, torch.clamp(accepted + 1, max=self.k), 0)
-        self.runner.keep_last(self.k, keep, min(longest, self.k))
-        self.has_carry = active & (accepted == self.k)
+    def accept(self, verified: Verified) -> None:
+        """Keep the pending token and the kept drafts that were fed (the last draft never is: it is carried); then
+        the schedule's next draft count."""
+        kept, active = verified.kept, verified.active
+        keep = torch.where(active, torch.clamp(kept + 1, max=self.k), 0)
+        self.runner.keep_last(self.k, keep, min(verified.longest, self.k))
+        self.has_carry = active & (kept == self.k)
+        self.any_carry = verified.longest == self.k + 1
         self.carry = self.drafts[:, -1]
         if self.schedule_name != "constant":
-            self.num_tokens = self.num_tokens + 2 if all_accepted else max(1, self.num_tokens - 1)
+            self.num_tokens = self.num_tokens + 2 if verified.all_accepted else max(1, self.num_tokens - 1)

@@ -13,7 +13,9 @@ One step, for ``B`` prompts of ``N`` beams each (rows ``b * N + j``):
 
 The loop reads one flag back per step (may any prompt still improve?) and stops like transformers does with
 ``early_stopping`` True (N finished hypotheses), False (heuristic bound at the current length) or "never"
-(bound at ``max_length`` when ``length_penalty > 0``).
+(bound at ``max_length`` when ``length_penalty > 0``). With several prompts, a prompt whose finished hypotheses can
+no longer change leaves the batch (transformers keeps computing its beams), unless a dict output (per-step scores,
+the cache) or user processors / stopping criteria see the rows.
 """
 from __future__ import annotations
 
@@ -129,6 +131,11 @@ class _BeamSearch:
         on = bool(config.return_dict_in_generate)
         self.keep = {name: [] if on and getattr(config, f"output_{name}") else None
                      for name in ("scores", "logits", "attentions", "hidden_states")}
+        # finished prompts may leave the batch (then the beam indices recorded are relative to the computed rows:
+        # only the dict output reports them, and it never compacts)
+        self.compact = B > 1 and not on and not ctx.stops.criteria and not ctx.pipeline.logits_processor
+        self.prompts = None  # once prompts were dropped: the original index of each computed prompt
+        self.results = None  # and (finished, finished_scores, finished_from) of every prompt, filled as they go
 
     def run(self):
         ctx, runner = self.ctx, self.ctx.runner
@@ -143,8 +150,13 @@ class _BeamSearch:
             ctx.pipeline.record(tokens)
             cur_len, step = cur_len + 1, step + 1
             host_syncs += 1
-            if cur_len >= self.max_length or self._should_stop(cur_len, hits):
+            if cur_len >= self.max_length:
                 break
+            go_on, done = self._progress(cur_len, hits)
+            if not go_on:
+                break
+            if any(done):
+                tokens = self._drop_prompts(torch.tensor(done, device=self.device), tokens, outputs.logits.shape[-1])
             outputs = runner.step(tokens)
         return self._finish(host_syncs)
 
@@ -167,7 +179,7 @@ class _BeamSearch:
             return beam_topk_unchecked(logits, running, N, self.k, True, ctx.backend)
         scores = ctx.pipeline.process(torch.log_softmax(logits, dim=-1), self.running[:, :cur_len], cur_len)
         if self.do_sample:
-            scores = warp_for_beams(scores, ctx.params, self.min_keep)
+            scores = warp_for_beams(scores, ctx.pipeline.params, self.min_keep)
         if ctx.config.renormalize_logits:
             scores = scores.log_softmax(dim=-1)
         if self.keep["scores"] is not None:
@@ -175,9 +187,10 @@ class _BeamSearch:
         if not self.do_sample:
             return beam_topk_unchecked(scores, running, N, self.k, False, ctx.backend)
         # Gumbel-top-k: the K best of (score + Gumbel noise) are K draws without replacement from softmax(score)
-        seeds = ctx.params.seeds.view(self.batch, N)[:, 0]
+        params = ctx.pipeline.params  # the computed rows' (prompts may have left the batch)
+        seeds = params.seeds.view(self.batch, N)[:, 0]
         noise = gumbel_noise(seeds, step, N * scores.shape[1]).view_as(scores)
-        t = ctx.params.temperature
+        t = params.temperature
         if isinstance(t, torch.Tensor) or t <= 0:
             noise = noise * (torch.as_tensor(t, device=noise.device).reshape(-1, 1) > 0)
         _, tokens, beams = beam_topk_unchecked(scores + noise, running, N, self.k, False, ctx.backend)
@@ -235,8 +248,9 @@ class _BeamSearch:
             hits = hits | done.to(hits.device).view_as(hits)
         return hits
 
-    def _should_stop(self, cur_len: int, hits: torch.Tensor) -> bool:
-        """Update the per-prompt improvement bound; True when no prompt can improve (the one host read per step)."""
+    def _progress(self, cur_len: int, hits: torch.Tensor) -> tuple[bool, list[bool]]:
+        """Update the per-prompt improvement bound; return whether any prompt can still improve and, when finished
+        prompts may leave the batch, which ones cannot (both in the one host read per step)."""
         if self.early_stopping == "never" and self.length_penalty > 0.0:
             best_length = self.max_length - self.prompt_len
         else:
@@ -244,13 +258,46 @@ class _BeamSearch:
         best_possible = self.running_scores[:, :1] / (best_length ** self.length_penalty)
         worst = torch.where(self.is_finished, torch.min(self.finished_scores, dim=1, keepdim=True)[0], _NEG)
         self.may_improve = self.may_improve & torch.any(best_possible > worst, dim=-1, keepdim=True)
-        open_beams = ~(torch.all(self.is_finished) & (self.early_stopping is True))
-        go_on = torch.any(self.may_improve) & open_beams & ~torch.all(hits)
-        return not bool(go_on)
+        full = torch.all(self.is_finished, dim=-1) & (self.early_stopping is True)
+        if not self.compact:
+            return bool(torch.any(self.may_improve) & ~torch.all(full) & ~torch.all(hits)), []
+        # a prompt that cannot improve (all N hypotheses finished) or is full with early_stopping=True keeps its
+        # hypotheses as they are; once every prompt is so, transformers may run on, but to the same result
+        done = ~self.may_improve.view(-1) | full
+        flags = torch.cat(((~torch.all(done) & ~torch.all(hits)).view(1), done)).tolist()
+        return flags[0], flags[1:]
+
+    def _drop_prompts(self, done: torch.Tensor, tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+        """Stop computing the prompts flagged in ``done`` (B,): their results are set aside, and the state, the cache
+        and the per-row pipeline keep the other prompts' rows. Returns the kept rows' next tokens."""
+        N = self.beams
+        keep, gone = (~done).nonzero().squeeze(1), done.nonzero().squeeze(1)
+        finished = (self.finished, self.finished_scores, self.finished_from)
+        if self.prompts is None:
+            self.prompts = torch.arange(self.batch, device=self.device)
+            self.results = [t.clone() for t in finished]
+        for result, part in zip(self.results, finished):
+            result[self.prompts[gone]] = part[gone]
+        self.prompts = self.prompts[keep]
+        for name in ("running_scores", "running_from", "finished", "finished_scores", "finished_from", "is_finished",
+                     "may_improve"):
+            setattr(self, name, getattr(self, name)[keep])
+        rows = (keep[:, None] * N + torch.arange(N, device=self.device)).view(-1)
+        self.running = self.running[rows]
+        self.batch = keep.shape[0]
+        self.row_offset = torch.arange(self.batch, device=self.device)[:, None] * N
+        self.ctx.runner.select_rows(rows)
+        self.ctx.pipeline.prepare(vocab, self.device)
+        self.ctx.pipeline.select_rows(rows)
+        return tokens[rows]
 
     def _finish(self, host_syncs: int):
         ctx, R = self.ctx, int(self.ctx.config.num_return_sequences or 1)
-        B, L = self.batch, self.max_length
+        B, L = ctx.batch, self.max_length
+        if self.prompts is not None:
+            for result, part in zip(self.results, (self.finished, self.finished_scores, self.finished_from)):
+                result[self.prompts] = part
+            self.finished, self.finished_scores, self.finished_from = self.results
         sequences = self.finished[:, :R].reshape(B * R, L)
         scores = self.finished_scores[:, :R].reshape(-1)
         beam_from = self.finished_from[:, :R].reshape(B * R, -1)

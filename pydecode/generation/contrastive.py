@@ -21,6 +21,7 @@ from ..ops.contrastive import degeneration_score_unchecked
 from ..ops.reference.contrastive import normalize_rows
 from . import sample
 from .context import DecodeContext
+from .grouped_attention import grouped_attention
 from .state import DecodeState
 
 
@@ -45,6 +46,12 @@ def run(ctx: DecodeContext):
     check_contrastive_args(config)
     if config.do_sample:
         return sample.run(ctx)
+    with grouped_attention(ctx.model):  # the K candidates' forward reads grouped key/value heads in place
+        return _search(ctx)
+
+
+def _search(ctx: DecodeContext):
+    config = ctx.config
     alpha, top_k = float(config.penalty_alpha), int(config.top_k)
     runner, pipeline, input_ids, max_length = ctx.runner, ctx.pipeline, ctx.input_ids, ctx.max_length
     rows, prompt_len = input_ids.shape
@@ -79,8 +86,9 @@ def run(ctx: DecodeContext):
         runner.keep_candidate(step, best)
         context[:, cur_len] = normalize_rows(hidden[-1][row_ids, best])
         processed = scores.log_softmax(dim=-1) if config.renormalize_logits else scores
+        live = state.unfinished
         tokens = state.append(tokens, scores)
-        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend, live=live)
         outputs = _chosen_outputs(step, hidden, best, row_ids, record)
         logits = step.rows(step.outputs.logits)[row_ids, best].float()
         if state.done():

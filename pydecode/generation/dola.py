@@ -28,6 +28,7 @@ from .state import DecodeState
 
 RELATIVE_TOP = 0.1
 BASE_FILTER_VALUE = -1e-3
+SMALLEST_NORMAL_LOG = -87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal number (1.2e-38)
 
 
 def candidate_layers(dola_layers, num_layers: int, tied_embeddings: bool) -> list[int]:
@@ -57,7 +58,7 @@ def contrast_layers(final_logits: torch.Tensor, premature_logits: torch.Tensor) 
     premature = premature_logits.float()
     if premature.shape[0] > 1:
         log_final, log_premature = final.log_softmax(dim=-1), premature.log_softmax(dim=-1)
-        middle = 0.5 * (log_final.exp()[None] + log_premature.exp())  # (C, B, V)
+        middle = 0.5 * (_probs(log_final)[None] + _probs(log_premature))  # (C, B, V)
         js = 0.5 * (F.kl_div(log_final[None], middle, reduction="none").mean(-1)
                     + F.kl_div(log_premature, middle, reduction="none").mean(-1))  # (C, B)
         base = premature[js.mean(-1).argmax()]  # one premature layer for the whole batch, as transformers 4.x
@@ -68,6 +69,13 @@ def contrast_layers(final_logits: torch.Tensor, premature_logits: torch.Tensor) 
     log_final = log_final.masked_fill(implausible, float("-inf"))
     log_base = log_base.masked_fill(implausible, BASE_FILTER_VALUE)
     return log_final - log_base
+
+
+def _probs(log_probs: torch.Tensor) -> torch.Tensor:
+    """``exp(log_probs)``, with probabilities below float32's smallest normal number raised to about it: most of an
+    early layer's vocabulary lies there, subnormal arithmetic is many times slower on CPUs, and those tokens add
+    nothing to the divergences at float32 precision."""
+    return log_probs.clamp(min=SMALLEST_NORMAL_LOG).exp()
 
 
 def run(ctx: DecodeContext):
@@ -103,8 +111,9 @@ def run(ctx: DecodeContext):
         contrasted = contrast_layers(logits, lm_head(hidden))
         scores = pipeline.process(contrasted, state.past(), state.cur_len)
         tokens, processed = pipeline.select(scores, state.step, want_processed)
+        live = state.unfinished
         tokens = state.append(tokens, scores)
-        record.add(outputs, logits, scores, processed, tokens, pipeline.backend)
+        record.add(outputs, logits, scores, processed, tokens, pipeline.backend, live=live)
         if state.done():
             break
         outputs = runner.step(tokens, **forward_kwargs)

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+from ..cache import KiviCache
+from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
+from .preallocated_cache import PreallocatedLayer, preallocate
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position")
 
@@ -19,13 +23,17 @@ class ModelRunner:
     """Runs a decoder-only model over its KV cache.
 
     ``attention_mask`` (B, L0) may be None (no padding). ``max_length`` sizes the preallocated mask buffer.
-    ``cache`` defaults to a ``DynamicCache``; pass another transformers Cache (e.g. a KIVI cache) to use it.
+    ``cache`` defaults to a ``DynamicCache`` whose layers are preallocated for ``max_length`` tokens; pass another
+    transformers Cache (e.g. a KIVI cache) to use it.
+    ``expand`` is how many consecutive rows repeat each prompt (beams, return sequences): the prefill runs once per
+    prompt where the cache can be repeated after it.
     """
 
     def __init__(self, model, attention_mask, batch: int, prompt_len: int, max_length: int, device, cache=None,
-                 model_kwargs=None):
+                 model_kwargs=None, expand: int = 1):
         self.model = model
-        self.cache = cache if cache is not None else DynamicCache(config=model.config)
+        self.expand = expand
+        self.cache = cache if cache is not None else preallocate(DynamicCache(config=model.config), max_length)
         self.model_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _MANAGED}
         params = inspect.signature(model.forward).parameters
         if "logits_to_keep" in params and "logits_to_keep" not in self.model_kwargs:
@@ -54,14 +62,31 @@ class ModelRunner:
     def prefill(self, input_ids: torch.Tensor, **forward_kwargs):
         """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position).
 
-        ``forward_kwargs`` (e.g. ``output_hidden_states=True``) go to the model's forward.
+        ``forward_kwargs`` (e.g. ``output_hidden_states=True``) go to the model's forward. When each prompt fills
+        ``expand`` rows, only the first of them runs; the cache and the output's tensors are then repeated.
         """
-        return self._forward(input_ids, **forward_kwargs)
+        if not self._can_share_prefill():
+            return self._forward(input_ids, **forward_kwargs)
+        first = slice(None, None, self.expand)
+        if self.takes_position_ids:
+            forward_kwargs.setdefault("position_ids", self.positions[first])
+        if self.mask is not None:
+            forward_kwargs.setdefault("attention_mask", self.mask[first, : self.length])
+        outputs = self._forward(input_ids[first], **forward_kwargs)
+        self.cache.batch_repeat_interleave(self.expand)
+        for name, value in outputs.items():
+            if isinstance(value, torch.Tensor):
+                outputs[name] = value.repeat_interleave(self.expand, dim=0)
+            elif isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
+                outputs[name] = tuple(v.repeat_interleave(self.expand, dim=0) for v in value)
+        return outputs
 
     def step(self, tokens: torch.Tensor, **forward_kwargs):
         """Feed each row's new token (B,) and return the model output for the next position."""
         self.positions = self.positions[:, -1:] + 1
         self.length += 1
+        if self.mask is not None:  # a mask made for holes (forward_block) may end at the previous length
+            self._reserve_mask(self.length)
         return self._forward(tokens[:, None], **forward_kwargs)
 
     def step_candidates(self, tokens: torch.Tensor, **forward_kwargs) -> CandidateStep:
@@ -150,10 +175,20 @@ class ModelRunner:
             grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
 
+    def _can_share_prefill(self) -> bool:
+        """Rows repeat prompts and the (still empty) cache repeats every layer's state: dense or sliding-window
+        keys/values, or KIVI's packed store and residual. Other caches (static, linear attention) prefill every row."""
+        if self.expand == 1 or self.cache.get_seq_length() > 0:
+            return False
+        if isinstance(self.cache, KiviCache):
+            return True
+        return type(self.cache) is DynamicCache and all(
+            type(layer) in (DynamicLayer, PreallocatedLayer, DynamicSlidingWindowLayer) for layer in self.cache.layers)
+
     def _candidates_in_query(self) -> bool:
         attn = getattr(self.model.config, "_attn_implementation", None)
-        return (type(self.cache) is DynamicCache and attn in ("eager", "sdpa")
-                and all(type(layer) is DynamicLayer for layer in self.cache.layers))
+        return (type(self.cache) is DynamicCache and attn in ("eager", "sdpa", GROUPED_SDPA)
+                and all(type(layer) in (DynamicLayer, PreallocatedLayer) for layer in self.cache.layers))
 
     def _candidate_mask(self, batch: int, k: int, past: int) -> torch.Tensor:
         """Additive mask (B, 1, K, past + K): the history's padding, and candidate j sees itself among the K."""

@@ -3,17 +3,28 @@
 Per verification step, for every row still running:
 
 1. the proposer drafts up to K tokens (a draft model, or n-gram matches in the text so far); rows may draft fewer
-2. the main model runs ``[pending token, drafts]`` (B, K + 1) in one forward; padded draft slots are masked
-3. both models' logits are processed the same way (the pipeline's token bans, then temperature / top-k / top-p /
-   min-p / typical), and the ``verify`` op decides per row how many drafts to accept and draws the next token (greedy:
-   the argmax; sampling: speculative sampling, which keeps the main model's processed distribution exactly)
-4. each row appends its accepted drafts and the next token (stopping after an eos inside the run, and at
-   ``max_length``); the KV caches keep the accepted slots: rows that accepted fewer than the longest row leave holes,
-   masked in every later forward, so nothing is recomputed and rows never wait for each other
+2. the main model runs ``[pending token, drafts]`` (B, K + 1) in one forward; padded draft slots are masked (when
+   no row drafted, the pending tokens alone: a plain one-token step)
+3. both models' logits are processed the same way, each position with the history it would have (the row's text
+   plus the drafts before it: :mod:`.block_pipeline`), and the ``verify`` op decides per row how many drafts to
+   accept and draws the next token (greedy: the argmax; sampling: speculative sampling, which keeps the main model's
+   processed distribution exactly)
+4. each row appends its accepted drafts and the next token, ended after the first token where plain decoding would
+   stop the row (eos, stop strings, stopping criteria: :mod:`.run_stopping`) and at ``max_length``; the KV caches keep
+   the kept slots: rows that kept fewer than the longest row leave holes, masked in every later forward, so nothing
+   is recomputed and rows never wait for each other
 
-One host read per step (what to keep in the caches, how many rows run, how much room is left); prompt lookup adds one
-(the widest row's draft count). Row randomness comes from the sampler's stream: a step with K drafts uses the stream
-steps ``s .. s + K - 1`` for the draft draws and ``s + K`` for the verification.
+The prompt's last token is not prefilled: it is the first step's pending token, so the first drafts (proposed from
+the prompt) are verified by the forward that also gives the first token, as in transformers' assisted decoding.
+
+A user ``logits_processor`` or opaque stopping criteria take a (B, length) history, so with them every running row
+keeps the shortest run of the step and all stay at one length (speculative sampling stays exact: where a run ends
+does not depend on the row's own tokens past that point).
+
+Host reads per step: one (what to keep in the caches, how many rows run, how much room is left); prompt lookup adds
+one (the widest row's draft count), opaque stopping criteria one (how many tokens to call them on). Row randomness
+comes from the sampler's stream: a step with K drafts uses the stream steps ``s .. s + K - 1`` for the draft draws
+and ``s + K`` for the verification.
 """
 from __future__ import annotations
 
@@ -21,10 +32,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops.reference.sampling import process_logits, sample_from_processed
+from ..ops.reference.sampling import sample_from_processed
 from ..ops.verify import verify_unchecked
+from .block_pipeline import BlockPipeline
 from .context import DecodeContext
 from .output import GenerateOutput
+from .output_head import fast_output_head
+from .run_record import RunRecorder
+from .run_stopping import RunStops
+from .runner import ModelRunner
 
 
 @dataclass
@@ -32,7 +48,7 @@ class DraftState:
     """What a proposer sees: ``history`` (B, max_length + 1) token ids (the last column is scratch), ``valid``
     (B, max_length) bool (False on prompt padding), ``lengths`` (B,) tokens so far (the pending token included),
     ``pending`` (B,) the last token, not yet in the main model's cache, ``active`` (B,) rows still running, ``room``
-    (B,) how many drafts each row may still add."""
+    (B,) how many drafts each row may still add, and ``blocks``, the step's logits pipeline."""
 
     history: torch.Tensor
     valid: torch.Tensor
@@ -40,130 +56,136 @@ class DraftState:
     pending: torch.Tensor
     active: torch.Tensor
     room: torch.Tensor
+    blocks: BlockPipeline
+
+    def process(self, raw: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Processed scores (B, T, V) of raw logits (B, T, V) whose first position follows ``offset`` drafts (written
+        with :meth:`write_drafts`)."""
+        return self.blocks.process(raw, self.lengths, offset)
+
+    def write_drafts(self, drafts: torch.Tensor, count: torch.Tensor, offset: int = 0) -> None:
+        """Put each row's first ``count[b]`` of ``drafts`` (B, K) in the history as drafts ``offset ..``, where the
+        processing of later positions reads them (the loop overwrites them with what the row keeps)."""
+        slots = offset + torch.arange(drafts.shape[1], device=drafts.device)
+        scratch = self.history.shape[1] - 1
+        self.history.scatter_(1, torch.where(slots < count[:, None], self.lengths[:, None] + slots, scratch), drafts)
+
+
+@dataclass
+class Verified:
+    """One verification's outcome per row (B,): ``num_draft`` drafts verified, ``accepted`` by the main model,
+    ``kept`` (the accepted ones, fewer where the run was cut), ``active`` rows that ran; host values: ``longest``
+    (the most cache slots a row keeps: ``kept + 1``) and ``all_accepted`` (every active row accepted every draft)."""
+
+    num_draft: torch.Tensor
+    accepted: torch.Tensor
+    kept: torch.Tensor
+    active: torch.Tensor
+    longest: int
+    all_accepted: bool
+
+
+def last_logits(runner: ModelRunner, count: int) -> dict:
+    """Forward kwargs asking ``runner``'s model for the logits of the last ``count`` positions only (where it can)."""
+    return {"logits_to_keep": count} if "logits_to_keep" in runner.model_kwargs else {}
 
 
 def check_supported(ctx: DecodeContext) -> None:
-    """Raise for what the speculative loop does not run: processing that depends on the text so far (it would have
-    to be replayed per draft position and per row length) and per-step outputs other than scores and logits."""
-    config, params = ctx.config, ctx.params
-    history_dependent = {
-        "repetition / frequency / presence penalties": params.has_penalties,
-        "no_repeat_ngram_size": bool(config.no_repeat_ngram_size),
-        "multi-token bad_words_ids": any(len(w) > 1 for w in (config.bad_words_ids or [])),
-        "min_length / min_new_tokens": bool(config.min_length) or bool(config.min_new_tokens),
-        "forced_eos_token_id": config.forced_eos_token_id is not None,
-        "logits_processor": bool(ctx.pipeline.logits_processor),
-        "stop_strings / stopping_criteria": bool(ctx.stops.criteria),
-        "output_attentions / output_hidden_states": bool(config.return_dict_in_generate) and bool(
-            config.output_attentions or config.output_hidden_states),
-        "output_logprobs / top_logprobs": bool(getattr(config, "output_logprobs", False))
-        or bool(getattr(config, "top_logprobs", 0)),
-    }
-    for name, used in history_dependent.items():
-        if used:
-            raise NotImplementedError(f"pydecode does not support {name} with {ctx.strategy} decoding yet")
+    """Raise for what the speculative loop does not run: per-step attentions and hidden states, and stopping rows of
+    a batch early with no pad token to fill them (plain decoding keeps extending such rows)."""
+    config = ctx.config
+    if config.return_dict_in_generate and (config.output_attentions or config.output_hidden_states):
+        raise NotImplementedError(f"pydecode does not support output_attentions / output_hidden_states with "
+                                  f"{ctx.strategy} decoding")
+    if ctx.pad_id is None and ctx.stops.criteria and ctx.input_ids.shape[0] > 1:
+        raise NotImplementedError(f"{ctx.strategy} decoding with stop_strings / stopping_criteria and a batch needs "
+                                  "a pad_token_id (or an eos_token_id) to pad the rows that stop")
     if ctx.streamer is not None and ctx.input_ids.shape[0] != 1:
         raise ValueError("streamers take one sequence: use batch size 1 with a streamer")
 
 
-def process(ctx: DecodeContext, logits: torch.Tensor) -> torch.Tensor:
-    """Processed float32 scores of raw logits (B, T, V) or (B, V): the pipeline's (history-free) bans, then the
-    warpers of each row (greedy rows stay as they are: their draw is the argmax)."""
-    shape = logits.shape
-    flat = logits.reshape(-1, shape[-1]).to(torch.float32, copy=True)
-    flat = ctx.pipeline.process(flat, None, ctx.pipeline.prompt_len)  # cur_len only gates eos bans, rejected above
-    p = ctx.pipeline.params
-    if p.do_sample:
-        per = flat.shape[0] // shape[0]
-        rep = (lambda v: v.repeat_interleave(per)) if per > 1 else (lambda v: v)
-        flat = process_logits(flat, *[rep(v) if isinstance(v, torch.Tensor) else v
-                                      for v in (p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p)])
-    return flat.reshape(shape)
-
-
 def run_speculative(ctx: DecodeContext, proposer):
-    """Decode with ``proposer``: ``prefill(input_ids)``, ``num_tokens`` (the drafts it wants per step),
+    """Decode with ``proposer``: ``begin(input_ids)`` once, ``num_tokens`` (the drafts it wants per step),
     ``propose(state, k, step)`` -> ``(drafts (B, K), num_draft (B,), processed draft logits (B, K, V) or None)`` and
-    ``accept(accepted, active, longest, all_accepted)`` after each verification. Returns the sequences or a
-    :class:`GenerateOutput`."""
+    ``accept(verified: Verified)`` after each verification. Returns the sequences or a :class:`GenerateOutput`."""
     check_supported(ctx)
-    runner, params, config = ctx.runner, ctx.params, ctx.config
+    params, config = ctx.params, ctx.config
     input_ids, max_length, streamer = ctx.input_ids, ctx.max_length, ctx.streamer
     batch, prompt_len = input_ids.shape
     device = input_ids.device
-    history = torch.full((batch, max_length + 1), 0 if ctx.pad_id is None else ctx.pad_id, dtype=torch.long,
-                         device=device)
+    fill = 0 if ctx.pad_id is None else ctx.pad_id
+    history = torch.full((batch, max_length + 1), fill, dtype=torch.long, device=device)
     history[:, :prompt_len] = input_ids
     valid = torch.ones(batch, max_length, dtype=torch.bool, device=device)
     if ctx.attention_mask is not None:
         valid[:, :prompt_len] = ctx.attention_mask.bool()
-    eos = torch.tensor(ctx.eos_ids, device=device) if ctx.eos_ids else None
-    record = _Record(config, batch, max_length - prompt_len, device)
+    blocks, stops = BlockPipeline(ctx, history), RunStops(ctx, history, fill)
+    one_length = blocks.needs_common_length or stops.needs_common_length
+    record = RunRecorder(config, batch, max_length - prompt_len, ctx.backend)
+    proposer.begin(input_ids)
 
-    raw = runner.prefill(input_ids).logits[:, -1:].float()
-    proposer.prefill(input_ids)
-    scores = process(ctx, raw)
-    pending = sample_from_processed(scores[:, 0], params.seeds, 0, params.temperature)  # the sampler's first draw
-    history[:, prompt_len] = pending
-    record.add(raw, scores, torch.zeros(batch, dtype=torch.long, device=device), torch.ones_like(pending))
-    lengths = torch.full((batch,), prompt_len + 1, dtype=torch.long, device=device)
-    done = torch.isin(pending, eos) if eos is not None else torch.zeros(batch, dtype=torch.bool, device=device)
-    done |= lengths >= max_length
-    if streamer is not None:
-        streamer.put(pending.cpu())
+    # the prompt's last token is the first step's pending token: the first step runs the prompt and the first drafts
+    runner, pending, lengths = None, input_ids[:, -1], torch.full((batch,), prompt_len, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     proposed = torch.zeros((), dtype=torch.long, device=device)
     accepted_total, verifications = proposed.clone(), proposed.clone()
-
-    step, host_syncs = 1, 1
-    running, room_max = torch.stack([(~done).sum(), (max_length - 1 - lengths).clamp(min=0).max()]).tolist()
+    step, host_syncs, running, room_max = 0, 0, batch, max_length - 1 - prompt_len
     while running and not ctx.stops.out_of_time():
         active = ~done
         room = torch.where(active, (max_length - 1 - lengths).clamp(min=0), 0)
-        state = DraftState(history, valid, lengths, pending, active, room)
+        state = DraftState(history, valid, lengths, pending, active, room, blocks)
         k = min(proposer.num_tokens, room_max)
         if k > 0:
             drafts, num_draft, draft_scores = proposer.propose(state, k, step)
-        if k == 0 or drafts.shape[1] == 0:  # nothing to verify: a plain step with one padded draft slot
-            drafts, draft_scores = torch.zeros(batch, 1, dtype=torch.long, device=device), None
-            num_draft = torch.zeros(batch, dtype=torch.long, device=device)
+        else:
+            drafts, num_draft, draft_scores = pending.new_zeros(batch, 0), torch.zeros_like(lengths), None
         width = drafts.shape[1]
         num_draft = torch.minimum(num_draft, room)
+        state.write_drafts(drafts, num_draft)
         slots = torch.arange(width + 1, device=device)
         fed = active[:, None] & (slots[None, :] <= num_draft[:, None])
-        raw = runner.forward_block(torch.cat([pending[:, None], drafts], 1), fed).logits.float()
-        target = process(ctx, raw)
-        accepted, next_tokens = verify_unchecked(drafts, draft_scores, target, num_draft, params.temperature,
-                                                 params.seeds, step + width, ctx.backend)
+        with fast_output_head(ctx.model, batch * (width + 1)):
+            if runner is None:
+                runner = _prefill_with_drafts(ctx, drafts, fed[:, 1:])
+                raw = runner.prefill(torch.cat([input_ids, drafts], 1), **last_logits(runner, width + 1))
+                raw = raw.logits[:, -(width + 1):].float()
+            else:
+                raw = runner.forward_block(torch.cat([pending[:, None], drafts], 1), fed).logits.float()
+        target = blocks.process(raw, lengths)
+        if width:
+            accepted, next_tokens = verify_unchecked(drafts, draft_scores, target, num_draft, params.temperature,
+                                                     params.seeds, step + width, ctx.backend)
+        else:  # no row drafted: a plain step of one token per row
+            accepted = torch.zeros_like(lengths)
+            next_tokens = sample_from_processed(target[:, 0], params.seeds, step, params.temperature)
         step += width + 1
 
-        run = torch.cat([drafts, drafts[:, :1]], 1).scatter_(1, accepted[:, None], next_tokens[:, None])
+        run = torch.cat([drafts, next_tokens[:, None]], 1).scatter_(1, accepted[:, None], next_tokens[:, None])
         count = torch.where(active, accepted + 1, 0)
-        finished = torch.zeros_like(done)
-        if eos is not None:  # an eos inside the accepted run ends the row there
-            is_eos = torch.isin(run, eos) & (slots[None, :] < count[:, None])
-            finished = is_eos.any(1)
-            count = torch.where(finished, is_eos.int().argmax(1) + 1, count)
-        written = slots[None, :] < count[:, None]
-        history.scatter_(1, torch.where(written, lengths[:, None] + slots, max_length), run)
-        record.add(raw, target, lengths - prompt_len, count)
+        if one_length:  # every running row keeps the step's shortest run
+            count = torch.where(active, torch.where(active, count, max_length).min(), 0)
+        count, finished = stops.cut(run, count, lengths, target, blocks.common_length)
+        blocks.count_tokens(run, count)
+        record.add(raw, target, run, lengths - prompt_len, count)
         lengths = lengths + count
         done = done | finished | (lengths >= max_length)
-        pending = next_tokens
+        kept = (count - 1).clamp(min=0)  # drafts kept: the accepted ones, fewer where the run was cut
+        pending = torch.where(active, run.gather(1, kept[:, None]).squeeze(1), pending)
 
         proposed += num_draft.sum()
         accepted_total += accepted.sum()
-        verifications += active.sum()
-        keep = torch.where(active, accepted + 1, 0)  # the pending token and the accepted drafts stay cached
+        verifications += (num_draft > 0).sum()
         next_room = torch.where(done, 0, (max_length - 1 - lengths).clamp(min=0))
-        longest, running, room_max, all_accepted, emitted = torch.stack([
-            keep.max(), (~done).sum(), next_room.max(), ((accepted == num_draft) | ~active).all().long(), count.max(),
+        longest, running, room_max, all_accepted = torch.stack([
+            count.max(), (~done).sum(), next_room.max(), ((accepted == num_draft) | ~active).all().long(),
         ]).tolist()
         host_syncs += 1
+        blocks.common_length += longest  # the running rows' length, when they keep one
         if streamer is not None:
-            streamer.put(history[0, int(lengths[0]) - emitted: int(lengths[0])].cpu())
-        runner.keep_last(width + 1, keep, longest)
+            streamer.put(history[0, int(lengths[0]) - longest: int(lengths[0])].cpu())
+        runner.keep_last(width + 1, count, longest)  # the pending token and the kept drafts stay cached
         if k > 0:
-            proposer.accept(accepted, active, longest, bool(all_accepted))
+            proposer.accept(Verified(num_draft, accepted, kept, active, longest, bool(all_accepted)))
     if streamer is not None:
         streamer.end()
     sequences = history[:, : int(lengths.max())]
@@ -171,33 +193,16 @@ def run_speculative(ctx: DecodeContext, proposer):
         return sequences
     proposed, accepted_total, verifications = (int(x) for x in (proposed, accepted_total, verifications))
     return GenerateOutput(
-        sequences=sequences, scores=record.tuple("scores", sequences.shape[1] - prompt_len),
-        logits=record.tuple("logits", sequences.shape[1] - prompt_len), past_key_values=runner.cache,
-        host_syncs=host_syncs, acceptance_rate=accepted_total / proposed if proposed else 0.0,
+        sequences=sequences, **record.fields(sequences.shape[1] - prompt_len), past_key_values=runner.cache,
+        host_syncs=host_syncs + stops.host_reads, acceptance_rate=accepted_total / proposed if proposed else 0.0,
         mean_accepted_tokens=accepted_total / verifications if verifications else 0.0,
     )
 
 
-class _Record:
-    """Per emitted token: the processed scores and raw logits, when ``return_dict_in_generate`` asks for them."""
-
-    def __init__(self, config, batch: int, new_tokens: int, device):
-        on = bool(config.return_dict_in_generate)
-        self.renormalize = bool(config.renormalize_logits)
-        self.buffers = {name: None for name, want in (("scores", on and config.output_scores),
-                                                      ("logits", on and config.output_logits)) if want}
-        self.batch, self.new_tokens, self.device = batch, new_tokens, device
-
-    def add(self, raw: torch.Tensor, processed: torch.Tensor, offset: torch.Tensor, count: torch.Tensor) -> None:
-        """Store positions ``j < count[b]`` of (B, T, V) ``raw`` / ``processed`` as tokens ``offset[b] + j``."""
-        for name in self.buffers:
-            values = raw if name == "logits" else (processed.log_softmax(-1) if self.renormalize else processed)
-            if self.buffers[name] is None:
-                self.buffers[name] = values.new_zeros(self.batch, self.new_tokens + 1, values.shape[-1])
-            slots = torch.arange(values.shape[1], device=self.device)
-            index = torch.where(slots[None, :] < count[:, None], offset[:, None] + slots, self.new_tokens)
-            self.buffers[name].scatter_(1, index[..., None].expand_as(values), values)
-
-    def tuple(self, name: str, length: int):
-        buffer = self.buffers.get(name)
-        return None if buffer is None else tuple(buffer[:, t] for t in range(length))
+def _prefill_with_drafts(ctx: DecodeContext, drafts: torch.Tensor, fed: torch.Tensor) -> ModelRunner:
+    """A runner over the call's cache whose prompt is the prompt then ``drafts`` (B, K), ``fed`` (B, K) marking the
+    real ones (the others are masked holes), as transformers' assisted decoding runs its first forward."""
+    prompt = ctx.attention_mask if ctx.attention_mask is not None else torch.ones_like(ctx.input_ids)
+    mask = torch.cat([prompt, fed.to(prompt.dtype)], 1)
+    return ModelRunner(ctx.model, mask, mask.shape[0], mask.shape[1], ctx.max_length, ctx.input_ids.device,
+                       ctx.runner.cache, ctx.runner.model_kwargs)

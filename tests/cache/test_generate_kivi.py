@@ -33,3 +33,17 @@ def test_kivi_config_errors_are_clear():
 def test_pydecode_config_accepts_kivi():
     config = pydecode.GenerationConfig(cache_implementation="kivi", cache_config={"nbits": 2}, max_new_tokens=4)
     assert config.cache_implementation == "kivi"
+
+
+def test_generate_passes_sink_and_clipping_options():
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, do_sample=False,
+                            cache_implementation="kivi", return_dict_in_generate=True,
+                            cache_config={"group_size": 16, "residual_length": 16, "sink_length": 2,
+                                          "key_clipping": False})
+    layer = out.past_key_values.layers[0]
+    assert (layer.sink_length, layer.key_clipping) == (2, False)
+    with pytest.raises(ValueError, match="sink_length"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, cache_implementation="kivi",
+                          cache_config={"group_size": 16, "sink_length": -3})

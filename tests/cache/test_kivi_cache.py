@@ -94,7 +94,9 @@ def test_decode_equals_attention_over_dequantized_cache():
         k = dequantize_keys(*layer.packed()[:3], 2, 32, layer.n_quant)
         v = dequantize_values(*layer.packed()[3:], 2, 32, layer.n_quant)
         rk, rv = layer.residual()
-        exact.update(torch.cat([k, rk], 2), torch.cat([v, rv], 2), layer_idx)
+        s = layer.n_sink  # positions run sinks, packed, recent
+        exact.update(torch.cat([rk[:, :, :s], k, rk[:, :, s:]], 2), torch.cat([rv[:, :, :s], v, rv[:, :, s:]], 2),
+                     layer_idx)
     step = torch.tensor([[5], [7]])
     mask = torch.cat([mask, torch.ones_like(step)], 1)
     position_ids = (mask.cumsum(1) - 1)[:, -1:]
@@ -116,7 +118,8 @@ def test_residual_window_and_memory_accounting():
     model = _model("llama").to(torch.float16)
     ids, mask = _prompt(length=60)
     max_length = 60 + 10
-    cache = make_cache("kivi", {"nbits": 2, "group_size": 32, "residual_length": 64}, model, 2, max_length)
+    cache = make_cache("kivi", {"nbits": 2, "group_size": 32, "residual_length": 64, "sink_length": 0}, model, 2,
+                       max_length)
     for layer in cache.layers:
         assert layer.capacity == 96  # preallocated for max_length, in whole groups
     _generate(model, ids, mask, cache, new_tokens=10)
@@ -166,7 +169,7 @@ def test_hybrid_model_keeps_exact_sliding_layers():
 
 
 def test_layer_streams_groups_and_shrinks_after_long_prefill():
-    layer = KiviLayer(nbits=4, group_size=32, residual_length=64, backend="torch")
+    layer = KiviLayer(nbits=4, group_size=32, residual_length=64, backend="torch", sink_length=0)
     g = torch.Generator().manual_seed(3)
     k = torch.randn(1, 2, 300, 32, generator=g)
     layer.update(k, -k)
@@ -179,3 +182,62 @@ def test_layer_streams_groups_and_shrinks_after_long_prefill():
         assert layer.n_quant % 32 == 0 and 32 <= layer.n_residual < 64
         assert layer.get_seq_length() == 301 + step
     torch.testing.assert_close(dequantize_keys(*layer.packed()[:3], 4, 32, 256), k[:, :, :256], atol=0.5, rtol=0)
+
+
+def test_sink_tokens_stay_exact_while_the_rest_streams():
+    layer = KiviLayer(nbits=2, group_size=32, residual_length=64, backend="torch", sink_length=4, key_clipping=False)
+    g = torch.Generator().manual_seed(4)
+    k, v = torch.randn(1, 2, 200, 32, generator=g), torch.randn(1, 2, 200, 32, generator=g)
+    layer.update(k, v)
+    layer.flush()
+    for step in range(40):
+        new = torch.randn(1, 2, 1, 32, generator=g)
+        layer.update(new, -new)
+        layer.flush()
+    rk, rv = layer.residual()
+    assert layer.n_sink == 4 and torch.equal(rk[:, :, :4], k[:, :, :4]) and torch.equal(rv[:, :, :4], v[:, :, :4])
+    assert 32 <= layer.n_residual - 4 < 64 and layer.get_seq_length() == 240
+    # the packed store starts right after the sinks: its first group is tokens 4..35
+    key_scale = layer.packed()[1][:, :, :1]
+    torch.testing.assert_close(key_scale, (k[:, :, 4:36].amax(2, True) - k[:, :, 4:36].amin(2, True)) / 3)
+    packed_keys = dequantize_keys(*layer.packed()[:3], 2, 32, 32)
+    assert ((packed_keys - k[:, :, 4:36]).abs() <= key_scale / 2 + 1e-5).all()
+    assert layer.residual_keys.shape[2] == 64 + 4
+
+
+def test_sink_prefix_widens_by_the_longest_left_padding():
+    model = _model("llama")
+    ids, mask = _prompt(length=100, pad=(0, 6))
+    cache = make_cache("kivi", {"nbits": 4, "group_size": 32, "residual_length": 32, "sink_length": 3}, model, 2, 120)
+    _generate(model, ids, mask, cache, new_tokens=2)
+    layer = cache.layers[0]
+    assert layer.n_sink == 3 + 6 and layer.n_quant > 0
+    assert cache.memory_footprint()["sink_tokens"] == 9
+
+
+def test_sinks_and_clipping_keep_greedy_tokens_with_padding(backend):
+    model = _model("llama")
+    ids, mask = _prompt()
+    cache = make_cache("kivi", {**KIVI4, "sink_length": 2, "key_clipping": True, "backend": backend}, model, 2, 64)
+    got, expected = _generate(model, ids, mask, cache, new_tokens=4), _generate(model, ids, mask, new_tokens=4)
+    assert cache.layers[0].n_quant > 0 and torch.equal(got, expected)
+
+
+def test_memory_accounting_counts_the_sinks():
+    model = _model("llama")
+    cache = make_cache("kivi", {"nbits": 4, "group_size": 32, "residual_length": 64, "sink_length": 8}, model, 1, 96)
+    layer = cache.layers[0]
+    assert layer.residual_keys.shape[2] == 64 + 8
+    residual_bytes = 2 * (2 * (64 + 8) * 32 * 4)  # k and v buffers (B=1, H=2, R + S, D) in float32
+    per_layer = 96 * layer.quantized_bytes_per_token() + residual_bytes
+    assert cache.memory_footprint()["total_bytes"] == 2 * per_layer
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"sink_length": -1}, "sink_length"),
+    ({"sink_length": 2.0}, "sink_length"),
+    ({"key_clipping": "yes"}, "key_clipping"),
+])
+def test_invalid_sink_and_clipping_options_raise(config, message):
+    with pytest.raises(ValueError, match=message):
+        make_cache("kivi", config, _model("llama"), 1, 32)

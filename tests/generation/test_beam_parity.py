@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import pydecode
+from pydecode.generation.runner import ModelRunner
 
 from tests.generation.models import EOS, padded_batch, tiny_model
 
@@ -54,6 +55,29 @@ def test_beam_search_matches_transformers(kind, case):
 def test_single_prompt_without_padding():
     ids, _ = padded_batch(batch=1)
     _compare(tiny_model("llama"), ids, None, dict(num_beams=4, max_new_tokens=12, num_return_sequences=3))
+
+
+@pytest.mark.parametrize("case,extra", [
+    ("default", dict(eos_token_id=EOS_LIST, max_new_tokens=12, early_stopping=True)),
+    ("early_true_lp05_r2", dict(eos_token_id=EOS_LIST, max_new_tokens=12)),  # also returns 2 sequences each
+    ("never_lp0", dict(max_new_tokens=12)),  # prompts leave twice
+])
+def test_finished_prompts_leave_the_batch(case, extra, monkeypatch):
+    """Prompts whose hypotheses can no longer change stop being computed; every prompt's result stays the same."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    kwargs = dict(CASES[case], **extra)
+    want = model.generate(ids, attention_mask=mask, **kwargs)
+    rows, step = [], ModelRunner.step
+
+    def counted(self, tokens, **kw):
+        rows.append(len(tokens))
+        return step(self, tokens, **kw)
+
+    monkeypatch.setattr(ModelRunner, "step", counted)
+    got = pydecode.generate(model, ids, attention_mask=mask, **kwargs)
+    assert got.tolist() == want.tolist()
+    assert rows[0] == 3 * kwargs["num_beams"] and min(rows) < rows[0]
 
 
 GROUP_CASES = [c for c in load_golden("group_beam") if not c["is_encoder_decoder"]]

@@ -1,5 +1,6 @@
 """Contrastive search and DoLa: token for token against transformers 4.55.4 goldens, reductions to greedy, bad input."""
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from transformers import AutoModelForCausalLM
 import pydecode
 from pydecode.generation import contrastive
 from pydecode.generation.api import prepare
-from pydecode.generation.dola import candidate_layers
+from pydecode.generation.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
 from pydecode.generation.runner import ModelRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -64,7 +65,7 @@ def test_dola_matches_golden(case):
 
 @pytest.mark.real_model
 @pytest.mark.parametrize("case", SMOLLM2, ids=case_ids(SMOLLM2))
-def test_smollm2_matches_golden(case):
+def test_smollm2_matches_golden(case, smollm2_converted):
     _assert_golden(case)
 
 
@@ -135,6 +136,27 @@ def test_dola_candidate_layers():
     assert candidate_layers([0, 5], 6, True) == [0, 5]
 
 
+def _contrast_as_written(final, premature):
+    """DoLa's layer contrast transcribed from the paper's formulas, every probability exact."""
+    log_final, log_premature = final.log_softmax(-1), premature.log_softmax(-1)
+    middle = 0.5 * (log_final.exp()[None] + log_premature.exp())
+    js = 0.5 * (torch.nn.functional.kl_div(log_final[None], middle, reduction="none").mean(-1)
+                + torch.nn.functional.kl_div(log_premature, middle, reduction="none").mean(-1))
+    log_base = premature[js.mean(-1).argmax()].log_softmax(-1)
+    implausible = log_final < log_final.amax(-1, keepdim=True) + math.log(0.1)
+    return log_final.masked_fill(implausible, float("-inf")) - log_base.masked_fill(implausible, -1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_layer_contrast_is_unchanged_by_raising_subnormal_probabilities(seed):
+    g = torch.Generator().manual_seed(seed)
+    final = torch.randn(2, 3000, generator=g) * 6
+    spread = torch.tensor([4.0, 30.0, 45.0, 60.0])[torch.randperm(4, generator=g)].view(4, 1, 1)
+    premature = torch.randn(4, 2, 3000, generator=g) * spread  # most log-probs of the wide layers lie below -87
+    assert (premature.log_softmax(-1) < SMALLEST_NORMAL_LOG).float().mean() > 0.3
+    assert torch.equal(contrast_layers(final, premature), _contrast_as_written(final, premature))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"penalty_alpha": 1.5, "top_k": 4}, "penalty_alpha"),
     ({"dola_layers": [6]}, "dola_layers"),
@@ -159,3 +181,24 @@ def test_check_contrastive_args(fields, match):
     config = pydecode.GenerationConfig(**fields)
     with pytest.raises(ValueError, match=match):
         contrastive.check_contrastive_args(config)
+
+
+@pytest.mark.parametrize("strategy", [dict(penalty_alpha=0.6, top_k=4), dict(dola_layers="high")],
+                         ids=["contrastive", "dola"])
+def test_logprobs_are_zero_after_a_row_finished(strategy):
+    """Once a row has emitted eos its logprobs are 0 (as in sampling), not the logprob of the pad token."""
+    from tests.generation.models import padded_batch, tiny_model
+
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, pad_token_id=0, return_dict_in_generate=True,
+                  output_logprobs=True, **strategy)
+    free = pydecode.generate(model, ids, **kwargs).sequences[:, ids.shape[1]:]
+    eos = int(free[0, 2])  # row 0 stops at step 2 at the latest
+    out = pydecode.generate(model, ids, eos_token_id=eos, **kwargs)
+    new = out.sequences[:, ids.shape[1]:]
+    after = (new == eos).long().cumsum(1).roll(1, 1)
+    after[:, 0] = 0
+    assert bool((after > 0).any())
+    assert bool((out.logprobs[after > 0] == 0).all()) and bool((out.processed_logprobs[after > 0] == 0).all())
+    assert bool((out.logprobs[after == 0] < 0).all())

@@ -1,9 +1,10 @@
 """Assisted and prompt-lookup decoding: greedy parity with plain greedy (and transformers), speculative sampling's
-distribution, acceptance stats, and clear errors.
+distribution, acceptance stats, prompt lookup's back-off, and clear errors.
 
 The distribution tests are chi-square tests at the 0.1% level over fixed seeds: the outcome is deterministic, they
 cannot flake.
 """
+import copy
 import functools
 
 import pytest
@@ -166,9 +167,9 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="vocabulary"):
         pydecode.generate(model, ids, attention_mask=mask, assistant_model=other_vocab, max_new_tokens=4)
     with pytest.raises(ValueError, match="dtype"):
-        pydecode.generate(model, ids, attention_mask=mask, assistant_model=tiny_draft().to(torch.float64),
+        pydecode.generate(model, ids, attention_mask=mask, assistant_model=copy.deepcopy(tiny_draft()).double(),
                           max_new_tokens=4)
-    meta = tiny_draft().to("meta")
+    meta = copy.deepcopy(tiny_draft()).to("meta")  # a copy: .to moves the cached draft itself
     with pytest.raises(ValueError, match="is on meta"):
         pydecode.generate(model, ids, attention_mask=mask, assistant_model=meta, max_new_tokens=4)
     with pytest.raises(ValueError, match="num_assistant_tokens"):
@@ -176,14 +177,13 @@ def test_bad_input_raises_clear_errors():
                           max_new_tokens=4)
     with pytest.raises(ValueError, match="prompt_lookup_num_tokens"):
         pydecode.generate(model, ids, attention_mask=mask, prompt_lookup_num_tokens=0, max_new_tokens=4)
-    with pytest.raises(NotImplementedError, match="repetition"):
-        pydecode.generate(model, ids, attention_mask=mask, prompt_lookup_num_tokens=2, repetition_penalty=1.2,
-                          max_new_tokens=4)
+    with pytest.raises(NotImplementedError, match="output_attentions"):
+        pydecode.generate(model, ids, attention_mask=mask, prompt_lookup_num_tokens=2, max_new_tokens=4,
+                          return_dict_in_generate=True, output_attentions=True)
 
 
 def first_layers_draft(model, layers):
     """Self-speculative draft: ``model``'s first ``layers`` decoder layers with its own final norm and head (shared)."""
-    import copy
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers
     with torch.device("meta"):
@@ -213,3 +213,84 @@ def test_smollm2_greedy_lookup_and_self_draft_match_plain_greedy():
     assert torch.equal(lookup.sequences, expected) and torch.equal(assisted.sequences, expected)
     assert lookup.acceptance_rate > 0.5  # the answers copy the passage
     assert 0.0 <= assisted.acceptance_rate <= 1.0
+
+
+def test_lookup_backs_off_after_failed_drafts(monkeypatch):
+    """A row that accepts fewer than 2 of its drafts drafts nothing for the next 1, 2, 4, 8 steps (doubling with each
+    failure, reset by a success; the first step, the prompt's forward, excepted): those steps run a one-token
+    forward. Tokens stay plain greedy's."""
+    import pydecode.generation.speculative as speculative
+    model = tiny_model("llama")
+    ids = padded_batch(1, 7, seed=4)[0]  # failures, successes, and failures in a row
+    events = []  # ("forward", width) and ("verify", drafted, accepted), in order
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: events.append(("forward", kwargs["input_ids"].shape[1])), with_kwargs=True)
+    verify = speculative.verify_unchecked
+
+    def spy(drafts, draft_scores, target, num_draft, *rest):
+        accepted, next_tokens = verify(drafts, draft_scores, target, num_draft, *rest)
+        events.append(("verify", int(num_draft[0]), int(accepted[0])))
+        return accepted, next_tokens
+
+    monkeypatch.setattr(speculative, "verify_unchecked", spy)
+    try:
+        got = pydecode.generate(model, ids, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=6)
+    finally:
+        hook.remove()
+    assert torch.equal(got, pydecode.generate(model, ids, max_new_tokens=60, do_sample=False))
+    steps = []  # per decode step: (forward width, drafted, accepted)
+    for event in events:
+        if event[0] == "forward":
+            steps.append([event[1], 0, 0])
+        else:
+            steps[-1][1:] = event[1:]
+    wait, backoff, failures = 0, 1, 0
+    for width, drafted, accepted in steps[1:]:  # the first step (the prompt's forward) starts no back-off
+        if wait:
+            assert width == 1, "a backed-off row drafted"
+            wait -= 1
+        elif drafted:
+            failed = accepted < min(2, drafted)
+            failures += failed
+            wait, backoff = (backoff, min(2 * backoff, 8)) if failed else (0, 1)
+    assert failures >= 5 and sum(width == 1 for width, _, _ in steps) >= 5
+
+
+@pytest.mark.parametrize("how", ["assisted", "lookup"])
+@pytest.mark.parametrize("prompt_len,new_tokens", [(1, 16), (7, 1), (7, 2)])
+def test_short_prompts_and_outputs(how, prompt_len, new_tokens):
+    """The first step runs the prompt with the first drafts: a one-token prompt, and one or two new tokens (no room
+    for a draft, room for one)."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch(2, prompt_len, seed=6) if prompt_len > 1 else (torch.tensor([[1], [7]]), None)
+    extra = dict(assistant_model=tiny_draft(), num_assistant_tokens=3) if how == "assisted" else \
+        dict(prompt_lookup_num_tokens=3)
+    kwargs = dict(max_new_tokens=new_tokens, do_sample=False, eos_token_id=EOS_LIST, repetition_penalty=1.2,
+                  attention_mask=mask)
+    expected = pydecode.generate(model, ids, **kwargs)
+    got = pydecode.generate(model, ids, **kwargs, **extra, return_dict_in_generate=True, output_logprobs=True)
+    assert torch.equal(got.sequences, expected)
+    assert got.logprobs.shape == (2, expected.shape[1] - prompt_len)
+
+
+def test_fast_output_head_reroutes_only_the_head(monkeypatch):
+    """Under the mode, a few positions' logits come from one ``torch.mm`` over the head weight and equal the
+    model's own within float error; other shapes and devices get no mode."""
+    import contextlib
+
+    from pydecode.generation.output_head import fast_output_head
+    model = tiny_model("llama")
+    ids = torch.randint(6, VOCAB, (2, 3), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(ids).logits
+        calls = []
+        mm = torch.mm
+        monkeypatch.setattr(torch, "mm", lambda a, b: calls.append(a) or mm(a, b))
+        with fast_output_head(model, 6):
+            got = model(ids).logits
+    assert len(calls) == 1 and calls[0] is model.lm_head.weight
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    for rows in (1, 9):
+        assert isinstance(fast_output_head(model, rows), contextlib.nullcontext)
+    assert isinstance(fast_output_head(copy.deepcopy(model).double(), 4), contextlib.nullcontext)

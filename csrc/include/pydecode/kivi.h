@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -115,61 +116,100 @@ struct Partial {
   std::vector<float> m, l, acc;  // (rows), (rows), (rows, D)
 };
 
+// Codes of every byte value as floats: a byte holds 8 / NBITS codes, the first in its low bits. Decoding through
+// this table turns a packed word into contiguous floats with four small copies, which beats shifting each code out.
+template <int NBITS>
+struct ByteCodes {
+  static constexpr int kPerByte = 8 / NBITS;
+  float codes[256][kPerByte];
+  ByteCodes() {
+    for (int b = 0; b < 256; ++b) {
+      for (int i = 0; i < kPerByte; ++i) codes[b][i] = static_cast<float>((b >> (i * NBITS)) & ((1 << NBITS) - 1));
+    }
+  }
+};
+
+// The 32 / NBITS codes of `word` as floats into out[0 .. 32 / NBITS).
+template <int NBITS>
+inline void decode_word(uint32_t word, float* out) {
+  static const ByteCodes<NBITS> table;
+  constexpr int per_byte = ByteCodes<NBITS>::kPerByte;
+  for (int i = 0; i < 4; ++i) {
+    std::memcpy(out + i * per_byte, table.codes[(word >> (8 * i)) & 0xFFu], sizeof(float) * per_byte);
+  }
+}
+
+// Dequantizes one tile of n <= G tokens starting at t0 into kt (D, G): keys transposed, so that the scores of a
+// query row are a sum of contiguous rows (vectorizable over tokens), and v (G, D). Packed tokens when t0 < n_quant,
+// else residual ones (a tile never straddles the two: n_quant is a multiple of G).
+template <int NBITS, typename T, typename M>
+void load_tile(const AttentionArgs<T, M>& a, int64_t bh, int64_t t0, int64_t n, float* kt, float* v) {
+  constexpr int64_t F = 32 / NBITS;
+  const int64_t D = a.dim, G = a.group;
+  if (t0 >= a.n_quant) {
+    const int64_t off = (bh * a.residual_capacity + (t0 - a.n_quant)) * D;
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t d = 0; d < D; ++d) {
+        kt[d * G + j] = static_cast<float>(a.residual_keys[off + j * D + d]);
+        v[j * D + d] = static_cast<float>(a.residual_values[off + j * D + d]);
+      }
+    }
+    return;
+  }
+  // Keys: word (w, d) holds tokens w * F .. w * F + F - 1 of channel d, one scale/zero per channel for the tile.
+  const int64_t meta_off = (bh * (a.capacity / G) + t0 / G) * D;
+  const int32_t* kc = a.key_codes + (bh * (a.capacity / F) + t0 / F) * D;
+  for (int64_t d = 0; d < D; ++d) {
+    float* row = kt + d * G;
+    for (int64_t w = 0; w < G / F; ++w) decode_word<NBITS>(static_cast<uint32_t>(kc[w * D + d]), row + w * F);
+    const float sc = static_cast<float>(a.key_scale[meta_off + d]), z = static_cast<float>(a.key_zero[meta_off + d]);
+    for (int64_t j = 0; j < G; ++j) row[j] = row[j] * sc + z;
+  }
+  // Values: per token, one scale/zero per G channels; a word never straddles two groups (F divides G).
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t tok = bh * a.capacity + t0 + j;
+    const int32_t* vw = a.value_codes + tok * (D / F);
+    float* row = v + j * D;
+    for (int64_t w = 0; w < D / F; ++w) decode_word<NBITS>(static_cast<uint32_t>(vw[w]), row + w * F);
+    for (int64_t g = 0; g < D / G; ++g) {
+      const float sc = static_cast<float>(a.value_scale[tok * (D / G) + g]);
+      const float z = static_cast<float>(a.value_zero[tok * (D / G) + g]);
+      for (int64_t c = g * G; c < (g + 1) * G; ++c) row[c] = row[c] * sc + z;
+    }
+  }
+}
+
 // Tokens [begin, end) of one (b, kv head) into p (begin is group-aligned). Tiles of G tokens are dequantized once
 // into float and shared by every query row of the kv head.
-template <typename T, typename M>
+template <int NBITS, typename T, typename M>
 void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t begin, int64_t end, Partial& p) {
-  const int64_t D = a.dim, G = a.group, F = 32 / a.nbits, n_total = a.n_quant + a.n_residual;
+  const int64_t D = a.dim, G = a.group, n_total = a.n_quant + a.n_residual;
   const int64_t rep = a.q_heads / a.kv_heads, rows = rep * a.q_len;
-  const uint32_t code_mask = (1u << a.nbits) - 1u;
   const int64_t bh = b * a.kv_heads + h;
-  std::vector<float> q(rows * D), k(G * D), v(G * D), s(G);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float> q(rows * D), kt(D * G), v(G * D), s(G);
   const T* qsrc = a.query + (b * a.q_heads + h * rep) * a.q_len * D;
   for (int64_t i = 0; i < rows * D; ++i) q[i] = static_cast<float>(qsrc[i]) * a.scale;
-  p.m.assign(rows, -std::numeric_limits<float>::infinity());
+  p.m.assign(rows, neg_inf);
   p.l.assign(rows, 0.0f);
   p.acc.assign(rows * D, 0.0f);
   for (int64_t t0 = begin; t0 < end; t0 += G) {
     const int64_t n = std::min(G, end - t0);
-    if (t0 < a.n_quant) {
-      const int32_t* kc = a.key_codes + (bh * (a.capacity / F) + t0 / F) * D;
-      const M* ks = a.key_scale + (bh * (a.capacity / G) + t0 / G) * D;
-      const M* kz = a.key_zero + (bh * (a.capacity / G) + t0 / G) * D;
-      for (int64_t j = 0; j < n; ++j) {
-        const int shift = static_cast<int>((j % F) * a.nbits);
-        const int32_t* words = kc + (j / F) * D;
-        for (int64_t d = 0; d < D; ++d) {
-          const float c = static_cast<float>((static_cast<uint32_t>(words[d]) >> shift) & code_mask);
-          k[j * D + d] = c * static_cast<float>(ks[d]) + static_cast<float>(kz[d]);
-        }
-        const int64_t tok = bh * a.capacity + t0 + j;
-        const int32_t* vw = a.value_codes + tok * (D / F);
-        const M* vs = a.value_scale + tok * (D / G);
-        const M* vz = a.value_zero + tok * (D / G);
-        for (int64_t d = 0; d < D; ++d) {
-          const float c = static_cast<float>((static_cast<uint32_t>(vw[d / F]) >> ((d % F) * a.nbits)) & code_mask);
-          v[j * D + d] = c * static_cast<float>(vs[d / G]) + static_cast<float>(vz[d / G]);
-        }
-      }
-    } else {
-      const int64_t off = (bh * a.residual_capacity + (t0 - a.n_quant)) * D;
-      for (int64_t i = 0; i < n * D; ++i) {
-        k[i] = static_cast<float>(a.residual_keys[off + i]);
-        v[i] = static_cast<float>(a.residual_values[off + i]);
-      }
-    }
+    load_tile<NBITS>(a, bh, t0, n, kt.data(), v.data());
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t qi = r % a.q_len;
       const bool* mrow = a.mask ? a.mask + (b * a.q_len + qi) * n_total + t0 : nullptr;
       const float* qr = q.data() + r * D;
-      float tile_max = -std::numeric_limits<float>::infinity();
+      std::fill(s.begin(), s.begin() + n, 0.0f);
+      for (int64_t d = 0; d < D; ++d) {
+        const float qd = qr[d];
+        const float* krow = kt.data() + d * G;
+        for (int64_t j = 0; j < n; ++j) s[j] += qd * krow[j];
+      }
+      float tile_max = neg_inf;
       for (int64_t j = 0; j < n; ++j) {
         const bool ok = mrow ? mrow[j] : (t0 + j <= n_total - a.q_len + qi);
-        float dot = 0.0f;
-        if (ok) {
-          for (int64_t d = 0; d < D; ++d) dot += qr[d] * k[j * D + d];
-        }
-        s[j] = ok ? dot : -std::numeric_limits<float>::infinity();
+        if (!ok) s[j] = neg_inf;
         tile_max = std::max(tile_max, s[j]);
       }
       const float m_new = std::max(p.m[r], tile_max);
@@ -182,7 +222,8 @@ void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t be
         const float w = std::exp(s[j] - m_new);
         sum += w;
         if (w == 0.0f) continue;
-        for (int64_t d = 0; d < D; ++d) acc[d] += w * v[j * D + d];
+        const float* vrow = v.data() + j * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * vrow[d];
       }
       p.l[r] = p.l[r] * alpha + sum;
       p.m[r] = m_new;
@@ -202,7 +243,11 @@ void attention(const AttentionArgs<T, M>& a, int64_t splits) {
   for (int64_t i = 0; i < tasks * splits; ++i) {
     const int64_t task = i / splits, split = i % splits;
     const int64_t begin = split * per_split, end = std::min(n_total, begin + per_split);
-    attend_range(a, task / a.kv_heads, task % a.kv_heads, begin, end, parts[i]);
+    if (a.nbits == 2) {
+      attend_range<2>(a, task / a.kv_heads, task % a.kv_heads, begin, end, parts[i]);
+    } else {
+      attend_range<4>(a, task / a.kv_heads, task % a.kv_heads, begin, end, parts[i]);
+    }
   }
 #pragma omp parallel for schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
