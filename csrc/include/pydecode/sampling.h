@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pydecode/common.h"
+#include "pydecode/cpu_math.h"
 
 namespace pydecode {
 
@@ -110,10 +111,11 @@ int64_t greedy_row(const T* logits, int64_t vocab) {
 // log(sum(exp(logits))) of the sanitized row; NaN when no logit is finite or one is +inf (as log_softmax gives).
 template <typename T>
 float row_logsumexp(const T* logits, int64_t vocab) {
-  float row_max = kNegInf;
-  for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, sanitized(logits[i]));
-  double z = 0.0;
-  for (int64_t i = 0; i < vocab; ++i) z += std::exp(sanitized(logits[i]) - row_max);
+  float row_max = kNegInf;  // std::max(m, NaN) keeps m, and exp_nonpositive counts NaN as -inf: no sanitizing needed
+#pragma omp simd reduction(max : row_max)
+  for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, to_float(logits[i]));
+  if (!std::isfinite(row_max)) return std::numeric_limits<float>::quiet_NaN();
+  const double z = exp_sum(vocab, row_max, [logits](int64_t i) { return to_float(logits[i]); });
   return row_max + static_cast<float>(std::log(z));
 }
 
@@ -159,12 +161,9 @@ Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k
     cand_id = s.kept_id.data();
   }
   const bool nucleus = top_p < 1.0f;
+  const auto candidate = [cand](int64_t j) { return cand[j]; };
   if (nucleus) {
-    double z = 0.0;
-    for (int64_t j = 0; j < n; ++j) {
-      s.weight[j] = std::exp(cand[j] - row_max);
-      z += s.weight[j];
-    }
+    const double z = exp_sum(n, row_max, candidate, s.weight.data());
     tau = std::max(tau, threshold_from_top(cand, s.weight.data(), n, static_cast<double>(top_p) * z, s));
   }
 
@@ -176,17 +175,16 @@ Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k
     const int64_t i = cand_id ? cand_id[j] : j;
     if (v + kGumbelMax < best) continue;
     const uint32_t bits = token_bits(key, static_cast<uint32_t>(i));
-    if (min_p > 0.0f && std::exp(v - row_max) < min_p) continue;
+    if (min_p > 0.0f && exp_nonpositive(v - row_max) < min_p) continue;
     const float noisy = v + gumbel_from_bits(bits);
     if (noisy > best || (noisy == best && i < best_i)) { best = noisy; best_i = i; }
   }
   if (!with_logprobs) return {best_i, kNaN, kNaN};
+  if (!nucleus) exp_sum(n, row_max, candidate, s.weight.data());
   double kept_mass = 0.0;  // the processed distribution's normaliser: exp(x - M) over the kept entries
   for (int64_t j = 0; j < n; ++j) {
-    if (cand[j] < tau) continue;
-    const float e = nucleus ? s.weight[j] : std::exp(cand[j] - row_max);
-    if (min_p > 0.0f && e < min_p) continue;
-    kept_mass += e;
+    const float e = s.weight[j];
+    if (cand[j] >= tau && !(min_p > 0.0f && e < min_p)) kept_mass += e;
   }
   return {best_i, sanitized(logits[best_i]) - row_logsumexp(logits, vocab),
           (x[best_i] - row_max) - static_cast<float>(std::log(kept_mass))};
@@ -253,14 +251,9 @@ void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t
 #pragma omp parallel for schedule(dynamic, 1) if (batch > 1)
   for (int64_t b = 0; b < batch; ++b) {
     const T* row = logits + b * vocab;
-    float row_max = kNegInf;
-    for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, sanitized(row[i]));
-    double z = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) z += std::exp(sanitized(row[i]) - row_max);
-    const float log_z = static_cast<float>(std::log(z));
+    const float log_z = row_logsumexp(row, vocab);
     const int64_t tok = tokens[b];
-    chosen[b] = (tok >= 0 && tok < vocab) ? (sanitized(row[tok]) - row_max) - log_z
-                                          : std::numeric_limits<float>::quiet_NaN();
+    chosen[b] = (tok >= 0 && tok < vocab) ? sanitized(row[tok]) - log_z : std::numeric_limits<float>::quiet_NaN();
     if (top_n == 0) continue;
     float* vals = top_values + b * top_n;
     int64_t* ids = top_ids + b * top_n;
@@ -274,7 +267,7 @@ void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t
       ids[pos] = i;
       filled = std::min(filled + 1, top_n);
     }
-    for (int64_t j = 0; j < top_n; ++j) vals[j] = (vals[j] - row_max) - log_z;
+    for (int64_t j = 0; j < top_n; ++j) vals[j] -= log_z;
   }
 }
 
