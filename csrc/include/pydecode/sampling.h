@@ -97,15 +97,26 @@ inline float threshold_from_top(const float* vals, const float* weights, int64_t
   return vals[0];  // every survivor has the same key, hence the same value
 }
 
+// First index of the row's maximum; NaN never wins, a row without a value above -inf gives 0. Two vectorized passes:
+// the maximum (std::max(m, NaN) keeps m), then a block-wise search for its first occurrence.
 template <typename T>
 int64_t greedy_row(const T* logits, int64_t vocab) {
   float best = kNegInf;
-  int64_t best_i = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
-    const float v = sanitized(logits[i]);
-    if (v > best) { best = v; best_i = i; }
+#pragma omp simd reduction(max : best)
+  for (int64_t i = 0; i < vocab; ++i) best = std::max(best, to_float(logits[i]));
+  if (best == kNegInf) return 0;
+  constexpr int64_t kBlock = 256;
+  for (int64_t start = 0; start < vocab; start += kBlock) {
+    const int64_t end = std::min(vocab, start + kBlock);
+    int hit = 0;
+#pragma omp simd reduction(| : hit)
+    for (int64_t i = start; i < end; ++i) hit |= to_float(logits[i]) == best;
+    if (!hit) continue;
+    for (int64_t i = start; i < end; ++i) {
+      if (to_float(logits[i]) == best) return i;
+    }
   }
-  return best_i;
+  return 0;
 }
 
 // log(sum(exp(logits))) of the sanitized row; NaN when no logit is finite or one is +inf (as log_softmax gives).
