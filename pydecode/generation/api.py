@@ -10,6 +10,7 @@ from ..cache import KiviCache, activate, make_cache
 from ..sampling.params import SamplingParams
 from . import seq2seq, strategies
 from .config import check_supported, resolve_config
+from .compat import USER_CACHE_KWARGS
 from .context import DecodeContext
 from .contrastive import check_contrastive_args
 from .logits import LogitsPipeline
@@ -100,14 +101,17 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
 
 
 def _make_cache(config, model_kwargs, model, rows: int, max_length: int):
-    """The KV cache for this call: the user's ``past_key_values``, or one named by ``cache_implementation``.
+    """The KV cache for this call: the user's (``cache``, or ``past_key_values`` as transformers before 5.2x names it),
+    or one named by ``cache_implementation``.
 
     ``"kivi"`` builds pydecode's 2/4-bit KIVI cache from ``cache_config`` (nbits, group_size, residual_length,
     sink_length, key_clipping, backend; see :class:`pydecode.cache.KiviCache`).
     """
-    user_cache = model_kwargs.pop("past_key_values", None)
-    if user_cache is not None:
-        return user_cache
+    given = [model_kwargs.pop(name) for name in USER_CACHE_KWARGS if model_kwargs.get(name) is not None]
+    if len(given) > 1:
+        raise ValueError("pass the KV cache as either cache or past_key_values, not both")
+    if given:
+        return given[0]
     name = config.cache_implementation
     if name in (None, "dynamic"):
         return None

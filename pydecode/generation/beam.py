@@ -24,6 +24,7 @@ import torch
 from ..ops.beam import beam_topk_unchecked
 from ..ops.reference import gumbel_noise
 from ..ops.reference.sampling import min_p_filter, top_k_filter, top_p_filter, typical_filter
+from .compat import with_cache
 from .context import DecodeContext
 from .output import GenerateBeamOutput
 
@@ -310,6 +311,6 @@ class _BeamSearch:
             sequences=sequences, sequences_scores=scores if ctx.config.output_scores else None,
             scores=keep["scores"], logits=keep["logits"], beam_indices=beam_from[:, :generated],
             attentions=keep["attentions"], hidden_states=keep["hidden_states"],
-            past_key_values=ctx.runner.cache, host_syncs=host_syncs,
+            **with_cache(ctx.runner.cache), host_syncs=host_syncs,
         )
 

@@ -20,6 +20,7 @@ import torch
 
 from ..ops.beam import beam_topk_unchecked
 from .beam import _NEG
+from .compat import with_cache
 from .context import DecodeContext
 from .logits import LogitsPipeline
 from .output import GenerateBeamOutput
@@ -230,7 +231,7 @@ class _GroupBeamSearch:
         return GenerateBeamOutput(
             sequences=sequences, sequences_scores=scores.float() if config.output_scores else None,
             scores=keep["scores"], logits=keep["logits"], beam_indices=indices if config.output_scores else None,
-            attentions=keep["attentions"], hidden_states=keep["hidden_states"], past_key_values=ctx.runner.cache,
+            attentions=keep["attentions"], hidden_states=keep["hidden_states"], **with_cache(ctx.runner.cache),
             host_syncs=host_syncs,
         )
 

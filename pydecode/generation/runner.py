@@ -13,10 +13,11 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from ..cache import KiviCache
+from .compat import USER_CACHE_KWARGS, cache_argument
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
 from .preallocated_cache import PreallocatedLayer, preallocate
 
-_MANAGED = ("input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position")
+_MANAGED = ("input_ids", "attention_mask", "position_ids", *USER_CACHE_KWARGS, "use_cache", "cache_position")
 
 
 class ModelRunner:
@@ -39,6 +40,7 @@ class ModelRunner:
         if "logits_to_keep" in params and "logits_to_keep" not in self.model_kwargs:
             self.model_kwargs["logits_to_keep"] = 1
         self.takes_position_ids = "position_ids" in params
+        self.cache_argument = cache_argument(model)
         self.length = prompt_len
         has_padding = attention_mask is not None and not bool((attention_mask == 1).all())  # one read, at set-up
         if has_padding:
@@ -57,7 +59,11 @@ class ModelRunner:
         if self.mask is not None:
             kwargs["attention_mask"] = self.mask[:, : self.length]
         kwargs.update(forward_kwargs)
-        return self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
+        return self._call(input_ids, kwargs)
+
+    def _call(self, input_ids: torch.Tensor, kwargs: dict):
+        kwargs[self.cache_argument] = self.cache
+        return self.model(input_ids=input_ids, use_cache=True, return_dict=True, **kwargs)
 
     def prefill(self, input_ids: torch.Tensor, **forward_kwargs):
         """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position).
@@ -106,15 +112,14 @@ class ModelRunner:
             if self.takes_position_ids:
                 kwargs["position_ids"] = position.expand(batch, k)
             kwargs["attention_mask"] = self._candidate_mask(batch, k, past)
-            out = self.model(input_ids=tokens, past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
+            out = self._call(tokens, kwargs)
             return CandidateStep(out, True, batch, k, past)
         self.cache.batch_repeat_interleave(k)
         if self.takes_position_ids:
             kwargs["position_ids"] = position.repeat_interleave(k, dim=0)
         if self.mask is not None:
             kwargs["attention_mask"] = self.mask[:, : past + 1].repeat_interleave(k, dim=0)
-        out = self.model(input_ids=tokens.reshape(-1, 1), past_key_values=self.cache, use_cache=True,
-                         return_dict=True, **kwargs)
+        out = self._call(tokens.reshape(-1, 1), kwargs)
         return CandidateStep(out, False, batch, k, past)
 
     def keep_candidate(self, step: CandidateStep, index: torch.Tensor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.logprobs import token_logprobs
+from .compat import with_cache
 from .context import DecodeContext
 from .output import GenerateOutput
 from .state import DecodeState
@@ -105,7 +106,7 @@ class StepRecorder:
             logits=tuple(s["logits"]) if self.logits else None,
             attentions=tuple(s["attentions"]) if self.attentions else None,
             hidden_states=tuple(s["hidden_states"]) if self.hidden_states else None,
-            past_key_values=cache,
+            **with_cache(cache),
             logprobs=stack(s["logprobs"]),
             processed_logprobs=stack(s["processed"]),
             top_logprobs=stack(s["top_values"]) if self.top_n else None,

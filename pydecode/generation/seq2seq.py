@@ -18,11 +18,12 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from .compat import USER_CACHE_KWARGS, cache_argument
 from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
-            "past_key_values", "use_cache", "cache_position", "return_dict")
-_NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
+            *USER_CACHE_KWARGS, "use_cache", "cache_position", "return_dict")
+_NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", *USER_CACHE_KWARGS, "cache_params")
 # strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache / step_candidates
 SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive")
 
@@ -152,8 +153,9 @@ class EncoderDecoderRunner:
             kwargs["attention_mask"] = encoder_mask
         if decoder_mask is not None:
             kwargs["decoder_attention_mask"] = decoder_mask
+        kwargs[cache_argument(self.model)] = self.cache
         out = self.model(decoder_input_ids=decoder_ids, encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                         past_key_values=self.cache, use_cache=True, return_dict=True, **kwargs)
+                         use_cache=True, return_dict=True, **kwargs)
         step = DecoderStep(out.logits, out.decoder_attentions, out.decoder_hidden_states, out.cross_attentions,
                            self.cache)
         if self.record_cross:

@@ -35,6 +35,7 @@ import torch
 from ..ops.reference.sampling import sample_from_processed
 from ..ops.verify import verify_unchecked
 from .block_pipeline import BlockPipeline
+from .compat import with_cache
 from .context import DecodeContext
 from .output import GenerateOutput
 from .output_head import fast_output_head
@@ -193,7 +194,7 @@ def run_speculative(ctx: DecodeContext, proposer):
         return sequences
     proposed, accepted_total, verifications = (int(x) for x in (proposed, accepted_total, verifications))
     return GenerateOutput(
-        sequences=sequences, **record.fields(sequences.shape[1] - prompt_len), past_key_values=runner.cache,
+        sequences=sequences, **record.fields(sequences.shape[1] - prompt_len), **with_cache(runner.cache),
         host_syncs=host_syncs + stops.host_reads, acceptance_rate=accepted_total / proposed if proposed else 0.0,
         mean_accepted_tokens=accepted_total / verifications if verifications else 0.0,
     )

@@ -1,8 +1,13 @@
 """generate()'s transformers-compatible surface: configs, kwargs precedence, patch(), streamers."""
+import warnings
+
+import pytest
 import torch
+from transformers import DynamicCache
 from transformers import GenerationConfig as HFGenerationConfig
 
 import pydecode
+from pydecode.generation.compat import OUTPUT_CACHE_FIELD
 from tests.generation.models import padded_batch, tiny_model
 
 
@@ -87,3 +92,23 @@ def test_forcing_an_unusable_backend_raises(monkeypatch):
     monkeypatch.setenv("PYDECODE_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="backend"):
         pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, do_sample=True)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_user_cache_under_either_name_and_no_deprecated_forward_keyword(name):
+    """A caller's cache is taken as ``cache`` (transformers' current name) or ``past_key_values`` (the old one), comes
+    back in the output, and the model's forward gets it under the name its signature declares (no deprecation)."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    expected = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=4)
+    cache = DynamicCache(config=model.config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=4, return_dict_in_generate=True,
+                                **{name: cache})
+    assert torch.equal(out.sequences, expected)
+    assert getattr(out, OUTPUT_CACHE_FIELD) is cache and cache.get_seq_length() == out.sequences.shape[1] - 1
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+    with pytest.raises(ValueError, match="cache or past_key_values"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=4, cache=DynamicCache(config=model.config),
+                          past_key_values=DynamicCache(config=model.config))
