@@ -6,6 +6,10 @@ once more. Here ``keys``/``values`` are views at the front of ``(B, heads, capac
 its tokens in place, and a reorder gathers the rows into a second buffer of the same shape (one copy, no allocation
 after the first). Anything that replaces ``keys``/``values`` with other tensors (transformers' own batch ops) still
 works: the next update copies them back into buffers, as the ``torch.cat`` would have.
+
+After a prompt's prefill is shared by its beams (:func:`mark_shared_prefix`), a reorder gathers only the positions
+after the prompt: beams of one prompt hold the same prompt keys/values, and a reorder only mixes beams of one prompt,
+so each row's prompt part is already right. With a long prompt that is most of the copy saved.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class PreallocatedLayer(DynamicLayer):
         self.capacity = capacity
         self.buffers = None  # (keys, values), each (B, heads, capacity, head_dim)
         self.spare = None  # a second pair of that shape, the target of reorder_cache
+        self.shared_prefix = 0  # leading positions that reorders leave in place (see mark_shared_prefix)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write ``(B, heads, q, head_dim)`` keys/values after the cached ones; return the keys/values so far."""
@@ -42,11 +47,14 @@ class PreallocatedLayer(DynamicLayer):
         length = self.get_seq_length()
         if length == 0 or not self._in_buffers(beam_idx.shape[0], length):
             return super().reorder_cache(beam_idx)
+        start = min(self.shared_prefix, length)
         if self.spare is None:
             self.spare = tuple(torch.empty_like(b) for b in self.buffers)
+            for live, target in zip(self.buffers, self.spare):
+                target[:, :, :start] = live[:, :, :start]  # in both buffers from now on: reorders leave it
         index = beam_idx.to(self.buffers[0].device)
         for live, target in zip((self.keys, self.values), self.spare):
-            torch.index_select(live, 0, index, out=target[:, :, :length])
+            torch.index_select(live[:, :, start:], 0, index, out=target[:, :, start:length])
         self.buffers, self.spare = self.spare, self.buffers
         self.keys, self.values = (b[:, :, :length] for b in self.buffers)
 
@@ -71,6 +79,14 @@ class PreallocatedLayer(DynamicLayer):
                 buffer[:, :, :start] = cached
             buffers.append(buffer)
         self.buffers, self.spare = tuple(buffers), None
+
+
+def mark_shared_prefix(cache, length: int) -> None:
+    """Declare that the first ``length`` positions of each layer are equal across the rows that a later
+    ``reorder_cache`` mixes (a prompt prefilled once and repeated for its beams), so reorders skip them."""
+    for layer in getattr(cache, "layers", ()):
+        if isinstance(layer, PreallocatedLayer):
+            layer.shared_prefix = length
 
 
 def preallocate(cache: DynamicCache, capacity: int) -> DynamicCache:

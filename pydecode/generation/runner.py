@@ -15,7 +15,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from ..cache import KiviCache
 from .compat import USER_CACHE_KWARGS, cache_argument
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
-from .preallocated_cache import PreallocatedLayer, preallocate
+from .preallocated_cache import PreallocatedLayer, mark_shared_prefix, preallocate
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", *USER_CACHE_KWARGS, "use_cache", "cache_position")
 
@@ -80,6 +80,7 @@ class ModelRunner:
             forward_kwargs.setdefault("attention_mask", self.mask[first, : self.length])
         outputs = self._forward(input_ids[first], **forward_kwargs)
         self.cache.batch_repeat_interleave(self.expand)
+        mark_shared_prefix(self.cache, self.length)
         for name, value in outputs.items():
             if isinstance(value, torch.Tensor):
                 outputs[name] = value.repeat_interleave(self.expand, dim=0)

@@ -6,7 +6,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 import pydecode
-from pydecode.generation.preallocated_cache import PreallocatedLayer
+from pydecode.generation.preallocated_cache import PreallocatedLayer, mark_shared_prefix
 
 from tests.generation.models import padded_batch, tiny_model
 
@@ -70,3 +70,27 @@ def test_default_cache_preallocates_full_attention_layers(kind, layers):
     assert {type(layer) for layer in out.past_key_values.layers} == layers
     kept = out.sequences.shape[1] - 1 if kind == "llama" else 3  # a sliding window of 4 keeps 3 past tokens
     assert out.past_key_values.layers[0].keys.shape[2] == kept
+
+
+def test_reorders_after_a_shared_prefix_leave_it_in_place():
+    """2 prompts x 3 beams: with the prompt declared shared, reorders give DynamicLayer's result and gather only the
+    positions after the prompt (a prefix made to differ between beams stays with its row)."""
+    ours, theirs = PreallocatedLayer(capacity=16), DynamicLayer()
+    for layer in (ours, theirs):
+        layer.update(*_states(2, 5, 0))
+        layer.batch_repeat_interleave(3)
+    cache = DynamicCache()
+    cache.layers = [ours]
+    mark_shared_prefix(cache, 5)
+    for step, order in enumerate(([2, 2, 0, 4, 3, 3], [1, 0, 0, 5, 5, 4], [0, 0, 0, 3, 3, 3])):
+        for layer in (ours, theirs):
+            layer.update(*_states(6, 1, step + 1))
+            layer.reorder_cache(torch.tensor(order))
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values), step
+    marker = torch.arange(6.0).view(6, 1, 1, 1)
+    ours.keys[:, :, :5] = marker  # break the invariant on purpose: each row's prefix names the row
+    ours.update(*_states(6, 1, 9))
+    ours.reorder_cache(torch.tensor([2, 2, 0, 4, 3, 3]))
+    ours.update(*_states(6, 1, 10))
+    ours.reorder_cache(torch.tensor([1, 0, 0, 5, 5, 4]))
+    assert torch.equal(ours.keys[:, :, :5], marker.expand(6, 2, 5, 8))
