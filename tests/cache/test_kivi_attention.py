@@ -19,14 +19,14 @@ SHAPES = [
 ]
 
 
-def _store(b, hkv, d, n_quant, n_res, nbits, dtype, device, seed=0):
+def _store(b, hkv, d, n_quant, n_res, nbits, dtype, device, seed=0, group=G):
     """Random packed store with spare capacity (as in a live cache) and a residual buffer."""
     g = torch.Generator().manual_seed(seed)
-    cap = n_quant + 2 * G
+    cap = n_quant + 2 * group
     k = torch.randn(b, hkv, cap, d, generator=g) * 2
     v = torch.randn(b, hkv, cap, d, generator=g)
-    packed = kivi_pack(k, None, nbits, G, True, torch.float32 if dtype == torch.float32 else torch.float16)
-    packed += kivi_pack(v, None, nbits, G, False, packed[1].dtype)
+    packed = kivi_pack(k, None, nbits, group, True, torch.float32 if dtype == torch.float32 else torch.float16)
+    packed += kivi_pack(v, None, nbits, group, False, packed[1].dtype)
     residual = [torch.randn(b, hkv, n_res + 4, d, generator=g).to(dtype) for _ in range(2)]
     return [t.to(device) for t in packed], [t.to(device) for t in residual]
 
@@ -52,6 +52,18 @@ def test_attention_matches_reference(backend, device, b, hq, hkv, d, n_quant, n_
     got = kivi_attention(*args, backend=backend)
     assert got.shape == (b, hq, q_len, d) and got.dtype == query.dtype
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("group,d,n_quant,n_res", [(16, 64, 48, 13), (64, 128, 128, 37), (128, 128, 256, 5)])
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_attention_other_group_sizes(backend, device, group, d, n_quant, n_res, nbits):
+    """Groups of 16, 64 and 128 tokens/channels, residual tiles of every fill, left padding."""
+    packed, (rk, rv) = _store(2, 2, d, n_quant, n_res, nbits, torch.float32, device, group=group)
+    query = torch.randn(2, 4, 1, d, generator=torch.Generator().manual_seed(2)).to(device)
+    mask = _padding_mask((0, 21), 2, 1, n_quant + n_res, device)
+    args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, nbits, group)
+    torch.testing.assert_close(kivi_attention(*args, backend=backend), reference_attention(*args), rtol=1e-4,
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

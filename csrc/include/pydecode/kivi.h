@@ -13,6 +13,8 @@
 #include <limits>
 #include <vector>
 
+#include "pydecode/cpu_math.h"
+
 namespace pydecode {
 namespace kivi {
 
@@ -117,7 +119,8 @@ struct Partial {
 };
 
 // Codes of every byte value as floats: a byte holds 8 / NBITS codes, the first in its low bits. Decoding through
-// this table turns a packed word into contiguous floats with four small copies, which beats shifting each code out.
+// this table turns a packed word into contiguous floats with four small vector loads, which beats shifting each code
+// out.
 template <int NBITS>
 struct ByteCodes {
   static constexpr int kPerByte = 8 / NBITS;
@@ -129,13 +132,16 @@ struct ByteCodes {
   }
 };
 
-// The 32 / NBITS codes of `word` as floats into out[0 .. 32 / NBITS).
 template <int NBITS>
-inline void decode_word(uint32_t word, float* out) {
-  static const ByteCodes<NBITS> table;
+inline const ByteCodes<NBITS> kByteCodes{};
+
+// The 32 / NBITS codes of `word` dequantized, code * scale + zero, into out[0 .. 32 / NBITS).
+template <int NBITS>
+inline void decode_word(uint32_t word, float scale, float zero, float* __restrict out) {
   constexpr int per_byte = ByteCodes<NBITS>::kPerByte;
   for (int i = 0; i < 4; ++i) {
-    std::memcpy(out + i * per_byte, table.codes[(word >> (8 * i)) & 0xFFu], sizeof(float) * per_byte);
+    const float* codes = kByteCodes<NBITS>.codes[(word >> (8 * i)) & 0xFFu];
+    for (int k = 0; k < per_byte; ++k) out[i * per_byte + k] = codes[k] * scale + zero;
   }
 }
 
@@ -160,22 +166,61 @@ void load_tile(const AttentionArgs<T, M>& a, int64_t bh, int64_t t0, int64_t n, 
   const int64_t meta_off = (bh * (a.capacity / G) + t0 / G) * D;
   const int32_t* kc = a.key_codes + (bh * (a.capacity / F) + t0 / F) * D;
   for (int64_t d = 0; d < D; ++d) {
-    float* row = kt + d * G;
-    for (int64_t w = 0; w < G / F; ++w) decode_word<NBITS>(static_cast<uint32_t>(kc[w * D + d]), row + w * F);
     const float sc = static_cast<float>(a.key_scale[meta_off + d]), z = static_cast<float>(a.key_zero[meta_off + d]);
-    for (int64_t j = 0; j < G; ++j) row[j] = row[j] * sc + z;
+    for (int64_t w = 0; w < G / F; ++w) {
+      decode_word<NBITS>(static_cast<uint32_t>(kc[w * D + d]), sc, z, kt + d * G + w * F);
+    }
   }
   // Values: per token, one scale/zero per G channels; a word never straddles two groups (F divides G).
   for (int64_t j = 0; j < n; ++j) {
     const int64_t tok = bh * a.capacity + t0 + j;
     const int32_t* vw = a.value_codes + tok * (D / F);
-    float* row = v + j * D;
-    for (int64_t w = 0; w < D / F; ++w) decode_word<NBITS>(static_cast<uint32_t>(vw[w]), row + w * F);
-    for (int64_t g = 0; g < D / G; ++g) {
+    for (int64_t w = 0; w < D / F; ++w) {
+      const int64_t g = w * F / G;
       const float sc = static_cast<float>(a.value_scale[tok * (D / G) + g]);
       const float z = static_cast<float>(a.value_zero[tok * (D / G) + g]);
-      for (int64_t c = g * G; c < (g + 1) * G; ++c) row[c] = row[c] * sc + z;
+      decode_word<NBITS>(static_cast<uint32_t>(vw[w]), sc, z, v + j * D + w * F);
     }
+  }
+}
+
+// s[j] = sum over d of q[d] * kt[d * G + j], j < n: blocks of 16 tokens stay in registers across the D channels
+// (summed in the same order as a plain loop, so the same floats).
+inline void tile_scores(const float* q, const float* kt, int64_t D, int64_t G, int64_t n, float* s) {
+  constexpr int64_t kBlock = 16;
+  int64_t j0 = 0;
+  for (; j0 + kBlock <= n; j0 += kBlock) {
+    float block[kBlock] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const float qd = q[d];
+      const float* k = kt + d * G + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < kBlock; ++j) block[j] += qd * k[j];
+    }
+    for (int64_t j = 0; j < kBlock; ++j) s[j0 + j] = block[j];
+  }
+  for (int64_t j = j0; j < n; ++j) {
+    float x = 0.0f;
+    for (int64_t d = 0; d < D; ++d) x += q[d] * kt[d * G + j];
+    s[j] = x;
+  }
+}
+
+// acc[d] += sum over j < n of w[j] * v[j * D + d], tokens of weight 0 skipped: blocks of 16 channels stay in
+// registers across the tokens (D is a multiple of 16: G divides it).
+inline void tile_accumulate(const float* w, const float* v, int64_t D, int64_t n, float* acc) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
+    float block[kBlock];
+    for (int64_t d = 0; d < kBlock; ++d) block[d] = acc[d0 + d];
+    for (int64_t j = 0; j < n; ++j) {
+      const float wj = w[j];
+      if (wj == 0.0f) continue;
+      const float* vj = v + j * D + d0;
+#pragma omp simd
+      for (int64_t d = 0; d < kBlock; ++d) block[d] += wj * vj[d];
+    }
+    for (int64_t d = 0; d < kBlock; ++d) acc[d0 + d] = block[d];
   }
 }
 
@@ -187,7 +232,8 @@ void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t be
   const int64_t rep = a.q_heads / a.kv_heads, rows = rep * a.q_len;
   const int64_t bh = b * a.kv_heads + h;
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  std::vector<float> q(rows * D), kt(D * G), v(G * D), s(G);
+  const float lowest = exp_lowest_opaque;
+  std::vector<float> q(rows * D), kt(D * G), v(G * D), s(G), keep(G);
   const T* qsrc = a.query + (b * a.q_heads + h * rep) * a.q_len * D;
   for (int64_t i = 0; i < rows * D; ++i) q[i] = static_cast<float>(qsrc[i]) * a.scale;
   p.m.assign(rows, neg_inf);
@@ -199,16 +245,11 @@ void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t be
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t qi = r % a.q_len;
       const bool* mrow = a.mask ? a.mask + (b * a.q_len + qi) * n_total + t0 : nullptr;
-      const float* qr = q.data() + r * D;
-      std::fill(s.begin(), s.begin() + n, 0.0f);
-      for (int64_t d = 0; d < D; ++d) {
-        const float qd = qr[d];
-        const float* krow = kt.data() + d * G;
-        for (int64_t j = 0; j < n; ++j) s[j] += qd * krow[j];
-      }
+      tile_scores(q.data() + r * D, kt.data(), D, G, n, s.data());
       float tile_max = neg_inf;
       for (int64_t j = 0; j < n; ++j) {
         const bool ok = mrow ? mrow[j] : (t0 + j <= n_total - a.q_len + qi);
+        keep[j] = ok ? 1.0f : 0.0f;
         if (!ok) s[j] = neg_inf;
         tile_max = std::max(tile_max, s[j]);
       }
@@ -218,13 +259,12 @@ void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t be
       float* acc = p.acc.data() + r * D;
       for (int64_t d = 0; d < D; ++d) acc[d] *= alpha;
       float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        const float w = std::exp(s[j] - m_new);
-        sum += w;
-        if (w == 0.0f) continue;
-        const float* vrow = v.data() + j * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += w * vrow[d];
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) {  // the weights, in place of the scores; masked tokens weigh exactly 0
+        s[j] = exp_nonpositive(s[j] - m_new, lowest) * keep[j];
+        sum += s[j];
       }
+      tile_accumulate(s.data(), v.data(), D, n, acc);
       p.l[r] = p.l[r] * alpha + sum;
       p.m[r] = m_new;
     }
