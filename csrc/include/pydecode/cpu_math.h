@@ -1,5 +1,5 @@
-// Float math for the CPU kernels' passes over a vocabulary row, written without libm calls or branches so that the
-// loops using it vectorize (SSE2 is enough; no -march or -ffast-math needed).
+// Float math for the CPU kernels' passes over a row (a vocabulary, a tile of attention scores), written without libm
+// calls or branches so that the loops using it vectorize (SSE2 is enough; no -march or -ffast-math needed).
 #pragma once
 #include <algorithm>
 #include <cstdint>
