@@ -10,6 +10,14 @@ from transformers.generation.utils import (
 )
 
 
+def requested_logprobs(config) -> tuple[int, bool]:
+    """``(top_n, logprobs)``: how many alternatives per token ``config`` asks for, and whether logprobs are recorded
+    at all (``output_logprobs=True`` or ``top_logprobs > 0``, with ``return_dict_in_generate``)."""
+    top_n = int(getattr(config, "top_logprobs", 0) or 0)
+    wanted = bool(getattr(config, "output_logprobs", False)) or top_n > 0
+    return top_n, bool(config.return_dict_in_generate) and wanted
+
+
 @dataclass
 class GenerateOutput(GenerateDecoderOnlyOutput):
     """transformers' ``GenerateDecoderOnlyOutput`` (``sequences``, ``scores``, ``logits``, ``attentions``,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.logprobs import token_logprobs
+from .output import requested_logprobs
 
 
 class RunRecorder:
@@ -14,8 +15,7 @@ class RunRecorder:
     def __init__(self, config, batch: int, new_tokens: int, backend):
         on = bool(config.return_dict_in_generate)
         self.renormalize = bool(config.renormalize_logits)
-        self.top_n = int(getattr(config, "top_logprobs", 0) or 0)
-        self.logprobs = on and (bool(getattr(config, "output_logprobs", False)) or self.top_n > 0)
+        self.top_n, self.logprobs = requested_logprobs(config)
         self.want = {"scores": on and bool(config.output_scores), "logits": on and bool(config.output_logits)}
         self.buffers = {}
         self.batch, self.new_tokens, self.backend = batch, new_tokens, backend

@@ -6,7 +6,7 @@ import torch
 from ..ops.logprobs import token_logprobs
 from .compat import with_cache
 from .context import DecodeContext
-from .output import GenerateOutput
+from .output import GenerateOutput, requested_logprobs
 from .state import DecodeState
 
 
@@ -61,8 +61,7 @@ class StepRecorder:
         self.logits = on and bool(config.output_logits)
         self.attentions = on and bool(config.output_attentions)
         self.hidden_states = on and bool(config.output_hidden_states)
-        self.top_n = int(getattr(config, "top_logprobs", 0) or 0)
-        self.logprobs = on and (bool(getattr(config, "output_logprobs", False)) or self.top_n > 0)
+        self.top_n, self.logprobs = requested_logprobs(config)
         self.processed_logprobs = self.logprobs
         self.keeps_raw = self.logits or self.logprobs
         self.per_step = self.scores or self.keeps_raw or self.attentions or self.hidden_states
