@@ -4,6 +4,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "pydecode/cpu_features.h"
+
 namespace pydecode {
 bool built_with_cuda() {
 #ifdef PYDECODE_WITH_CUDA
@@ -12,10 +16,21 @@ bool built_with_cuda() {
   return false;
 #endif
 }
+
+std::string cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
+
+std::string set_cpu_isa(const std::string& isa) {
+  TORCH_CHECK(isa == "auto" || isa == "baseline", "isa must be 'auto' or 'baseline', got '", isa, "'");
+  avx2_allowed.store(isa == "auto");
+  return cpu_isa();
+}
 }  // namespace pydecode
 
 TORCH_LIBRARY(pydecode, m) {
   m.def("built_with_cuda() -> bool", &pydecode::built_with_cuda);
+  // The instruction set of the CPU kernels' vector loops ("avx2" or "baseline"); "baseline" forces the portable ones.
+  m.def("cpu_isa() -> str", &pydecode::cpu_isa);
+  m.def("set_cpu_isa(str isa) -> str", &pydecode::set_cpu_isa);
   // --- sampling ops (issue: fused sampling kernels) ---
   // Per-row parameters are pairs: a (B,) tensor, or None and the scalar that follows it.
   m.def("top_k_top_p_sample(Tensor logits, Tensor? temperature, float temperature_val, Tensor? top_k, int top_k_val, "

@@ -7,15 +7,18 @@ Backends, fastest first for each device type:
   under the Triton interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported).
 
 ``torch`` is the pure-PyTorch reference: always present, the fallback and the oracle of every kernel test.
+The ``cpp`` backend's hottest loops (KIVI attention) also come in an AVX2 + FMA variant chosen at run time when the
+CPU has it (:func:`cpu_isa`); :func:`forced_cpu_isa` runs the portable variant instead.
 A backend is forced with the ``backend=`` argument of an op or of :func:`pydecode.generate`, or for the whole
 process with the environment variable ``PYDECODE_BACKEND``. Forcing one that cannot run raises ``RuntimeError``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -58,6 +61,27 @@ def extension_has_cuda() -> bool:
     if not extension_loaded():
         return False
     return bool(torch.ops.pydecode.built_with_cuda())
+
+
+def cpu_isa() -> str | None:
+    """The instruction set the ``cpp`` backend's vector loops use: ``"avx2"`` or ``"baseline"`` (None without the
+    extension)."""
+    return str(torch.ops.pydecode.cpu_isa()) if extension_loaded() else None
+
+
+@contextlib.contextmanager
+def forced_cpu_isa(isa: str) -> Iterator[str]:
+    """Within the block the ``cpp`` kernels use ``isa``: ``"baseline"`` (the portable loops) or ``"auto"`` (the
+    fastest the CPU runs). Yields the instruction set in use; a process-wide switch, not thread-local."""
+    if isa not in ("auto", "baseline"):
+        raise ValueError(f"isa must be 'auto' or 'baseline', got {isa!r}")
+    if not extension_loaded():
+        raise RuntimeError("the compiled extension pydecode._C is not available")
+    previous = "auto" if cpu_isa() != "baseline" else "baseline"
+    try:
+        yield str(torch.ops.pydecode.set_cpu_isa(isa))
+    finally:
+        torch.ops.pydecode.set_cpu_isa(previous)
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,6 +149,7 @@ def backends() -> dict[str, object]:
         "active": {d: active_backends(d) for d in device_types},
         "extension": extension_loaded(),
         "extension_cuda": extension_has_cuda(),
+        "cpu_isa": cpu_isa(),
         "triton": triton_available(),
         "ops": {op: sorted(b for b, t in impls.items() if _load(t) is not None) for op, impls in _REGISTRY.items()},
     }

@@ -5,6 +5,7 @@ import torch
 from pydecode.cache import kivi_attention
 from pydecode.cache.reference import dequantize_keys, dequantize_values, kivi_pack
 from pydecode.cache.reference import kivi_attention as reference_attention
+from pydecode.ops.backends import cpu_isa, extension_loaded, forced_cpu_isa
 
 G = 32
 # (batch, q heads, kv heads, head_dim, packed tokens, residual tokens, queries, left padding per row or None)
@@ -16,7 +17,21 @@ SHAPES = [
     pytest.param(2, 4, 2, 128, 32, 9, 3, None, id="gqa-three-queries-causal"),
     pytest.param(2, 4, 2, 64, 64, 3, 2, (5, 0), id="gqa-two-queries-padded"),
     pytest.param(1, 8, 2, 64, 608, 17, 1, None, id="long-split-sequence"),
+    pytest.param(2, 9, 3, 64, 128, 40, 1, (0, 70), id="gqa3-smollm2-heads-padded"),
+    pytest.param(1, 10, 2, 128, 64, 12, 1, None, id="gqa5-row-block-and-one"),
 ]
+
+
+@pytest.fixture(params=["auto", "baseline"])
+def isa_backend(request, backend):
+    """Each backend; the cpp one twice: with the CPU's AVX2 loops where it has them, and with the portable ones."""
+    if request.param == "auto":
+        yield backend
+        return
+    if backend != "cpp":
+        pytest.skip("only the cpp backend has instruction-set variants")
+    with forced_cpu_isa("baseline"):
+        yield backend
 
 
 def _store(b, hkv, d, n_quant, n_res, nbits, dtype, device, seed=0, group=G):
@@ -43,37 +58,37 @@ def _padding_mask(pads, b, q_len, n, device):
 
 @pytest.mark.parametrize("b,hq,hkv,d,n_quant,n_res,q_len,pads", SHAPES)
 @pytest.mark.parametrize("nbits", [2, 4])
-def test_attention_matches_reference(backend, device, b, hq, hkv, d, n_quant, n_res, q_len, pads, nbits):
+def test_attention_matches_reference(isa_backend, device, b, hq, hkv, d, n_quant, n_res, q_len, pads, nbits):
     packed, (rk, rv) = _store(b, hkv, d, n_quant, n_res, nbits, torch.float32, device)
     query = torch.randn(b, hq, q_len, d, generator=torch.Generator().manual_seed(1)).to(device)
     mask = _padding_mask(pads, b, q_len, n_quant + n_res, device)
     args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, nbits, G)
     expected = reference_attention(*args)
-    got = kivi_attention(*args, backend=backend)
+    got = kivi_attention(*args, backend=isa_backend)
     assert got.shape == (b, hq, q_len, d) and got.dtype == query.dtype
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("group,d,n_quant,n_res", [(16, 64, 48, 13), (64, 128, 128, 37), (128, 128, 256, 5)])
 @pytest.mark.parametrize("nbits", [2, 4])
-def test_attention_other_group_sizes(backend, device, group, d, n_quant, n_res, nbits):
+def test_attention_other_group_sizes(isa_backend, device, group, d, n_quant, n_res, nbits):
     """Groups of 16, 64 and 128 tokens/channels, residual tiles of every fill, left padding."""
     packed, (rk, rv) = _store(2, 2, d, n_quant, n_res, nbits, torch.float32, device, group=group)
     query = torch.randn(2, 4, 1, d, generator=torch.Generator().manual_seed(2)).to(device)
     mask = _padding_mask((0, 21), 2, 1, n_quant + n_res, device)
     args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, nbits, group)
-    torch.testing.assert_close(kivi_attention(*args, backend=backend), reference_attention(*args), rtol=1e-4,
+    torch.testing.assert_close(kivi_attention(*args, backend=isa_backend), reference_attention(*args), rtol=1e-4,
                                atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_attention_half_precision(backend, device, dtype):
+def test_attention_half_precision(isa_backend, device, dtype):
     b, hq, hkv, d, n_quant, n_res = 2, 8, 2, 64, 64, 11
     packed, (rk, rv) = _store(b, hkv, d, n_quant, n_res, 4, dtype, device)
     query = torch.randn(b, hq, 1, d, generator=torch.Generator().manual_seed(2)).to(device, dtype)
     mask = _padding_mask((0, 13), b, 1, n_quant + n_res, device)
     args = (query, *packed, rk, rv, mask, n_quant, n_res, d ** -0.5, 4, G)
-    torch.testing.assert_close(kivi_attention(*args, backend=backend).float(), reference_attention(*args).float(),
+    torch.testing.assert_close(kivi_attention(*args, backend=isa_backend).float(), reference_attention(*args).float(),
                                rtol=2e-2, atol=2e-2)
 
 
@@ -87,3 +102,18 @@ def test_reference_is_dequantize_then_sdpa():
     expected = scores.softmax(-1) @ v
     got = reference_attention(query, *packed, rk, rv, None, n_quant, n_res, d ** -0.5, 2, G)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not extension_loaded(), reason="needs the compiled extension")
+def test_cpu_isa_switch():
+    """The AVX2 loops run wherever the CPU has AVX2 and FMA, and forcing the portable ones is undone on exit."""
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    expected = "avx2" if " avx2" in flags and " fma" in flags else "baseline"
+    assert cpu_isa() == expected
+    with forced_cpu_isa("baseline") as isa:
+        assert isa == cpu_isa() == "baseline"
+    assert cpu_isa() == expected
+    with pytest.raises(ValueError, match="isa must be"):
+        with forced_cpu_isa("avx512"):
+            pass
