@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from pydecode.random_models import ARCHITECTURES, random_model
+
 
 @dataclass(frozen=True)
 class GgufModel:
@@ -77,10 +79,13 @@ def model_path(name: str = DEFAULT_MODEL) -> str:
 def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | str | None = None):
     """Load ``(model, tokenizer)`` in eval mode; the tokenizer pads on the left, as batched generation needs.
 
-    ``dtype`` defaults to the saved one (float32 for the converted GGUF models).
+    ``dtype`` defaults to the saved one (float32 for the converted GGUF models). The names of
+    :data:`pydecode.random_models.ARCHITECTURES` give random-weight models of real shapes, for benchmarks only.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name_or_path in ARCHITECTURES:
+        return random_model(name_or_path, dtype)
     path = model_path(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
