@@ -6,7 +6,8 @@ providers take turns run by run after one untimed warm-up, so a load change on a
 is the best of ``--repeats`` turns, in wall-clock and in process CPU time (less sensitive to other jobs). The
 "beam step share" is the part of pydecode's time spent outside the model forward (log-softmax, the pipeline,
 beam_topk, the finished-hypothesis bookkeeping and the cache reorder). Writes ``benchmarks/results/beam_<device>.csv``
-and prints a markdown table headed by the machine, the versions, the load average and the command.
+and its plot (``.png``), and prints a markdown table headed by the machine, the versions, the load average and the
+command.
 Run: ``python benchmarks/bench_beam.py [--beams 4,8] [--batch 1,4] [--prompt-len 32,256] [--new-tokens 32]``
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydecode.models import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import machine, prompts  # noqa: E402
+from plot_results import plot_csv  # noqa: E402
 
 
 class _ForwardClock:
@@ -123,6 +125,7 @@ def main():
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_csv(out)
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
     print(f"machine: {machine(device)}; torch {torch.__version__}, transformers {transformers.__version__}; "
           f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after")

@@ -12,8 +12,8 @@ other jobs), and the sequences of both must be equal. DoLa's "time vs greedy" is
     python benchmarks/bench_contrastive.py [--tf4-python /work/venv-tf4/bin/python] [--threads 1]
                                            [--contexts 256,2048] [--new-tokens 32] [--repeats 2]
 
-Writes benchmarks/results/contrastive_cpu.csv and prints a markdown table headed by the machine, the versions, the
-load average and the command.
+Writes benchmarks/results/contrastive_cpu.csv and its plot (.png), and prints a markdown table headed by the
+machine, the versions, the load average and the command.
 """
 from __future__ import annotations
 
@@ -124,6 +124,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_generate import machine
+    from plot_results import plot_csv
 
     torch.set_num_threads(args.threads)
     model, _ = load_model("smollm2")
@@ -182,6 +183,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_csv(args.out)
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
     print(f"machine: {machine('cpu')}; torch {torch.__version__}, transformers {transformers.__version__} vs "
           f"{tf4_version}; load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after")

@@ -1,8 +1,8 @@
 """Tokens/s of ``pydecode.generate`` vs transformers' ``model.generate`` on a real model (default SmolLM2-135M).
 
 Greedy and sampling, over prompt lengths and batch sizes; greedy tokens must be identical (asserted). Each time
-is the best of ``--repeats`` runs. Writes ``benchmarks/results/generate_<device>.csv`` and prints a markdown table
-headed by the machine, the versions and the command.
+is the best of ``--repeats`` runs. Writes ``benchmarks/results/generate_<device>.csv`` and its plot (``.png``), and
+prints a markdown table headed by the machine, the versions and the command.
 Run: ``python benchmarks/bench_generate.py [--device cpu|cuda] [--batch-sizes 1,4] ...``
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import transformers
 
 import pydecode
 from pydecode.models import load_model
+
+from plot_results import plot_csv
 
 TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had "
         "taught him, and watched the ships pass on the grey water while the gulls circled overhead. ")
@@ -116,6 +118,7 @@ def main(argv=None) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_csv(out)
 
     print(f"Machine: {machine(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}")
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS", "PYDECODE_BACKEND") if k in os.environ)

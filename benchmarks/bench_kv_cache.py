@@ -5,8 +5,8 @@
     python benchmarks/bench_kv_cache.py --device cuda --contexts 1024 8192 32768
 
 QuantizedCache needs the ``bench`` extra (``pip install -e .[bench]``: optimum-quanto, hqq); a backend that is missing
-or fails is reported in the row's note. Sections (each writes ``results/kv_cache_<section>_<models>.csv`` and prints
-a table):
+or fails is reported in the row's note. Sections (each writes ``results/kv_cache_<section>_<models>.csv`` with its plot
+and prints a table):
 
 - ``perplexity``: benchmarks/data/public_domain_us_documents.txt fed through the cache in chunks of ``--chunk``
   tokens, so every chunk attends to the packed past (as decode does), with the mean KL divergence of each next-token
@@ -43,6 +43,7 @@ from transformers.cache_utils import HQQQuantizedLayer, QuantoQuantizedLayer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import machine  # noqa: E402
+from plot_results import plot_csv  # noqa: E402
 from pydecode.cache import KiviCache, KiviLayer, activate, kivi_attention, kivi_pack  # noqa: E402
 from pydecode.models import load_model  # noqa: E402
 from pydecode.ops.backends import active_backends  # noqa: E402
@@ -388,7 +389,9 @@ def main(argv=None):
     out = Path(args.out)
     suffix = "_".join(args.models)
     for section, rows in results.items():
-        _write(rows, out / f"kv_cache_{section}_{suffix}.csv")
+        path = out / f"kv_cache_{section}_{suffix}.csv"
+        _write(rows, path)
+        plot_csv(path)
     load_after = os.getloadavg()
     report = [
         f"Machine: {machine(args.device)}, {os.cpu_count()} cores; torch {torch.__version__}, transformers "

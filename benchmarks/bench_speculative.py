@@ -12,7 +12,7 @@ the chat prompt, a few hundred tokens). Providers, all greedy on the same model 
 Every provider's tokens must equal plain greedy's (asserted). Each time is the best of ``--repeats`` interleaved runs
 after a short warm-up; the median is reported too (on a shared machine it moves less). ``forwards/token`` counts the
 main model's forward calls (prefill included) per new token. Writes ``benchmarks/results/speculative_<device>.csv``
-and prints a markdown table headed by the machine, the versions and the command.
+and its plot (``.png``), and prints a markdown table headed by the machine, the versions and the command.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_speculative.py [--device cpu|cuda] ...``
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pydecode
 from pydecode.models import load_model
 
 from bench_generate import machine
+from plot_results import plot_csv
 
 HERE = Path(__file__).parent
 TASKS = {
@@ -157,6 +158,7 @@ def main(argv=None) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_csv(out)
 
     load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if args.device == "cpu" else ""
     print(f"Machine: {machine(args.device)}{load}; torch {torch.__version__}, transformers {transformers.__version__}")

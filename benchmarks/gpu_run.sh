@@ -1,32 +1,70 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (see /work/.library/device): build with CUDA, run the GPU tests, run the GPU
-# benchmarks, and print a short table last. Results land in benchmarks/results/ and, when $OUT is set, in $OUT too.
+# The GPU session's script (a lent machine, see /work/.library/device): build with CUDA, run the GPU tests, run the
+# GPU benchmarks, print a short table last. Results land in benchmarks/results/gpu/ and, when $OUT is set, in $OUT.
 #
-# FlashInfer for the side-by-side: its wheel nearly fills one call's carry, so install it into /tmp/site on the warm
-# machine in a first call (`pip install --no-index --no-deps --target /tmp/site .whl/*.whl`), then run this script
-# in the next call; it puts /tmp/site on PYTHONPATH when present.
+#   benchmarks/gpu_run.sh [STAGE ...]    stages: build test sampling kv_cache beam generate (default: all, in order)
+#
+# A device call lasts 10 minutes at most and a session has 15 minutes of device time, machine start included, so
+# run "build test", then "sampling kv_cache beam" (and "generate" if time is left) in the next call, before the
+# warm machine is given back (30 s idle).
+#
+# The real models cannot travel (no package index there; SmolLM2's GGUF is over a call's carry), so the model
+# benchmarks use random-weight models of real shapes (pydecode/random_models.py). FlashInfer runs beside pydecode's
+# sampler when .whl/ holds its wheels (benchmarks/fetch_gpu_wheels.sh here, then carry ".whl").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-export MAX_JOBS=${MAX_JOBS:-$(nproc)}  # the CUDA sources compile in parallel (ninja)
-[ -d /tmp/site ] && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-results=benchmarks/results
-log() { echo "== $*"; }
+stages=" ${*:-build test sampling kv_cache beam generate} "
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}  # the CUDA sources compile in parallel (ninja)
+results=benchmarks/results/gpu
+mkdir -p "$results"
+log() { echo "== $(date +%T) $*"; }
+bench() {  # bench NAME SECONDS COMMAND...: stdout to NAME.md, stderr to NAME.err
+  local name=$1 limit=$2
+  shift 2
+  log "$name"
+  timeout "$limit" "$@" > "$results/$name.md" 2> "$results/$name.err"
+  echo "   exit $?"
+}
 
-log build
-python -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -5
-python -c "import pydecode, json; print(json.dumps(pydecode.backends(), indent=1))"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
 
-log gpu tests
-python -m pytest -q -p no:cacheprovider tests/ops tests/cache tests/generation/test_greedy_parity.py 2>&1 \
-  | tee "$results/gpu_tests.log" | tail -15
+if [[ $stages == *" build "* ]]; then
+  log build
+  python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -5
+  python3 -c "import pydecode, json; print(json.dumps(pydecode.backends()))"
+fi
 
-log benchmarks
-python benchmarks/bench_sampling.py --device cuda --skip-reference > "$results/sampling_cuda.md" 2> "$results/sampling_cuda.err"
-python benchmarks/bench_generate.py --device cuda > "$results/generate_cuda.md" 2> "$results/generate_cuda.err"
-[ -n "${OUT:-}" ] && cp "$results"/*cuda* "$results/gpu_tests.log" "$OUT"/ 2>/dev/null
+if [[ $stages == *" test "* ]]; then
+  log tests
+  timeout 420 python3 -m pytest -q -p no:cacheprovider tests/ops tests/cache tests/generation/test_greedy_parity.py \
+    tests/generation/test_beam_parity.py 2>&1 | tee "$results/gpu_tests.log" | tail -15
+fi
+
+[[ $stages == *" sampling "* ]] && bench sampling_cuda 240 python3 benchmarks/bench_sampling.py --device cuda \
+  --skip-reference --out-dir "$results"
+[[ $stages == *" kv_cache "* ]] && bench kv_cache_cuda 180 python3 benchmarks/bench_kv_cache.py --device cuda \
+  --models smollm2-random llama-1b-random --sections attention decode memory \
+  --attention-contexts 1024 8192 32768 131072 --contexts 1024 8192 32768 --memory-tokens 4096 32768 --repeat 20 \
+  --out "$results"
+[[ $stages == *" beam "* ]] && bench beam_cuda 150 python3 benchmarks/bench_beam.py --model llama-1b-random \
+  --beams 4,8 --batch 1,8 --prompt-len 256 --new-tokens 32 --repeats 2 --out "$results/beam_cuda.csv"
+[[ $stages == *" generate "* ]] && bench generate_cuda 120 python3 benchmarks/bench_generate.py --device cuda \
+  --model llama-1b-random --out-dir "$results"
+
+[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_results.tgz" -C benchmarks/results gpu  # $OUT returns 8 files at most
 
 log summary
-grep -E "passed|failed" "$results/gpu_tests.log" | tail -1
-grep -E "^\| (top_k_top_p_min_p|top_p) \| 64 \| 128256" "$results/sampling_cuda.md" || tail -20 "$results/sampling_cuda.md"
-tail -8 "$results/generate_cuda.md"
+[ -f "$results/gpu_tests.log" ] && grep -E "passed|failed|error" "$results/gpu_tests.log" | tail -1
+for name in sampling_cuda kv_cache_cuda beam_cuda generate_cuda; do
+  [ -f "$results/$name.md" ] || continue
+  echo "-- $name"
+  case $name in
+    sampling_cuda) grep -E "^\| (top_k_top_p_min_p|top_p|top_k) \| 64 \| 128256" "$results/$name.md" ;;
+    kv_cache_cuda) grep -E "^\| llama-1b-random \| (8192|32768|131072) \| (sdpa fp|kivi. cuda|fp|kivi.) \|" \
+      "$results/$name.md" ;;
+    *) tail -6 "$results/$name.md" ;;
+  esac || tail -5 "$results/$name.err"
+done
