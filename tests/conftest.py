@@ -8,10 +8,21 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from pydecode.ops.backends import active_backends  # noqa: E402  (after TRITON_INTERPRET is set)
+from pydecode.ops.backends import active_backends, triton_available  # noqa: E402  (after TRITON_INTERPRET is set)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ALL_BACKENDS = ("torch", "cpp", "cuda", "triton")
+# Interpreted Triton launches, compiled for a real GPU by the session's last test (test_triton_compiles.py).
+TRITON_LAUNCHES = None
+if os.environ.get("TRITON_INTERPRET") == "1" and triton_available():
+    import triton_launches
+
+    TRITON_LAUNCHES = triton_launches.record()
+
+
+def pytest_collection_modifyitems(items):
+    """The compile check of the recorded Triton launches runs after every test that launches a kernel."""
+    items.sort(key=lambda item: item.path.name == "test_triton_compiles.py")
 
 
 @pytest.fixture(params=ALL_BACKENDS)

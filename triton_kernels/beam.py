@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-PAD = -(2**63)  # below every real key
+PAD = tl.constexpr(-(2**63))  # below every real key (a constexpr: kernels may read no other global)
 LOW32 = 0xFFFFFFFF
 
 

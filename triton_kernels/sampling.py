@@ -72,7 +72,7 @@ def _kth_largest(row_ptr, V, k, KEY_BITS: tl.constexpr, BLOCK: tl.constexpr):
     remaining = k
     matched = V  # tokens whose key starts with ``prefix``
     for d in tl.static_range(KEY_BITS // 8):
-        shift: tl.constexpr = KEY_BITS - 8 * (d + 1)
+        shift = KEY_BITS - 8 * (d + 1)  # constexpr: static_range unrolls d
         hist = tl.zeros([256], dtype=tl.int32)
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
@@ -202,7 +202,7 @@ def _top_p_floor(row_ptr, V, t, m, kth, p, KEY_BITS: tl.constexpr, SUB: tl.const
     remaining = 0.0
     found = True
     for d in tl.static_range(KEY_BITS // 8):
-        shift: tl.constexpr = KEY_BITS - 8 * (d + 1)
+        shift = KEY_BITS - 8 * (d + 1)  # constexpr: static_range unrolls d
         hist = tl.zeros([256], dtype=tl.float32)
         for start in range(0, V, SUB):
             offs = start + tl.arange(0, SUB)
@@ -212,8 +212,8 @@ def _top_p_floor(row_ptr, V, t, m, kth, p, KEY_BITS: tl.constexpr, SUB: tl.const
             mass = tl.where((x >= kth) & (x > float("-inf")), tl.exp(x - m), 0.0)
             if d > 0:
                 mass = tl.where((key >> (shift + 8)) == prefix, mass, 0.0)
-            digit = ((key >> shift) & 255).to(tl.int32)
-            hist += tl.sum(tl.where(digit[:, None] == bins[None, :], mass[:, None], 0.0), 0)
+            byte = ((key >> shift) & 255).to(tl.int32)
+            hist += tl.sum(tl.where(byte[:, None] == bins[None, :], mass[:, None], 0.0), 0)
         if d == 0:
             remaining = p * tl.sum(hist, 0)
         at_or_above = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist
