@@ -2,9 +2,11 @@
 
 CI has no GPU: the kernels run under the Triton interpreter, which accepts code that Triton's compiler rejects (a
 global that is not a constexpr, a constexpr assigned twice in an unrolled loop, a loop variable whose type changes).
-:func:`record` (installed by tests/conftest.py) notes every interpreted launch: kernel, argument types, constexpr
-values and launch options; tests/test_triton_compiles.py then runs this file as a script, without the interpreter,
-to compile each launch for sm_90 (and any other ``--arch``) with Triton's own compiler, which needs no GPU.
+:func:`record` (installed by tests/conftest.py) notes every interpreted launch as a GPU would make it: kernel,
+argument types, constexpr values and launch options, with a GPU's block sizes and code paths where they differ
+(``launch_constants`` in triton_kernels/_jit.py). tests/test_triton_compiles.py then runs this file as a script,
+without the interpreter, to compile each launch for sm_90 (and any other ``--arch``) with Triton's own compiler,
+which needs no GPU.
 
     python tests/triton_launches.py LAUNCHES.json [--arch 90 80]
 """
@@ -63,14 +65,19 @@ def describe(fn, args: tuple, kwargs: dict) -> str:
 
 
 def record() -> set[str]:
-    """Note every interpreted kernel launch from now on; returns the (growing) set of launch keys."""
+    """Note every interpreted kernel launch from now on, with the constants a GPU would give it
+    (``launch_constants``); returns the (growing) set of launch keys."""
     from triton.runtime.interpreter import InterpretedFunction
+
+    from pydecode.triton_kernels import _jit
 
     launches: set[str] = set()
     run = InterpretedFunction.run
 
     def recording_run(self, *args, grid, warmup, **kwargs):
-        launches.add(describe(self.fn, args, kwargs))
+        on_gpu = {**kwargs, **_jit.GPU_CONSTANTS}
+        _jit.GPU_CONSTANTS.clear()
+        launches.add(describe(self.fn, args, on_gpu))
         return run(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     InterpretedFunction.run = recording_run

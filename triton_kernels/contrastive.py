@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op
 
-from ._jit import INTERPRET
+from ._jit import launch_constants
 
 
 @triton.jit
@@ -76,9 +76,9 @@ def _degeneration_op(candidates: torch.Tensor, context: torch.Tensor, context_ma
                      normalize_context: bool) -> tuple[torch.Tensor, torch.Tensor]:
     batch, k, hidden = candidates.shape
     seq = context.shape[1]
-    block_s = 64 if INTERPRET else 32
-    block_h = min(triton.next_power_of_2(hidden), 1024 if INTERPRET else 128)
-    n_chunks = triton.cdiv(seq, block_s)
+    hidden_p2 = triton.next_power_of_2(hidden)
+    blocks = launch_constants(BLOCK_S=(32, 64), BLOCK_H=(min(hidden_p2, 128), min(hidden_p2, 1024)))
+    n_chunks = triton.cdiv(seq, blocks["BLOCK_S"])
     partial = torch.empty(batch, n_chunks, k, dtype=torch.float32, device=candidates.device)
     scores = torch.empty(batch, k, dtype=torch.float32, device=candidates.device)
     best = torch.empty(batch, dtype=torch.int64, device=candidates.device)
@@ -89,8 +89,7 @@ def _degeneration_op(candidates: torch.Tensor, context: torch.Tensor, context_ma
         _partial_kernel[(n_chunks, batch)](
             candidates, context, mask, partial, k, seq, hidden, context.stride(0),
             mask.stride(0) if context_mask is not None else 0, n_chunks,
-            HAS_MASK=context_mask is not None, NORMALIZE=normalize_context, BLOCK_S=block_s, BLOCK_H=block_h,
-            num_warps=4,
+            HAS_MASK=context_mask is not None, NORMALIZE=normalize_context, **blocks, num_warps=4,
         )
     _finish_kernel[(batch,)](
         partial, probs, alpha if alpha is not None else probs, alpha_val, scores, best, k, n_chunks,

@@ -8,11 +8,11 @@ residual, as the packed part ends on a group boundary. Splits write partial (max
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from ._jit import launch_constants
 
 @triton.jit
 def _pack_keys_kernel(x_ptr, valid_ptr, codes_ptr, scale_ptr, zero_ptr, H, T, D,
@@ -235,7 +235,7 @@ def kivi_attention(query, key_codes, key_scale, key_zero, value_codes, value_sca
     rk, rv = residual_keys.contiguous(), residual_values.contiguous()
     mask_arg = query if mask is None else mask.view(torch.uint8)
     # The interpreter's bf16 dot is wrong (triton 3.9): dot in float32 there.
-    half_dot = query.dtype != torch.float32 and os.environ.get("TRITON_INTERPRET") != "1"
+    half_dot = launch_constants(HALF_DOT=(query.dtype != torch.float32, False))["HALF_DOT"]
     _kivi_attention_kernel[(b * hkv, splits)](
         query, key_codes, key_scale, key_zero, value_codes, value_scale, value_zero, rk, rv, mask_arg,
         m, l, acc, hkv, group, q_len, d, value_codes.shape[2], rk.shape[2], n_quant, n_residual, per_split, scale,

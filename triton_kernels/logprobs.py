@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op
 
-from ._jit import INTERPRET
+from ._jit import launch_constants
 
 
 @triton.jit
@@ -50,7 +50,7 @@ def _logprobs_op(logits: torch.Tensor, tokens: torch.Tensor, top_n: int) -> tupl
     if batch > 0:
         _logprobs_kernel[(batch,)](
             logits, tokens, chosen, every, vocab, logits.stride(0), WRITE_ALL=n > 0,
-            BLOCK=16384 if INTERPRET else 2048, num_warps=8,
+            **launch_constants(BLOCK=(2048, 16384)), num_warps=8,
         )
     if n > 0:
         top_values, top_ids = torch.topk(every, n, dim=-1)

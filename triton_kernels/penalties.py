@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op
 
-from ._jit import INTERPRET, device_function
+from ._jit import device_function, launch_constants
 
 
 @device_function
@@ -68,9 +68,9 @@ def _penalties_op(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask:
                   rep_tensor: torch.Tensor | None, rep_value: float, freq_tensor: torch.Tensor | None,
                   freq_value: float, pres_tensor: torch.Tensor | None, pres_value: float) -> None:
     batch, vocab = logits.shape
-    block = 16384 if INTERPRET else 4096
     if batch == 0:
         return
+    block = launch_constants(BLOCK=(4096, 16384))["BLOCK"]
     dummy = token_counts
     _penalties_kernel[(batch, triton.cdiv(vocab, block))](
         logits, token_counts, dummy if prompt_mask is None else prompt_mask.contiguous().view(torch.uint8), vocab,

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op
 
-from ._jit import INTERPRET, device_function
+from ._jit import device_function, launch_constants
 from ._random import gumbel, step_arg, step_key
 
 _KEY_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
@@ -312,7 +312,7 @@ def _launch(logits, seeds, step, params, with_logprobs):
         SAMPLING=t_tensor is not None or t_value > 0, TOP_K=k_tensor is not None or 0 < k_value < vocab,
         TOP_P=p_tensor is not None or p_value < 1.0, MIN_P=minp_tensor is not None or minp_value > 0.0,
         WITH_LOGPROBS=with_logprobs, KEY_BITS=_KEY_BITS[logits.dtype],
-        BLOCK=16384 if INTERPRET else 2048, SUB=1024 if INTERPRET else 128, num_warps=8,
+        **launch_constants(BLOCK=(2048, 16384), SUB=(128, 1024)), num_warps=8,
     )
     return out, logprob, processed
 

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 from torch.library import custom_op
 
-from ._jit import INTERPRET, device_function
+from ._jit import device_function, launch_constants
 from ._random import gumbel, step_arg, step_key, token_bits
 
 
@@ -143,7 +143,7 @@ def _verify_op(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, ta
         draft_tokens, draft_logits if draft_logits is not None else target_logits, target_logits, num_draft,
         temperature if temperature is not None else seeds, temperature_val, seeds, step_arg(step), accepted,
         next_tokens, k, vocab, HAS_DRAFT=draft_logits is not None, TEMP_TENSOR=temperature is not None,
-        BLOCK=min(triton.next_power_of_2(vocab), 4096 if INTERPRET else 1024),
+        **launch_constants(BLOCK=(min(triton.next_power_of_2(vocab), 1024), min(triton.next_power_of_2(vocab), 4096))),
     )
     return accepted, next_tokens
 
