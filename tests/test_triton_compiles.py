@@ -1,5 +1,6 @@
-"""Every Triton kernel launch the tests made under the interpreter compiles for a Hopper GPU (sm_90) with Triton's
-own compiler: the interpreter accepts code the compiler rejects, and CI has no GPU (see tests/triton_launches.py).
+"""Every Triton kernel launch the tests made under the interpreter compiles for Hopper (sm_90) and Ampere (sm_80)
+GPUs with Triton's own compiler, as csrc/check_cuda.sh does for the CUDA sources: the interpreter accepts code the
+compiler rejects, and CI has no GPU (see tests/triton_launches.py).
 Runs last (tests/conftest.py sorts it there); alone, with nothing recorded, it skips."""
 import json
 import os
@@ -13,7 +14,7 @@ import conftest
 import triton_launches
 
 
-def test_recorded_triton_launches_compile_for_sm90(tmp_path):
+def test_recorded_triton_launches_compile_for_gpus(tmp_path):
     launches = conftest.TRITON_LAUNCHES
     if not launches:
         pytest.skip("no interpreted Triton launch was recorded in this session (run it with the kernel tests)")
@@ -21,6 +22,6 @@ def test_recorded_triton_launches_compile_for_sm90(tmp_path):
     path.write_text(json.dumps(sorted(launches)))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset; 1 is every release's default
-    result = subprocess.run([sys.executable, triton_launches.__file__, str(path), "--arch", "90"], env=env,
+    result = subprocess.run([sys.executable, triton_launches.__file__, str(path), "--arch", "90", "80"], env=env,
                             capture_output=True, text=True, cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout + result.stderr

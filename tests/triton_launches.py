@@ -5,7 +5,7 @@ global that is not a constexpr, a constexpr assigned twice in an unrolled loop, 
 :func:`record` (installed by tests/conftest.py) notes every interpreted launch as a GPU would make it: kernel,
 argument types, constexpr values and launch options, with a GPU's block sizes and code paths where they differ
 (``launch_constants`` in triton_kernels/_jit.py). tests/test_triton_compiles.py then runs this file as a script,
-without the interpreter, to compile each launch for sm_90 (and any other ``--arch``) with Triton's own compiler,
+without the interpreter, to compile each launch for sm_90 and sm_80 (the ``--arch`` list) with Triton's own compiler,
 which needs no GPU.
 
     python tests/triton_launches.py LAUNCHES.json [--arch 90 80]
