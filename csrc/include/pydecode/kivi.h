@@ -332,10 +332,13 @@ PYDECODE_ALWAYS_INLINE void attend_tile(const AttentionArgs<T, M>& a, int64_t b,
       std::fill(bz, bz + P, 0.0f);
       continue;
     }
-    const float alpha = std::exp(p.m[row] - m_new);
-    float* acc = p.acc.data() + row * D;
+    if (m_new > p.m[row]) {  // a new maximum: rescale what the row has summed so far
+      const float alpha = std::exp(p.m[row] - m_new);
+      float* acc = p.acc.data() + row * D;
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) acc[d] *= alpha;
+      for (int64_t d = 0; d < D; ++d) acc[d] *= alpha;
+      p.l[row] *= alpha;
+    }
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; ++j) {  // the weights, in place of the scores; masked tokens weigh exactly 0
@@ -355,7 +358,7 @@ PYDECODE_ALWAYS_INLINE void attend_tile(const AttentionArgs<T, M>& a, int64_t b,
       }
       bz[g] = z;
     }
-    p.l[row] = p.l[row] * alpha + sum;
+    p.l[row] += sum;
     p.m[row] = m_new;
   }
   tile_values<kAvx2, NBITS, RB>(tile, w.ws.data(), w.bz.data(), w.live.data(), D, G, n, p.acc.data() + r0 * D);
