@@ -18,12 +18,16 @@ export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}  # the CUDA sources com
 results=benchmarks/results/gpu
 mkdir -p "$results"
 log() { echo "== $(date +%T) $*"; }
+collect() {  # after every stage, so that a call cut short by the device budget still returns what it finished
+  [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_results.tgz" -C benchmarks/results gpu  # $OUT returns 8 files at most
+}
 bench() {  # bench NAME SECONDS COMMAND...: stdout to NAME.md, stderr to NAME.err
   local name=$1 limit=$2
   shift 2
   log "$name"
   timeout "$limit" "$@" > "$results/$name.md" 2> "$results/$name.err"
   echo "   exit $?"
+  collect
 }
 
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -41,6 +45,7 @@ if [[ $stages == *" test "* ]]; then
   log tests
   timeout 420 python3 -m pytest -q -p no:cacheprovider tests/ops tests/cache tests/generation/test_greedy_parity.py \
     tests/generation/test_beam_parity.py 2>&1 | tee "$results/gpu_tests.log" | tail -15
+  collect
 fi
 
 [[ $stages == *" sampling "* ]] && bench sampling_cuda 240 python3 benchmarks/bench_sampling.py --device cuda \
@@ -54,13 +59,12 @@ fi
 [[ $stages == *" generate "* ]] && bench generate_cuda 120 python3 benchmarks/bench_generate.py --device cuda \
   --model llama-1b-random --out-dir "$results"
 
-[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_results.tgz" -C benchmarks/results gpu  # $OUT returns 8 files at most
-
 log summary
 [ -f "$results/gpu_tests.log" ] && grep -E "passed|failed|error" "$results/gpu_tests.log" | tail -1
 for name in sampling_cuda kv_cache_cuda beam_cuda generate_cuda; do
   [ -f "$results/$name.md" ] || continue
   echo "-- $name"
+  [ -s "$results/$name.md" ] || { tail -5 "$results/$name.err"; continue; }
   case $name in
     sampling_cuda) grep -E "^\| (top_k_top_p_min_p|top_p|top_k) \| 64 \| 128256" "$results/$name.md" ;;
     kv_cache_cuda) grep -E "^\| llama-1b-random \| (8192|32768|131072) \| (sdpa fp|kivi. cuda|fp|kivi.) \|" \
