@@ -19,16 +19,17 @@ bool built_with_cuda() {
 
 std::string cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
 
+// Sets the choice ("auto": the fastest this CPU runs, or "baseline") and returns the previous one.
 std::string set_cpu_isa(const std::string& isa) {
   TORCH_CHECK(isa == "auto" || isa == "baseline", "isa must be 'auto' or 'baseline', got '", isa, "'");
-  avx2_allowed.store(isa == "auto");
-  return cpu_isa();
+  return avx2_allowed.exchange(isa == "auto") ? "auto" : "baseline";
 }
 }  // namespace pydecode
 
 TORCH_LIBRARY(pydecode, m) {
   m.def("built_with_cuda() -> bool", &pydecode::built_with_cuda);
-  // The instruction set of the CPU kernels' vector loops ("avx2" or "baseline"); "baseline" forces the portable ones.
+  // The instruction set of the CPU kernels' vector loops ("avx2" or "baseline"); set_cpu_isa("baseline") forces the
+  // portable ones, "auto" undoes it.
   m.def("cpu_isa() -> str", &pydecode::cpu_isa);
   m.def("set_cpu_isa(str isa) -> str", &pydecode::set_cpu_isa);
   // --- sampling ops (issue: fused sampling kernels) ---

@@ -77,9 +77,9 @@ def forced_cpu_isa(isa: str) -> Iterator[str]:
         raise ValueError(f"isa must be 'auto' or 'baseline', got {isa!r}")
     if not extension_loaded():
         raise RuntimeError("the compiled extension pydecode._C is not available")
-    previous = "auto" if cpu_isa() != "baseline" else "baseline"
+    previous = str(torch.ops.pydecode.set_cpu_isa(isa))
     try:
-        yield str(torch.ops.pydecode.set_cpu_isa(isa))
+        yield cpu_isa()
     finally:
         torch.ops.pydecode.set_cpu_isa(previous)
 

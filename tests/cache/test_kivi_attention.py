@@ -114,6 +114,9 @@ def test_cpu_isa_switch():
     assert cpu_isa() == expected
     with forced_cpu_isa("baseline") as isa:
         assert isa == cpu_isa() == "baseline"
+        with forced_cpu_isa("auto") as inner:
+            assert inner == expected
+        assert cpu_isa() == "baseline"
     assert cpu_isa() == expected
     with pytest.raises(ValueError, match="isa must be"):
         with forced_cpu_isa("avx512"):
