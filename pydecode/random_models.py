@@ -56,9 +56,10 @@ def random_model(name: str, dtype: torch.dtype | str | None = None, seed: int = 
     """``(model, tokenizer)``: the architecture ``name`` of :data:`ARCHITECTURES` with seeded random weights."""
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(architecture_config(name),
-                                             dtype=dtype if dtype is not None else torch.float32)
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's random state untouched
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(architecture_config(name),
+                                                 dtype=dtype if dtype is not None else torch.float32)
     return model.eval(), byte_tokenizer()
 
 

@@ -38,7 +38,9 @@ def test_load_model_builds_seeded_random_weights(monkeypatch):
     tiny = dict(random_models.ARCHITECTURES["smollm2-random"], hidden_size=32, intermediate_size=64,
                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=300)
     monkeypatch.setitem(random_models.ARCHITECTURES, "tiny-random", tiny)
+    state = torch.random.get_rng_state()
     model, tokenizer = models.load_model("tiny-random")
+    assert torch.equal(torch.random.get_rng_state(), state), "loading changed the caller's random state"
     again, _ = models.load_model("tiny-random")
     assert not model.training and model.config.num_hidden_layers == 2
     for p, q in zip(model.parameters(), again.parameters()):

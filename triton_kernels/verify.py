@@ -135,6 +135,7 @@ def _verify_op(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, ta
                step: int) -> tuple[torch.Tensor, torch.Tensor]:
     batch, k = draft_tokens.shape
     vocab = target_logits.shape[2]
+    vocab_p2 = triton.next_power_of_2(vocab)
     accepted = torch.empty(batch, dtype=torch.int64, device=draft_tokens.device)
     next_tokens = torch.empty(batch, dtype=torch.int64, device=draft_tokens.device)
     if batch == 0:
@@ -143,7 +144,7 @@ def _verify_op(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, ta
         draft_tokens, draft_logits if draft_logits is not None else target_logits, target_logits, num_draft,
         temperature if temperature is not None else seeds, temperature_val, seeds, step_arg(step), accepted,
         next_tokens, k, vocab, HAS_DRAFT=draft_logits is not None, TEMP_TENSOR=temperature is not None,
-        **launch_constants(BLOCK=(min(triton.next_power_of_2(vocab), 1024), min(triton.next_power_of_2(vocab), 4096))),
+        **launch_constants(BLOCK=(min(vocab_p2, 1024), min(vocab_p2, 4096))),
     )
     return accepted, next_tokens
 
