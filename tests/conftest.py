@@ -1,5 +1,6 @@
 """Test-wide set-up: Triton kernels run under the interpreter on a machine without a GPU, and the ``backend``
-fixture runs a test once per backend usable on ``DEVICE`` (cuda when present, else cpu)."""
+fixture runs a test once per backend usable on ``DEVICE`` (cuda when present, else cpu); without a GPU the CUDA
+kernels run too, emulated on the CPU (``cuda-emulated``, see cuda_emulation.py)."""
 import os
 
 import pytest
@@ -8,10 +9,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import cuda_emulation  # noqa: E402
 from pydecode.ops.backends import active_backends, triton_available  # noqa: E402  (after TRITON_INTERPRET is set)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ALL_BACKENDS = ("torch", "cpp", "cuda", "triton")
+ALL_BACKENDS = ("torch", "cpp", "cuda", "triton", "cuda-emulated")
 # Interpreted Triton launches, compiled for a real GPU by the session's last test (test_triton_compiles.py).
 TRITON_LAUNCHES = None
 if os.environ.get("TRITON_INTERPRET") == "1" and triton_available():
@@ -27,9 +29,15 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(params=ALL_BACKENDS)
 def backend(request):
+    if request.param == "cuda-emulated":
+        if not cuda_emulation.supported(DEVICE):
+            pytest.skip("the CUDA kernels are emulated on x86-64 Linux CPUs without a GPU, with the C++ extension")
+        with cuda_emulation.cuda_backend_on_cpu():
+            yield "cuda"
+        return
     if request.param not in active_backends(DEVICE):
         pytest.skip(f"backend {request.param} is not usable on {DEVICE} here")
-    return request.param
+    yield request.param
 
 
 @pytest.fixture

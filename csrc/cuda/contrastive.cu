@@ -15,8 +15,9 @@ std::tuple<at::Tensor, at::Tensor> degeneration_score(const at::Tensor& candidat
                                                       const std::optional<at::Tensor>& mask, const at::Tensor& probs,
                                                       const std::optional<at::Tensor>& alpha, double alpha_val,
                                                       bool normalize_context) {
-  TORCH_CHECK(candidates.dim() != 3 || candidates.size(2) <= 12288,
-              "the CUDA degeneration_score needs hidden <= 12288, got ", candidates.sizes());
+  TORCH_CHECK(candidates.dim() != 3 || candidates.size(2) <= degeneration_detail::kMaxHidden,
+              "the CUDA degeneration_score needs hidden <= ", degeneration_detail::kMaxHidden, ", got ",
+              candidates.sizes());
   const c10::cuda::CUDAGuard guard(candidates.device());
   const DegenerationArgs a = degeneration_args(candidates, context, mask, probs, alpha);
   at::Tensor partial = at::empty({a.batch, degeneration_chunks(a.seq), a.k}, a.probs.options());

@@ -21,7 +21,10 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowsPerBlock = 64;
 constexpr int kTile = 8;                    // candidates per shared-memory tile (accumulators per lane)
-constexpr int kSharedBytes = 48 * 1024;     // default dynamic shared memory limit
+// A launch gets 48 KiB of shared memory without cudaFuncSetAttribute: the statics (warp_max, inv_norm) take their
+// part, the candidate tile the rest.
+constexpr int kSharedBytes = 48 * 1024 - (kWarps * kTile + kTile) * static_cast<int>(sizeof(float));
+constexpr int64_t kMaxHidden = kSharedBytes / sizeof(float);  // one candidate per tile
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
@@ -135,7 +138,7 @@ inline int64_t degeneration_chunks(int64_t seq) {
 
 // candidates (batch, k, hidden) contiguous; context rows `hidden` apart, batch rows `context_stride` apart; mask
 // (batch, seq) rows `mask_stride` apart, or null; probs (batch, k); alpha (batch,) or null (alpha_val).
-// Writes scores (batch, k) and best (batch,). Needs hidden <= 12288 (one candidate per shared-memory tile).
+// Writes scores (batch, k) and best (batch,). Needs hidden <= kMaxHidden (12216).
 template <typename T>
 cudaError_t degeneration_score_cuda(const T* candidates, const T* context, const bool* mask, const float* probs,
                                     const float* alpha, float alpha_val, int64_t batch, int64_t k, int64_t seq,

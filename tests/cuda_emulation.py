@@ -1,0 +1,130 @@
+"""pydecode's CUDA kernels, run on the CPU for tests.
+
+The CUDA sources (``csrc/cuda/*.cu`` adapters and ``csrc/include/pydecode/*.cuh`` kernels) are copied with two
+rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a ``__shared__``
+declaration a reference into the block's shared memory) and compiled as C++ against the emulated runtime of
+``tests/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build does.
+:class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
+thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
+without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import itertools
+import platform
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATOR = Path(__file__).resolve().parent / "cuda_emulator"
+
+_LAUNCH = re.compile(r"(?P<kernel>[\w:]+(?:<[\w:, ]*>)?)\s*<<<(?P<config>.*?)>>>\s*\((?P<args>.*?)\);", re.S)
+_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:alignas\(\d+\)\s+)?(?P<type>[\w:]+)\s+(?P<name>\w+)\[\];")
+_SHARED = re.compile(r"__shared__\s+(?:alignas\(\d+\)\s+)?(?P<type>[\w:]+)\s+(?P<decls>[^;]+);")
+_DECLARATOR = re.compile(r"\s*(?P<name>\w+)\s*(?P<dims>(?:\[[^\]]+\])*)\s*")
+
+
+def rewrite(source: str, sites: itertools.count) -> str:
+    """CUDA source -> C++ for the emulated runtime (launches and shared-memory declarations)."""
+    source = _LAUNCH.sub(
+        lambda m: f"::cuda_emu::launch([&] {{ {m['kernel']}({m['args']}); }}, {m['config']});", source)
+    source = _EXTERN_SHARED.sub(
+        lambda m: f"{m['type']}* {m['name']} = ::cuda_emu::dynamic_shared<{m['type']}>();", source)
+
+    def shared(m: re.Match) -> str:
+        out = []
+        for declarator in m["decls"].split(","):
+            d = _DECLARATOR.fullmatch(declarator)
+            if d is None:
+                raise ValueError(f"cannot rewrite the shared declaration {m[0]!r}")
+            out.append(f"auto& {d['name']} = ::cuda_emu::shared_var<{m['type']}{d['dims']}>({next(sites)});")
+        return " ".join(out)
+
+    return _SHARED.sub(shared, source)
+
+
+def _generate(out: Path) -> list[Path]:
+    """Write the rewritten sources under ``out``; return the translation units."""
+    sites = itertools.count()
+    csrc = ROOT / "csrc"
+    units = []
+    for path in sorted(csrc.glob("*.h")) + sorted((csrc / "include" / "pydecode").iterdir()) + sorted(
+            (csrc / "cuda").glob("*.cu")):
+        relative = path.relative_to(csrc)
+        text = path.read_text()
+        if path.suffix in (".cu", ".cuh"):
+            text = rewrite(text, sites)
+        target = out / relative.with_suffix(".cpp" if path.suffix == ".cu" else path.suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_text() != text:  # unchanged files keep their timestamps (ninja)
+            target.write_text(text)
+        if path.suffix == ".cu":
+            units.append(target)
+    return units
+
+
+def supported(device: str) -> bool:
+    """Whether the emulation runs here: CPU tensors (no GPU), x86-64 Linux, the C++ extension built."""
+    from pydecode.ops.backends import extension_loaded
+
+    return device == "cpu" and sys.platform == "linux" and platform.machine() == "x86_64" and extension_loaded()
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> None:
+    """Build (cached by ninja) and load the emulated CUDA kernels of this checkout."""
+    from torch.utils.cpp_extension import load as load_extension
+
+    import pydecode._C  # noqa: F401  (defines the ops' schemas)
+
+    build = ROOT / "build" / "cuda_emulated"
+    units = _generate(build / "csrc")
+    runtime = build / "runtime.cpp"
+    if not runtime.exists() or runtime.read_bytes() != (EMULATOR / "runtime.cpp").read_bytes():
+        shutil.copyfile(EMULATOR / "runtime.cpp", runtime)
+    load_extension(
+        name="pydecode_cuda_emulated",
+        sources=[str(u) for u in units] + [str(build / "runtime.cpp")],
+        extra_include_paths=[str(EMULATOR / "include"), str(build / "csrc" / "include")],
+        extra_cflags=["-O2", "-std=c++17", "-fvisibility=hidden"],
+        build_directory=str(build),
+        is_python_module=False,
+    )
+
+
+class EmulatedCuda(TorchDispatchMode):
+    """While active, a ``pydecode`` op with a CUDA kernel runs that kernel (emulated) on its CPU tensors."""
+
+    _CUDA = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "pydecode" and func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CUDA):
+            return func.redispatch(self._CUDA, *args, **kwargs)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_backend_on_cpu():
+    """The ``cuda`` backend made usable on CPU tensors, through the emulated kernels."""
+    backends = importlib.import_module("pydecode.ops.backends")  # pydecode.ops.backends is also a function's name
+    load()
+    usable = backends._backend_usable
+
+    def patched(backend: str, device_type: str) -> bool:
+        return True if (backend, device_type) == ("cuda", "cpu") else usable(backend, device_type)
+
+    backends._backend_usable = patched
+    try:
+        with EmulatedCuda():
+            yield
+    finally:
+        backends._backend_usable = usable
