@@ -7,6 +7,12 @@ declaration a reference into the block's shared memory) and compiled as C++ agai
 :class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
 thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
 without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
+
+``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels built under AddressSanitizer
+(``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime preloaded): every global-memory access out of a tensor's
+bounds then stops the run with a report (pass ``-s`` to see it). That run also resumes a block's threads in a
+shuffled order (``CUDA_EMU_ORDER=shuffle``; ``reverse`` is the other choice), which changes what a kernel missing a
+barrier computes.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import contextlib
 import functools
 import importlib
 import itertools
+import os
 import platform
 import re
 import shutil
@@ -78,6 +85,13 @@ def supported(device: str) -> bool:
     return device == "cpu" and sys.platform == "linux" and platform.machine() == "x86_64" and extension_loaded()
 
 
+def _sanitized() -> bool:
+    variant = os.environ.get("PYDECODE_CUDA_EMULATION", "")
+    if variant not in ("", "asan"):
+        raise ValueError(f"PYDECODE_CUDA_EMULATION must be unset or 'asan', got {variant!r}")
+    return variant == "asan"
+
+
 @functools.lru_cache(maxsize=None)
 def load() -> None:
     """Build (cached by ninja) and load the emulated CUDA kernels of this checkout."""
@@ -85,16 +99,20 @@ def load() -> None:
 
     import pydecode._C  # noqa: F401  (defines the ops' schemas)
 
-    build = ROOT / "build" / "cuda_emulated"
+    asan = _sanitized()
+    suffix = "_asan" if asan else ""
+    build = ROOT / "build" / f"cuda_emulated{suffix}"
     units = _generate(build / "csrc")
     runtime = build / "runtime.cpp"
     if not runtime.exists() or runtime.read_bytes() != (EMULATOR / "runtime.cpp").read_bytes():
         shutil.copyfile(EMULATOR / "runtime.cpp", runtime)
     load_extension(
-        name="pydecode_cuda_emulated",
+        name=f"pydecode_cuda_emulated{suffix}",
         sources=[str(u) for u in units] + [str(build / "runtime.cpp")],
         extra_include_paths=[str(EMULATOR / "include"), str(build / "csrc" / "include")],
-        extra_cflags=["-O2", "-std=c++17", "-fvisibility=hidden"],
+        extra_cflags=["-O2", "-std=c++17", "-fvisibility=hidden"] + (
+            ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []),
+        extra_ldflags=["-fsanitize=address"] if asan else [],
         build_directory=str(build),
         is_python_module=False,
     )
@@ -128,3 +146,22 @@ def cuda_backend_on_cpu():
             yield
     finally:
         backends._backend_usable = usable
+
+
+def _run_sanitized(pytest_args: list[str]) -> int:
+    """The emulated-CUDA tests under AddressSanitizer, in a child process that preloads its runtime."""
+    import subprocess
+
+    runtime = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    env = {"CUDA_EMU_ORDER": "shuffle", **os.environ, "PYDECODE_CUDA_EMULATION": "asan", "LD_PRELOAD": runtime,
+           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
+    tests = ["tests/ops", "tests/cache", "tests/generation/test_every_backend.py", "-k", "cuda-emulated"]
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *pytest_args],
+                           cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--asan"]:
+        sys.exit("usage: python tests/cuda_emulation.py --asan [pytest arguments]")
+    sys.exit(_run_sanitized(sys.argv[2:]))

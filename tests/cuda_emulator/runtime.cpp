@@ -2,6 +2,8 @@
 // a coroutine (own stack, x86-64 context switch below) and a scheduler resumes them in turn until each reaches a
 // barrier or returns. CUDA_EMU_ORDER=reverse or shuffle changes the order in which they are resumed, so that code
 // missing a barrier between a shared-memory write and another thread's read gives a different result.
+// Built with -fsanitize=address (tests/cuda_emulation.py, PYDECODE_CUDA_EMULATION=asan), every global-memory access
+// of a kernel is bounds-checked against the tensors torch allocated; the switches tell the sanitizer about the stacks.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -13,6 +15,11 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 extern "C" void cuda_emu_switch(void** save_sp, void* next_sp);
 // Saves the callee-saved registers and the FP control words on the current stack, stores its pointer in *save_sp,
@@ -92,6 +99,10 @@ thread_local BlockState* running_block = nullptr;
 thread_local ThreadState* running_thread = nullptr;
 thread_local std::vector<char*> stack_pool;
 thread_local cudaError_t last_error = cudaSuccess;
+#if defined(__SANITIZE_ADDRESS__)
+thread_local const void* host_stack_bottom = nullptr;  // the scheduler's stack, learnt by each new coroutine
+thread_local size_t host_stack_size = 0;
+#endif
 
 char* take_stack() {
   if (!stack_pool.empty()) {
@@ -106,7 +117,24 @@ char* take_stack() {
   return static_cast<char*>(p);
 }
 
-void yield_to_scheduler() { cuda_emu_switch(&running_thread->sp, running_block->scheduler_sp); }
+// Switches from the running stack to `to` (whose usable memory is [bottom, bottom + size), or the host thread's own
+// stack when bottom is null), keeping AddressSanitizer's view of the stacks right when it is on.
+void switch_stack(void** save_sp, void* to, const void* bottom, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(&fake_stack, bottom ? bottom : host_stack_bottom, bottom ? size : host_stack_size);
+  cuda_emu_switch(save_sp, to);
+  const void* from_bottom;
+  size_t from_size;
+  __sanitizer_finish_switch_fiber(fake_stack, &from_bottom, &from_size);
+#else
+  (void)bottom;
+  (void)size;
+  cuda_emu_switch(save_sp, to);
+#endif
+}
+
+void yield_to_scheduler() { switch_stack(&running_thread->sp, running_block->scheduler_sp, nullptr, 0); }
 
 void fail(const std::string& message) {
   BlockState& b = *running_block;
@@ -123,6 +151,9 @@ std::string where(const ThreadState& t) {
 }
 
 [[noreturn]] void thread_main() {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(nullptr, &host_stack_bottom, &host_stack_size);
+#endif
   ThreadState* self = running_thread;
   running_block->body(running_block->closure);
   running_block->live -= 1;
@@ -136,6 +167,9 @@ std::string where(const ThreadState& t) {
 
 // Lays out a frame that cuda_emu_switch "returns" into thread_main with a call-aligned stack.
 void start(ThreadState& t) {
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(t.stack + kGuardBytes, kStackBytes);  // frames a previous coroutine left
+#endif
   auto* top = reinterpret_cast<uint64_t*>(t.stack + kGuardBytes + kStackBytes);
   top = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t{15});
   *--top = 0;                                           // thread_main's caller slot: rsp % 16 == 8 at its entry
@@ -192,7 +226,7 @@ void run_block(BlockState& b) {
       ThreadState& t = b.threads[i];
       if (t.wait != Wait::kNone) continue;
       running_thread = &t;
-      cuda_emu_switch(&b.scheduler_sp, t.sp);
+      switch_stack(&b.scheduler_sp, t.sp, t.stack + kGuardBytes, kStackBytes);
       progressed = true;
       if (!b.error.empty()) break;
     }
