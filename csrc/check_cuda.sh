@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Compile every CUDA template header standalone (no torch) for sm_80 and sm_90, so CI catches CUDA errors on a
 # machine without a GPU. Each csrc/include/pydecode/*.cuh gets a tiny translation unit that includes it and, where
-# listed below, explicitly instantiates its templates for float / half / bfloat16.
-# Usage: csrc/check_cuda.sh   (needs nvcc; NVCC=/path/to/nvcc to pick one)
+# listed below, explicitly instantiates its templates for float / half / bfloat16. Then, where torch imports, the
+# ATen adapters csrc/cuda/*.cu compile with nvcc against torch's headers with the flags of torch's CUDA extensions
+# (a CPU torch lacks one generated header, c10/cuda/impl/cuda_cmake_macros.h: a stub stands in for it).
+# Usage: csrc/check_cuda.sh   (needs nvcc; NVCC=/path/to/nvcc, PYTHON=/path/to/python to pick them)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 nvcc="${NVCC:-nvcc}"
@@ -37,4 +39,26 @@ for header in "$here"/include/pydecode/*.cuh; do
     fi
   done
 done
+python="${PYTHON:-python}"
+if torch_flags="$("$python" - <<'PY' 2>/dev/null
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
+print(" ".join(COMMON_NVCC_FLAGS + ["-I" + p for p in include_paths()]))
+PY
+)"; then
+  mkdir -p "$work/stub/c10/cuda/impl"
+  echo "#pragma once" > "$work/stub/c10/cuda/impl/cuda_cmake_macros.h"
+  for adapter in "$here"/cuda/*.cu; do
+    name="$(basename "$adapter")"
+    # shellcheck disable=SC2086  # torch_flags is a list of flags
+    if "$nvcc" -c -std=c++20 -O1 --use_fast_math -DNDEBUG -DPYDECODE_WITH_CUDA=1 -Xcompiler -fPIC $torch_flags \
+         -I "$work/stub" -I "$here/include" -gencode "arch=compute_90,code=sm_90" -o "$work/out.o" \
+         "$adapter" 2> "$work/log"; then
+      echo "ok    $name (ATen adapter) sm_90"
+    else
+      cat "$work/log"; echo "FAIL  $name (ATen adapter) sm_90"; status=1
+    fi
+  done
+else
+  echo "skip  ATen adapters: torch does not import with $python"
+fi
 exit $status

@@ -110,7 +110,7 @@ def load() -> None:
         name=f"pydecode_cuda_emulated{suffix}",
         sources=[str(u) for u in units] + [str(build / "runtime.cpp")],
         extra_include_paths=[str(EMULATOR / "include"), str(build / "csrc" / "include")],
-        extra_cflags=["-O2", "-std=c++17", "-fvisibility=hidden"] + (
+        extra_cflags=["-O2", "-fvisibility=hidden"] + (
             ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []),
         extra_ldflags=["-fsanitize=address"] if asan else [],
         build_directory=str(build),

@@ -83,7 +83,8 @@ void record_tokens_(at::Tensor& counts, const at::Tensor& tokens) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs(const at::Tensor& logits_in, const at::Tensor& tokens,
                                                               int64_t top_n) {
-  auto [chosen, values, ids] = logprob_outputs(logits_in, tokens, top_n);
+  at::Tensor chosen, values, ids;  // not a structured binding: lambdas capture those only from C++20
+  std::tie(chosen, values, ids) = logprob_outputs(logits_in, tokens, top_n);
   const c10::cuda::CUDAGuard guard(logits_in.device());
   const at::Tensor logits = logits_in.contiguous(), tok = tokens.to(at::kLong).contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
