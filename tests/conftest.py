@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 import cuda_emulation  # noqa: E402
 from pydecode.ops.backends import active_backends, triton_available  # noqa: E402  (after TRITON_INTERPRET is set)
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from devices import DEVICE  # noqa: E402
 ALL_BACKENDS = ("torch", "cpp", "cuda", "triton", "cuda-emulated")
 # Interpreted Triton launches, compiled for a real GPU by the session's last test (test_triton_compiles.py).
 TRITON_LAUNCHES = None

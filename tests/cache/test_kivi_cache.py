@@ -6,6 +6,7 @@ from transformers import (
     Qwen2Config, Qwen2ForCausalLM,
 )
 
+from devices import model_on_device, to_device
 from pydecode.cache import KiviCache, KiviLayer, activate, make_cache
 from pydecode.cache.reference import dequantize_keys, dequantize_values
 
@@ -56,8 +57,8 @@ def test_lossless_window_is_exact(kind):
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_kivi4_greedy_matches_full_precision(kind, backend):
-    model = _model(kind)
-    ids, mask = _prompt()
+    model = model_on_device(_model(kind))
+    ids, mask = map(to_device, _prompt())
     cache = make_cache("kivi", {**KIVI4, "backend": backend}, model, 2, 64)
     got, expected = _generate(model, ids, mask, cache, new_tokens=4), _generate(model, ids, mask, new_tokens=4)
     assert cache.layers[0].n_quant > 0  # the prompt was quantized and decode read it
@@ -216,8 +217,8 @@ def test_sink_prefix_widens_by_the_longest_left_padding():
 
 
 def test_sinks_and_clipping_keep_greedy_tokens_with_padding(backend):
-    model = _model("llama")
-    ids, mask = _prompt()
+    model = model_on_device(_model("llama"))
+    ids, mask = map(to_device, _prompt())
     cache = make_cache("kivi", {**KIVI4, "sink_length": 2, "key_clipping": True, "backend": backend}, model, 2, 64)
     got, expected = _generate(model, ids, mask, cache, new_tokens=4), _generate(model, ids, mask, new_tokens=4)
     assert cache.layers[0].n_quant > 0 and torch.equal(got, expected)

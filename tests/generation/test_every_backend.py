@@ -1,6 +1,6 @@
 """Every decoding strategy through each backend's kernels (torch, cpp, Triton under the interpreter, and on a machine
-without a GPU the CUDA kernels emulated on the CPU): the tokens of transformers, of the 4.55.4 goldens, or, for
-seeded sampling, of the reference backend."""
+without a GPU the CUDA kernels emulated on the CPU): the tokens of transformers, of the 4.55.4 goldens (recorded on
+the CPU; on a GPU the reference backend's tokens there stand in), or, for seeded sampling, of the reference backend."""
 import copy
 import functools
 import sys
@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import pydecode
 
+from devices import DEVICE, model_on_device, on_device
 from models import padded_batch, tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -53,12 +54,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _generate(model, backend, **kwargs):
+    return on_device(pydecode.generate, model_on_device(model), backend=backend, **kwargs)
+
+
 @pytest.mark.parametrize("case_id", GOLDEN_IDS)
 def test_goldens(backend, case_id):
     case = GOLDEN[case_id]
-    out = pydecode.generate(_golden_model(case["model"]), **case_tensors(case), **case["generate_kwargs"],
-                            backend=backend)
-    assert out.sequences.tolist() == case["sequences"]
+    kwargs = dict(**case_tensors(case), **case["generate_kwargs"])
+    model = _golden_model(case["model"])
+    expected = case["sequences"] if DEVICE == "cpu" else _generate(model, "torch", **kwargs).sequences.tolist()
+    assert _generate(model, backend, **kwargs).sequences.tolist() == expected
 
 
 def test_beam_search_matches_transformers(backend):
@@ -66,8 +72,8 @@ def test_beam_search_matches_transformers(backend):
     ids, mask = padded_batch()
     kwargs = dict(num_beams=4, num_return_sequences=2, length_penalty=1.3, max_new_tokens=10, eos_token_id=[5, 77],
                   repetition_penalty=1.1, no_repeat_ngram_size=3, return_dict_in_generate=True, output_scores=True)
-    want = model.generate(ids, attention_mask=mask, do_sample=False, **kwargs)
-    got = pydecode.generate(model, ids, attention_mask=mask, backend=backend, **kwargs)
+    want = on_device(model_on_device(model).generate, ids, attention_mask=mask, do_sample=False, **kwargs)
+    got = _generate(model, backend, input_ids=ids, attention_mask=mask, **kwargs)
     assert torch.equal(got.sequences, want.sequences)
     torch.testing.assert_close(got.sequences_scores, want.sequences_scores, rtol=1e-5, atol=1e-5)
 
@@ -82,7 +88,7 @@ def test_seeded_sampling_matches_the_reference_backend(backend, extra):
     model = tiny_model("llama")
     ids, mask = padded_batch()
     if "assistant_model" in extra:
-        extra = {**extra, "assistant_model": _noisy_draft()}
-    kwargs = dict(attention_mask=mask, do_sample=True, seed=torch.tensor([3, 1, 4]), max_new_tokens=10, **extra)
-    assert torch.equal(pydecode.generate(model, ids, backend=backend, **kwargs),
-                       pydecode.generate(model, ids, backend="torch", **kwargs))
+        extra = {**extra, "assistant_model": model_on_device(_noisy_draft())}
+    kwargs = dict(input_ids=ids, attention_mask=mask, do_sample=True, seed=torch.tensor([3, 1, 4]),
+                  max_new_tokens=10, **extra)
+    assert torch.equal(_generate(model, backend, **kwargs), _generate(model, "torch", **kwargs))

@@ -4,6 +4,7 @@ import torch
 
 import pydecode
 
+from devices import model_on_device, on_device
 from tests.generation.models import EOS, padded_batch, tiny_model
 
 CASES = {
@@ -112,8 +113,10 @@ def test_dropping_finished_rows_keeps_parity(kind):
 @pytest.mark.parametrize("case", ["repetition", "no_repeat_ngram", "eos_list"])
 def test_greedy_parity_on_every_backend(backend, case):
     """The foundation's parity holds whichever backend runs the penalties and the draw (Triton: interpreter)."""
-    model = tiny_model("llama")
+    model = model_on_device(tiny_model("llama"))
     ids, mask = padded_batch()
     kwargs = dict(CASES[case], do_sample=False, frequency_penalty=0.0)
-    expected = model.generate(ids, attention_mask=mask, **{k: v for k, v in kwargs.items() if k != "frequency_penalty"})
-    assert torch.equal(pydecode.generate(model, ids, attention_mask=mask, backend=backend, **kwargs), expected)
+    expected = on_device(model.generate, ids, attention_mask=mask,
+                         **{k: v for k, v in kwargs.items() if k != "frequency_penalty"})
+    assert torch.equal(on_device(pydecode.generate, model, ids, attention_mask=mask, backend=backend, **kwargs),
+                       expected)

@@ -7,6 +7,7 @@ top-n ids compared through the reference's log-probabilities at them (ties, comm
 import pytest
 import torch
 
+from devices import on_device
 from pydecode.ops import reference, token_logprobs
 
 
@@ -16,7 +17,7 @@ def make_logits(batch, vocab, dtype, seed=0):
 
 
 def check(logits, tokens, top_n, backend):
-    chosen, values, ids = token_logprobs(logits, tokens, top_n, backend=backend)
+    chosen, values, ids = on_device(token_logprobs, logits, tokens, top_n, backend=backend)
     ref_chosen, ref_values, _ = reference.token_logprobs(logits, tokens, top_n)
     n = min(top_n, logits.shape[1])
     assert chosen.dtype == values.dtype == torch.float32 and ids.dtype == torch.int64
@@ -48,7 +49,7 @@ def test_nan_rows_and_top_n_above_vocab(backend):
     logits[2, :5] = float("-inf")
     tokens = torch.tensor([2, 0, 1, 9])
     check(logits, tokens, 12, backend)
-    chosen, values, _ = token_logprobs(logits, tokens, 12, backend=backend)
+    chosen, values, _ = on_device(token_logprobs, logits, tokens, 12, backend=backend)
     assert chosen[0] == float("-inf") and values.shape == (4, 10)
 
 

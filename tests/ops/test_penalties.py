@@ -6,6 +6,7 @@ order and match bit for bit; the tolerance leaves room for a fused multiply-add 
 import pytest
 import torch
 
+from devices import to_device
 from pydecode.ops import apply_penalties_, record_tokens_
 from pydecode.ops import reference
 
@@ -31,8 +32,10 @@ def test_penalties_match_reference(backend, vocab, batch):
     for args in ((repetition, frequency, presence), (1.3, 0.5, -0.25), (repetition, 0.0, 0.7)):
         for mask in (prompt, None):
             expected = reference.apply_penalties_(logits.clone(), counts, mask, *args)
-            got = logits.clone()
-            assert apply_penalties_(got, counts, mask, *args, backend=backend) is got
+            got = to_device(logits.clone())
+            assert apply_penalties_(got, to_device(counts), to_device(mask), *map(to_device, args),
+                                    backend=backend) is got
+            got = got.cpu()
             torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
             if batch > 1 and all(isinstance(a, torch.Tensor) for a in args):
                 assert torch.equal(got[0], logits[0])
@@ -41,20 +44,21 @@ def test_penalties_match_reference(backend, vocab, batch):
 
 def test_no_penalty_is_a_no_op(backend):
     logits, counts, prompt = make_inputs(7, 1000)
-    got = logits.clone()
-    apply_penalties_(got, counts, prompt, 1.0, 0.0, 0.0, backend=backend)
-    assert torch.equal(got, logits)
+    got = to_device(logits.clone())
+    apply_penalties_(got, to_device(counts), to_device(prompt), 1.0, 0.0, 0.0, backend=backend)
+    assert torch.equal(got.cpu(), logits)
 
 
 def test_record_tokens(backend):
-    counts = torch.zeros(7, 1000, dtype=torch.int32)
-    expected = counts.clone()
+    counts = to_device(torch.zeros(7, 1000, dtype=torch.int32))
+    expected = torch.zeros(7, 1000, dtype=torch.int32)
     gen = torch.Generator().manual_seed(2)
     for _ in range(5):
         tokens = torch.randint(0, 1000, (7,), generator=gen)
         tokens[3] = 999  # the same token again and again
-        assert record_tokens_(counts, tokens, backend=backend) is counts
+        assert record_tokens_(counts, to_device(tokens), backend=backend) is counts
         reference.record_tokens_(expected, tokens)
+    counts = counts.cpu()
     assert torch.equal(counts, expected)
     assert int(counts[3, 999]) == 5 and int(counts.sum()) == 35
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
@@ -56,7 +57,7 @@ def assert_reference_draw(tokens, logits, seeds, step, **params):
 
 
 def sample(logits, backend, seeds, step=0, **params):
-    return top_k_top_p_sample(logits, seeds=seeds, step=step, backend=backend, **params)
+    return on_device(top_k_top_p_sample, logits, seeds=seeds, step=step, backend=backend, **params)
 
 
 def expected_logprobs(logits, tokens, **params):
@@ -219,6 +220,23 @@ def test_per_row_tensors_match_scalars(backend):
     assert_reference_draw(tokens, logits, seeds, 6, **rows)
     same = {name: torch.full((7,), FILTERS[name], dtype=value.dtype) for name, value in rows.items()}
     assert torch.equal(sample(logits, backend, seeds, step=6, **same), sample(logits, backend, seeds, step=6, **FILTERS))
+
+
+def test_top_p_pivot_inside_a_tie_group(backend):
+    """Integer logits: top-k and top-p pivots fall inside groups of equal values, which are kept whole; every backend
+    draws what the C++ one draws (the CUDA kernel takes its shared-memory path here: top-k keeps <= 1024 entries).
+    The reference keeps a sort-order-dependent part of such a group instead."""
+    from pydecode.ops.backends import active_backends
+
+    if backend == "torch" or "cpp" not in active_backends("cpu"):
+        pytest.skip("the reference splits tie groups; the C++ backend is the comparison")
+    logits = make_logits(37, 3000, seed=12, scale=2.0).round()
+    seeds = make_seeds(37)
+    for params in (dict(temperature=1.0, top_k=100, top_p=0.6), dict(temperature=0.7, top_k=1000, top_p=0.3),
+                   dict(temperature=1.0, top_k=40, top_p=0.95, min_p=0.2)):
+        tokens = sample(logits, backend, seeds, step=3, **params)
+        assert bool(allowed_set(logits, **params).gather(1, tokens.view(-1, 1)).all())
+        assert torch.equal(tokens, top_k_top_p_sample(logits, seeds=seeds, step=3, backend="cpp", **params))
 
 
 def test_reproducible_and_independent_of_the_batch(backend):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from devices import on_device
 from pydecode.ops.reference.verify import verify as reference_verify
 from pydecode.ops.verify import verify
 
@@ -34,18 +35,19 @@ def test_matches_reference(backend, batch, k, vocab, draft):
         cases = cases[2:]
     for temperature, step in cases:
         expected = reference_verify(tokens, draft_logits, target, num_draft, temperature, seeds, step)
-        got = verify(tokens, draft_logits, target, num_draft, temperature, seeds=seeds, step=step, backend=backend)
+        got = on_device(verify, tokens, draft_logits, target, num_draft, temperature, seeds=seeds, step=step,
+                        backend=backend)
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), (temperature, step)
 
 
 def test_all_accepted_self_draft_and_greedy_mismatch(backend):
     tokens, _, target, _, seeds = make_case(4, 3, 50, filtered=False)
     full = torch.full((4,), 3)
-    accepted, _ = verify(tokens, target[:, :3].clone(), target, full, 1.0, seeds=seeds, backend=backend)
+    accepted, _ = on_device(verify, tokens, target[:, :3].clone(), target, full, 1.0, seeds=seeds, backend=backend)
     assert torch.equal(accepted, full)  # p == q: every draft is accepted
     greedy_tokens = target[:, :3].argmax(-1)
     greedy_tokens[1, 1] = (greedy_tokens[1, 1] + 1) % 50
-    accepted, nxt = verify(greedy_tokens, None, target, full, 0.0, seeds=seeds, backend=backend)
+    accepted, nxt = on_device(verify, greedy_tokens, None, target, full, 0.0, seeds=seeds, backend=backend)
     assert accepted.tolist() == [3, 1, 3, 3]
     assert nxt[1] == target[1, 1].argmax() and nxt[0] == target[0, 3].argmax()
 

@@ -8,6 +8,9 @@
 //   3. top-p: the same radix select with mass histograms (exp(x - M) as 40-bit fixed point: integer atomics keep the
 //      sums order-independent, so the result is deterministic), over the entries top-k kept, 3 passes;
 //   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win;
+//   With top-p after a top-k that keeps at most kCompact entries (the usual case), one pass instead gathers those into
+//   shared memory and sorts them there; steps 3 and 4 and the kept mass then read only that list (the same
+//   fixed-point sums give the same pivot, the same noise the same draw): 5 passes over the row instead of 8.
 //   5. only when asked for: the drawn token's logprob and processed logprob (two more passes: the kept entries'
 //      mass, and the input row's log-sum-exp).
 // Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
@@ -26,6 +29,7 @@ namespace cuda_detail {
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 2048;
+constexpr int kCompact = 1024;  // most entries top-k may keep in shared memory (a power of two)
 
 __device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
@@ -152,11 +156,131 @@ __device__ float block_threshold(int64_t n, Value value, Weight weight, double t
   return float_from_key(prefix);
 }
 
+// The entries top-k kept (value >= tau), as keys (order_key(value) << 32 | ~index): sorted descending, that is by
+// value, then by lower index.
+struct KeptList {
+  unsigned long long keys[kCompact];
+  unsigned long long scan[kThreads];  // per-thread sums, then their inclusive scan
+  int count, cut;
+};
+
+__device__ __forceinline__ float kept_value(unsigned long long key) {
+  return float_from_key(static_cast<uint32_t>(key >> 32));
+}
+__device__ __forceinline__ int64_t kept_index(unsigned long long key) {
+  return static_cast<int64_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFu));
+}
+
+// Gathers the entries with value >= tau into `kept` and sorts them; false (nothing usable) when more than kCompact.
+template <typename Value>
+__device__ bool gather_kept(int64_t vocab, Value value, float tau, KeptList& kept) {
+  if (threadIdx.x == 0) kept.count = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float v = value(i);
+    if (!(v >= tau)) continue;
+    const int slot = atomicAdd(&kept.count, 1);
+    if (slot < kCompact) {
+      kept.keys[slot] = (static_cast<unsigned long long>(order_key(v)) << 32) |
+                        (0xFFFFFFFFu - static_cast<uint32_t>(i));
+    }
+  }
+  __syncthreads();
+  const int n = kept.count;
+  if (n > kCompact) return false;
+  int size = 1;
+  while (size < n) size <<= 1;
+  for (int i = n + threadIdx.x; i < size; i += kThreads) kept.keys[i] = 0;  // below every real key
+  __syncthreads();
+  for (int width = 2; width <= size; width <<= 1) {  // bitonic sort, descending
+    for (int stride = width >> 1; stride > 0; stride >>= 1) {
+      for (int i = threadIdx.x; i < size; i += kThreads) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const unsigned long long a = kept.keys[i], b = kept.keys[j];
+          if (((i & width) == 0) ? a < b : a > b) {
+            kept.keys[i] = b;
+            kept.keys[j] = a;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  return true;
+}
+
+// Top-p over the sorted kept list: the same pivot as block_threshold with the same fixed-point masses (the value at
+// which the mass from the top, ties included, first reaches ceil(top_p * total)); -inf when it never does.
+__device__ float kept_top_p(KeptList& kept, float row_max, float top_p) {
+  const int n = kept.count;
+  constexpr int kPer = kCompact / kThreads;  // consecutive entries per thread
+  unsigned long long mass[kPer], mine = 0;
+  for (int j = 0; j < kPer; ++j) {
+    const int at = threadIdx.x * kPer + j;
+    mass[j] = at < n ? static_cast<unsigned long long>(expf(kept_value(kept.keys[at]) - row_max) *
+                                                        1099511627776.0f)
+                     : 0ull;
+    mine += mass[j];
+  }
+  kept.scan[threadIdx.x] = mine;
+  __syncthreads();
+  for (int offset = 1; offset < kThreads; offset <<= 1) {  // Hillis-Steele inclusive scan of the per-thread sums
+    const unsigned long long add = threadIdx.x >= offset ? kept.scan[threadIdx.x - offset] : 0ull;
+    __syncthreads();
+    kept.scan[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const unsigned long long total = kept.scan[kThreads - 1];
+  const unsigned long long goal = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) *
+                                                                       static_cast<double>(total)));
+  if (threadIdx.x == 0) kept.cut = n;
+  __syncthreads();
+  unsigned long long before = kept.scan[threadIdx.x] - mine;
+  for (int j = 0; j < kPer; ++j) {
+    const int at = threadIdx.x * kPer + j;
+    if (at < n && before < goal && before + mass[j] >= goal) atomicMin(&kept.cut, at);
+    before += mass[j];
+  }
+  __syncthreads();
+  const int cut = kept.cut;
+  return cut < n ? kept_value(kept.keys[cut]) : -INFINITY;
+}
+
+// Steps 3-5 of sample_kernel on the kept list: top-p pivot, min-p, the Gumbel-max draw and the logprobs.
+template <typename T, typename Value>
+__device__ void draw_kept(KeptList& kept, const T* row, int64_t vocab, Value value, float row_max, float top_p,
+                          float min_p, uint32_t key, int64_t row_index, int64_t* out, float* logprob,
+                          float* processed_logprob, ArgMax* reduce, float* sums) {
+  const float tau = top_p < 1.0f ? kept_top_p(kept, row_max, top_p) : -INFINITY;
+  ArgMax draw{-INFINITY, vocab};
+  float partial = 0.0f;  // the processed distribution's normaliser over the entries still kept
+  for (int at = threadIdx.x; at < kept.count; at += kThreads) {
+    const float v = kept_value(kept.keys[at]);
+    const float e = expf(v - row_max);
+    if (v < tau || (min_p > 0.0f && e < min_p)) continue;
+    partial += e;
+    const int64_t i = kept_index(kept.keys[at]);
+    const float noisy = v + gumbel_from_bits(token_bits(key, static_cast<uint32_t>(i)));
+    if (!isnan(noisy)) draw = better(draw, ArgMax{noisy, i});
+  }
+  draw = block_argmax(draw, reduce);
+  if (threadIdx.x == 0) out[row_index] = draw.index;
+  if (!logprob) return;
+  const float kept_mass = block_sum(partial, sums);
+  const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
+  if (threadIdx.x == 0) {
+    logprob[row_index] = (sanitized(row, draw.index) - norm.max) - norm.log_z;
+    processed_logprob[row_index] = (value(draw.index) - row_max) - logf(kept_mass);
+  }
+}
+
 // logprob / processed_logprob: null, or (batch,) outputs for the drawn token's log-probabilities.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64_t vocab, SampleParams p,
                                                           int64_t* out, float* logprob, float* processed_logprob) {
   __shared__ SelectState select;
+  __shared__ KeptList kept;
   __shared__ ArgMax reduce[kWarps];
   __shared__ float sums[kWarps];
   const int64_t row_index = blockIdx.x;
@@ -188,11 +312,18 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
 
   float tau = -INFINITY;
   const int32_t top_k = row_param(p.top_k, p.top_k_val, row_index);
+  const float top_p = row_param(p.top_p, p.top_p_val, row_index);
+  const float min_p = row_param(p.min_p, p.min_p_val, row_index);
+  const uint32_t key = step_key(p.seeds[row_index], p.step);
   if (top_k > 0 && top_k < vocab) {
     tau = block_threshold(vocab, value, [](int64_t, float) { return 1ull; }, static_cast<double>(top_k), false,
                           select);
+    if (top_k <= kCompact && top_p < 1.0f && gather_kept(vocab, value, tau, kept)) {
+      draw_kept(kept, row, vocab, value, row_max, top_p, min_p, key, row_index, out, logprob, processed_logprob,
+                reduce, sums);
+      return;
+    }
   }
-  const float top_p = row_param(p.top_p, p.top_p_val, row_index);
   if (top_p < 1.0f) {
     const float floor = tau;
     auto mass = [&](int64_t, float v) {
@@ -202,8 +333,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
     tau = fmaxf(tau, block_threshold(vocab, value, mass, static_cast<double>(top_p), true, select));
   }
 
-  const float min_p = row_param(p.min_p, p.min_p_val, row_index);
-  const uint32_t key = step_key(p.seeds[row_index], p.step);
   ArgMax draw{row_max + gumbel_from_bits(token_bits(key, static_cast<uint32_t>(best.index))), best.index};
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
     const float v = value(i);

@@ -131,6 +131,12 @@ T atomicMax(T* address, T value) {
   if (value > old) *address = value;
   return old;
 }
+template <typename T>
+T atomicMin(T* address, T value) {
+  const T old = *address;
+  if (value < old) *address = value;
+  return old;
+}
 
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
