@@ -239,6 +239,20 @@ def test_top_p_pivot_inside_a_tie_group(backend):
         assert torch.equal(tokens, top_k_top_p_sample(logits, seeds=seeds, step=3, backend="cpp", **params))
 
 
+def test_top_k_among_many_close_values(backend):
+    """1500 distinct values in [1, 1.25): more candidates share the top radix digit of the k-th largest than the CUDA
+    kernel gathers (1024), so its select continues in the row; then top-p runs on the few top-k kept (gathered), or
+    the draw reads the row (top-p off)."""
+    g = torch.Generator().manual_seed(13)
+    logits = torch.randn(5, 5000, generator=g) - 3.0
+    logits[:, :1500] = 1.0 + torch.rand(5, 1500, generator=g) * 0.2499
+    seeds = make_seeds(5)
+    for params in (dict(temperature=1.0, top_k=20, top_p=0.99), dict(temperature=1.0, top_k=30),
+                   dict(temperature=1.0, top_k=1100, top_p=0.5)):
+        tokens, _, _ = assert_logprobs(logits, backend, seeds, 8, **params)  # the kept mass: the kept set exactly
+        assert_reference_draw(tokens, logits, seeds, 8, **params)
+
+
 def test_reproducible_and_independent_of_the_batch(backend):
     logits = make_logits(37, 1000, seed=9, scale=1.0)
     seeds = make_seeds(37)

@@ -8,9 +8,11 @@
 //   3. top-p: the same radix select with mass histograms (exp(x - M) as 40-bit fixed point: integer atomics keep the
 //      sums order-independent, so the result is deterministic), over the entries top-k kept, 3 passes;
 //   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win;
-//   With top-p after a top-k that keeps at most kCompact entries (the usual case), one pass instead gathers those into
-//   shared memory and sorts them there; steps 3 and 4 and the kept mass then read only that list (the same
-//   fixed-point sums give the same pivot, the same noise the same draw): 5 passes over the row instead of 8.
+//   With top-k on, pass 1 also counts the keys' top digits (radix level 0). When the bin of the k-th largest key and
+//   the bins above hold at most kCompact entries (the usual case), pass 2 gathers them into shared memory and sorts
+//   them; top-k, top-p, min-p, the draw and the kept mass then read only that list (the same fixed-point sums give
+//   the same pivot, the same noise the same draw): 2 passes over the row instead of 8. Otherwise the radix select
+//   goes on in the row (levels 1 and 2), and top-p may still run on the gathered list when top-k kept few.
 //   5. only when asked for: the drawn token's logprob and processed logprob (two more passes: the kept entries'
 //      mass, and the input row's log-sum-exp).
 // Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
@@ -100,55 +102,72 @@ struct SelectState {
   bool found;
 };
 
+// The select's key digits: 11, 11 and 10 bits, most significant first.
+__device__ __forceinline__ int level_shift(int level) { return level == 0 ? 21 : (level == 1 ? 10 : 0); }
+
+// Warp 0 finds the bin of s.hist where the weight counted from the top (after s.above, the weight of the higher bins
+// of earlier levels) first reaches the goal: s.bin, s.above (the weight above that bin now) and s.found. At level 0
+// it sets the goal s.target (a fraction of the total when relative). The whole block calls it; it ends synced.
+__device__ void find_bin(SelectState& s, int level, double target, bool relative) {
+  if (threadIdx.x < 32) {  // lane l owns bins [kBins - 64 (l + 1), kBins - 64 l), scanned from the top
+    const int lane = threadIdx.x, top = kBins - 64 * lane - 1;
+    unsigned long long chunk = 0;
+    for (int b = 0; b < 64; ++b) chunk += s.hist[top - b];
+    unsigned long long before = chunk;  // inclusive scan of chunk over lanes 0..lane
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const unsigned long long up = __shfl_up_sync(0xFFFFFFFFu, before, offset);
+      if (lane >= offset) before += up;
+    }
+    before -= chunk;
+    if (level == 0 && lane == 31) {
+      const unsigned long long total = before + chunk;
+      s.target = relative ? static_cast<unsigned long long>(ceil(target * static_cast<double>(total)))
+                          : static_cast<unsigned long long>(target);
+    }
+    __syncwarp();
+    const unsigned long long goal = s.target, above = s.above;
+    const bool mine = above + before < goal && above + before + chunk >= goal;
+    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, mine);
+    if (lane == 0) s.found = ballot != 0;
+    if (mine) {
+      unsigned long long acc = above + before;
+      int b = 0;
+      while (acc + s.hist[top - b] < goal) acc += s.hist[top - b++];
+      s.bin = static_cast<uint32_t>(top - b);
+      s.above = acc;
+    }
+  }
+  __syncthreads();
+}
+
+// s.hist <- the weights of the entries whose key digits above `level` equal prefix, binned by the level's digit.
+// Level 0 also clears s.above. Ends synced.
+template <typename Value, typename Weight>
+__device__ void count_level(int64_t n, Value value, Weight weight, int level, uint32_t prefix, SelectState& s) {
+  const int shift = level_shift(level);
+  const uint32_t mask = level == 2 ? 0x3FFu : 0x7FFu;
+  for (int b = threadIdx.x; b < kBins; b += kThreads) s.hist[b] = 0;
+  if (level == 0 && threadIdx.x == 0) s.above = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    const float v = value(i);
+    const uint32_t key = order_key(v);
+    if (level > 0 && (key >> (shift + (level == 1 ? 11 : 10))) != prefix) continue;
+    const unsigned long long w = weight(i, v);
+    if (w != 0) atomicAdd(&s.hist[(key >> shift) & mask], w);
+  }
+  __syncthreads();
+}
+
 // Largest value tau with weight(value >= tau) >= target, over i in [0, n) (weight(i) == 0 excludes an entry).
 // relative: target is a fraction of the total weight. Returns -inf when the total falls short (keep all).
+// first_level > 0 continues a select whose earlier levels chose `prefix` (and left s.above, s.target).
 template <typename Value, typename Weight>
 __device__ float block_threshold(int64_t n, Value value, Weight weight, double target, bool relative,
-                                 SelectState& s) {
-  uint32_t prefix = 0;  // the key bits chosen so far
-  if (threadIdx.x == 0) s.above = 0;
-  for (int level = 0; level < 3; ++level) {
-    const int shift = level == 0 ? 21 : (level == 1 ? 10 : 0);  // digits of 11, 11 and 10 bits
-    const uint32_t mask = level == 2 ? 0x3FFu : 0x7FFu;
-    for (int b = threadIdx.x; b < kBins; b += kThreads) s.hist[b] = 0;
-    __syncthreads();
-    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-      const float v = value(i);
-      const uint32_t key = order_key(v);
-      if (level > 0 && (key >> (shift + (level == 1 ? 11 : 10))) != prefix) continue;
-      const unsigned long long w = weight(i, v);
-      if (w != 0) atomicAdd(&s.hist[(key >> shift) & mask], w);
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {  // warp 0: lane l owns bins [kBins - 64 (l + 1), kBins - 64 l), scanned from the top
-      const int lane = threadIdx.x, top = kBins - 64 * lane - 1;
-      unsigned long long chunk = 0;
-      for (int b = 0; b < 64; ++b) chunk += s.hist[top - b];
-      unsigned long long before = chunk;  // inclusive scan of chunk over lanes 0..lane
-      for (int offset = 1; offset < 32; offset <<= 1) {
-        const unsigned long long up = __shfl_up_sync(0xFFFFFFFFu, before, offset);
-        if (lane >= offset) before += up;
-      }
-      before -= chunk;
-      if (level == 0 && lane == 31) {
-        const unsigned long long total = before + chunk;
-        s.target = relative ? static_cast<unsigned long long>(ceil(target * static_cast<double>(total)))
-                            : static_cast<unsigned long long>(target);
-      }
-      __syncwarp();
-      const unsigned long long goal = s.target, above = s.above;
-      const bool mine = above + before < goal && above + before + chunk >= goal;
-      const unsigned ballot = __ballot_sync(0xFFFFFFFFu, mine);
-      if (lane == 0) s.found = ballot != 0;
-      if (mine) {
-        unsigned long long acc = above + before;
-        int b = 0;
-        while (acc + s.hist[top - b] < goal) acc += s.hist[top - b++];
-        s.bin = static_cast<uint32_t>(top - b);
-        s.above = acc;
-      }
-    }
-    __syncthreads();
+                                 SelectState& s, int first_level = 0, uint32_t prefix = 0) {
+  for (int level = first_level; level < 3; ++level) {
+    count_level(n, value, weight, level, prefix, s);
+    find_bin(s, level, target, relative);
     if (!s.found) return -INFINITY;
     prefix = (prefix << (level == 2 ? 10 : 11)) | s.bin;
     __syncthreads();
@@ -171,14 +190,15 @@ __device__ __forceinline__ int64_t kept_index(unsigned long long key) {
   return static_cast<int64_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFu));
 }
 
-// Gathers the entries with value >= tau into `kept` and sorts them; false (nothing usable) when more than kCompact.
-template <typename Value>
-__device__ bool gather_kept(int64_t vocab, Value value, float tau, KeptList& kept) {
+// Gathers the entries whose value passes keep(value) into `kept` and sorts them; false (nothing usable) when more
+// than kCompact pass.
+template <typename Value, typename Keep>
+__device__ bool gather_kept(int64_t vocab, Value value, Keep keep, KeptList& kept) {
   if (threadIdx.x == 0) kept.count = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
     const float v = value(i);
-    if (!(v >= tau)) continue;
+    if (!keep(v)) continue;
     const int slot = atomicAdd(&kept.count, 1);
     if (slot < kCompact) {
       kept.keys[slot] = (static_cast<unsigned long long>(order_key(v)) << 32) |
@@ -208,6 +228,20 @@ __device__ bool gather_kept(int64_t vocab, Value value, float tau, KeptList& kep
     }
   }
   return true;
+}
+
+// Cuts the sorted list of top-k candidates (a superset of the top k) to its first k entries and every later one
+// equal to the k-th (top-k keeps ties whole).
+__device__ void keep_top_k(KeptList& kept, int k) {
+  const float tau = kept_value(kept.keys[k - 1]);
+  if (threadIdx.x == 0) kept.cut = k;
+  __syncthreads();
+  for (int at = k + threadIdx.x; at < kept.count; at += kThreads) {
+    if (kept_value(kept.keys[at]) >= tau) atomicMax(&kept.cut, at + 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) kept.count = kept.cut;
+  __syncthreads();
 }
 
 // Top-p over the sorted kept list: the same pivot as block_threshold with the same fixed-point masses (the value at
@@ -292,9 +326,21 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
     return greedy ? x : __fdiv_rn(x, temperature);
   };
 
+  // Pass 1: the maximum and, with top-k on, the count histogram of the keys' top digit (the select's level 0).
+  const int32_t top_k = row_param(p.top_k, p.top_k_val, row_index);
+  const bool top_k_on = !greedy && top_k > 0 && top_k < vocab;
+  if (top_k_on) {
+    for (int b = threadIdx.x; b < kBins; b += kThreads) select.hist[b] = 0;
+    if (threadIdx.x == 0) select.above = 0;
+    __syncthreads();
+  }
   ArgMax best{-INFINITY, vocab};
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{value(i), i});
-  best = block_argmax(best, reduce);
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float v = value(i);
+    best = better(best, ArgMax{v, i});
+    if (top_k_on) atomicAdd(&select.hist[order_key(v) >> level_shift(0)], 1ull);
+  }
+  best = block_argmax(best, reduce);  // its barriers complete the histogram too
   const float row_max = best.value;
   if (greedy || row_max == -INFINITY || row_max == INFINITY) {
     const int64_t token = row_max == -INFINITY ? 0 : best.index;
@@ -311,14 +357,23 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   }
 
   float tau = -INFINITY;
-  const int32_t top_k = row_param(p.top_k, p.top_k_val, row_index);
   const float top_p = row_param(p.top_p, p.top_p_val, row_index);
   const float min_p = row_param(p.min_p, p.min_p_val, row_index);
   const uint32_t key = step_key(p.seeds[row_index], p.step);
-  if (top_k > 0 && top_k < vocab) {
-    tau = block_threshold(vocab, value, [](int64_t, float) { return 1ull; }, static_cast<double>(top_k), false,
-                          select);
-    if (top_k <= kCompact && top_p < 1.0f && gather_kept(vocab, value, tau, kept)) {
+  if (top_k_on) {
+    const auto one = [](int64_t, float) { return 1ull; };
+    find_bin(select, 0, static_cast<double>(top_k), false);  // the top digit of the k-th largest key
+    const uint32_t bucket = select.bin;
+    if (select.above + select.hist[bucket] <= kCompact) {  // the top k lie among few candidates: gather, sort, cut
+      gather_kept(vocab, value, [&](float v) { return (order_key(v) >> level_shift(0)) >= bucket; }, kept);
+      keep_top_k(kept, top_k);
+      draw_kept(kept, row, vocab, value, row_max, top_p, min_p, key, row_index, out, logprob, processed_logprob,
+                reduce, sums);
+      return;
+    }
+    __syncthreads();
+    tau = block_threshold(vocab, value, one, static_cast<double>(top_k), false, select, 1, bucket);
+    if (top_k <= kCompact && top_p < 1.0f && gather_kept(vocab, value, [&](float v) { return v >= tau; }, kept)) {
       draw_kept(kept, row, vocab, value, row_max, top_p, min_p, key, row_index, out, logprob, processed_logprob,
                 reduce, sums);
       return;
