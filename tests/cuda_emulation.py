@@ -35,7 +35,8 @@ EMULATOR = Path(__file__).resolve().parent / "cuda_emulator"
 
 _LAUNCH = re.compile(r"(?P<kernel>[\w:]+(?:<[\w:, ]*>)?)\s*<<<(?P<config>.*?)>>>\s*\((?P<args>.*?)\);", re.S)
 _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:alignas\(\d+\)\s+)?(?P<type>[\w:]+)\s+(?P<name>\w+)\[\];")
-_SHARED = re.compile(r"__shared__\s+(?:alignas\(\d+\)\s+)?(?P<type>[\w:]+)\s+(?P<decls>[^;]+);")
+_SHARED = re.compile(r"__shared__\s+(?:alignas\(\d+\)\s+)?(?P<body>[^;]+);")
+_FIRST_DECLARATOR = re.compile(r"(?P<type>[\w:<>\s]+?)\s+(?P<rest>\w+\s*(?:\[[^\]]+\]\s*)*)")
 _DECLARATOR = re.compile(r"\s*(?P<name>\w+)\s*(?P<dims>(?:\[[^\]]+\])*)\s*")
 
 
@@ -47,13 +48,13 @@ def rewrite(source: str, sites: itertools.count) -> str:
         lambda m: f"{m['type']}* {m['name']} = ::cuda_emu::dynamic_shared<{m['type']}>();", source)
 
     def shared(m: re.Match) -> str:
-        out = []
-        for declarator in m["decls"].split(","):
-            d = _DECLARATOR.fullmatch(declarator)
-            if d is None:
-                raise ValueError(f"cannot rewrite the shared declaration {m[0]!r}")
-            out.append(f"auto& {d['name']} = ::cuda_emu::shared_var<{m['type']}{d['dims']}>({next(sites)});")
-        return " ".join(out)
+        first, *others = m["body"].split(",")
+        head = _FIRST_DECLARATOR.fullmatch(first.strip())
+        declarators = [_DECLARATOR.fullmatch(d) for d in ([head["rest"]] if head else []) + others]
+        if head is None or None in declarators:
+            raise ValueError(f"cannot rewrite the shared declaration {m[0]!r}")
+        return " ".join(f"auto& {d['name']} = ::cuda_emu::shared_var<{head['type']}{d['dims']}>({next(sites)});"
+                        for d in declarators)
 
     return _SHARED.sub(shared, source)
 

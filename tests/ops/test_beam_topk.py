@@ -52,6 +52,23 @@ def test_neg_inf_and_nan_rows(backend, device):
     _check(logits, scores, 4, 8, False, backend)
 
 
+def test_wide_ties_and_dead_rows_at_large_vocab(backend, device):
+    """Thousands of equal scores in a row (all -inf, all zero, rounded): the top candidates are decided by index, far
+    down the keys (the CUDA kernel's radix select runs through all its levels)."""
+    if _interpreted(backend, device):
+        pytest.skip("too slow for the Triton interpreter")
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(8, 49152, generator=g)
+    logits[0] = float("-inf")
+    logits[1] = 0.0
+    logits[2] = logits[2].round()
+    logits[5, 40000:] = 9.0
+    logits[5, [7, 700, 7000]] = 20.0  # above the tied bin: counted once, not again at every level
+    scores = torch.tensor([0.0, -1.0, -2.0, -3.0, 0.0, -0.5, -0.5, -1.0])
+    _check(logits.to(device), scores.to(device), 4, 8, True, backend)
+    _check(logits.to(device), scores.to(device), 4, 8, False, backend)
+
+
 def test_first_step_takes_beam_zero(backend, device):
     """Beam search starts with beam scores (0, -1e9, ...): all candidates come from beam 0."""
     logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(2)).repeat(1, 1).to(device)

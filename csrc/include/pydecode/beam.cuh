@@ -1,95 +1,61 @@
 // Beam top-k on CUDA: framework-free kernels on raw pointers + a stream (contract: pydecode/ops/reference/beam.py).
 //
-// Candidates travel as int64 keys (order-preserving float bits << 32 | 2^32 - 1 - index): a larger key is a better
-// candidate, and equal scores put the smaller index first. Stage 1, one block per row: the row is read once in
-// tiles of kTile; each tile is sorted in shared memory, its best KP keys are merged into the row's running best KP
-// with one bitonic step (max(best[i], tile[KP - 1 - i]) holds the top KP of both), and an online max / sum of exp
-// gives the log-sum-exp. Stage 2, one block per batch item: every row's KP keys are rescored with the row's offset
-// and merged the same way. No block sorts more than one tile; nothing sorts the vocabulary.
+// Candidates travel as 64-bit keys (radix::value_index_key: order-preserving float bits, then the complement of the
+// index): a larger key is a better candidate, and equal scores put the smaller index first; 0 pads. Stage 1, one
+// block per row: pass 1 reads the row once for its max / sum of exp (the log-sum-exp) and the histogram of the keys'
+// top 11 bits; a radix select on the keys (every key distinct: it always ends) narrows down, a pass per digit, to
+// the bin holding the KP-th largest key until that bin and those above hold at most radix::kGatherMax keys, which one
+// more pass gathers into shared memory and sorts: usually 2 passes over the row. Stage 2, one block per batch item:
+// every row's KP keys are rescored with the row's offset and merged (max(best[i], tile[KM - 1 - i]) holds the top KM
+// of two sorted lists). Nothing sorts the vocabulary.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "common.h"
+#include "pydecode/common.h"
+#include "pydecode/radix_select.cuh"
 
 namespace pydecode {
 
 constexpr int kBeamThreads = 256;
-constexpr int kBeamTile = 1024;      // keys sorted at once; also the largest KP / KM supported
-constexpr int64_t kBeamPad = INT64_MIN;
+constexpr int kBeamTile = radix::kGatherMax;  // the largest KP / KM supported
 
-__device__ __forceinline__ int64_t beam_pack(float score, uint32_t index) {
-  const uint32_t high = order_key(score) ^ 0x80000000u;  // signed order == float order
-  return static_cast<int64_t>((static_cast<uint64_t>(high) << 32) | (0xFFFFFFFFu - index));
-}
-
-__device__ __forceinline__ float beam_unpack(int64_t key, uint32_t* index) {
-  const uint64_t u = static_cast<uint64_t>(key);
-  *index = 0xFFFFFFFFu - static_cast<uint32_t>(u & 0xFFFFFFFFu);
-  return float_from_key(static_cast<uint32_t>(u >> 32) ^ 0x80000000u);
-}
-
-// Sort n (a power of two) keys of shared memory in descending order, with the whole block.
-__device__ void beam_sort_desc(int64_t* a, int n) {
-  for (int size = 2; size <= n; size <<= 1) {
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const int j = i ^ stride;
-        if (j > i) {
-          const bool descending = (i & size) == 0;
-          const int64_t x = a[i], y = a[j];
-          if (descending ? x < y : x > y) {
-            a[i] = y;
-            a[j] = x;
-          }
-        }
-      }
-      __syncthreads();
-    }
-  }
-}
-
-// best (kp, sorted) <- top kp of best and tile (n >= kp, sorted); then sorted again.
-__device__ void beam_merge(int64_t* best, const int64_t* tile, int kp) {
-  for (int i = threadIdx.x; i < kp; i += blockDim.x) {
-    const int64_t other = tile[kp - 1 - i];
+// best (km keys, sorted) <- the top km of best and tile (both sorted), sorted again.
+__device__ inline void beam_merge(unsigned long long* best, const unsigned long long* tile, int km) {
+  for (int i = threadIdx.x; i < km; i += blockDim.x) {
+    const unsigned long long other = tile[km - 1 - i];
     if (other > best[i]) best[i] = other;
   }
   __syncthreads();
-  beam_sort_desc(best, kp);
+  radix::sort_desc(best, km);
 }
 
 __global__ void beam_row_topk_kernel(const float* __restrict__ logits, int64_t vocab, int kp,
-                                     int64_t* __restrict__ row_keys, float* __restrict__ row_stats) {
-  __shared__ int64_t tile[kBeamTile];
-  __shared__ int64_t best[kBeamTile];
+                                     unsigned long long* __restrict__ row_keys, float* __restrict__ row_stats) {
+  __shared__ radix::State select;
+  __shared__ unsigned long long keys[radix::kGatherMax];
+  __shared__ int gathered;
   __shared__ float red_m[kBeamThreads], red_s[kBeamThreads];
   const int64_t row = blockIdx.x;
   const float* x = logits + row * vocab;
   const float neg_inf = -INFINITY;
+  const auto key_of = [&](int64_t t) {
+    const float v = x[t];
+    return radix::value_index_key(v != v ? neg_inf : v, static_cast<uint32_t>(t));
+  };
+  radix::clear(select, 0);
   float m = neg_inf, s = 0.0f;
-  for (int i = threadIdx.x; i < kp; i += blockDim.x) best[i] = kBeamPad;
-  for (int64_t start = 0; start < vocab; start += kBeamTile) {
-    for (int i = threadIdx.x; i < kBeamTile; i += blockDim.x) {
-      const int64_t t = start + i;
-      int64_t key = kBeamPad;
-      if (t < vocab) {
-        float v = x[t];
-        if (v != v) v = neg_inf;
-        if (v > m) {
-          s = (m == neg_inf ? 0.0f : s * expf(m - v)) + 1.0f;
-          m = v;
-        } else if (v != neg_inf) {
-          s += expf(v - m);
-        }
-        key = beam_pack(v, static_cast<uint32_t>(t));
-      }
-      tile[i] = key;
+  for (int64_t t = threadIdx.x; t < vocab; t += blockDim.x) {
+    const unsigned long long key = key_of(t);
+    const float v = radix::key_value(key);
+    if (v > m) {
+      s = (m == neg_inf ? 0.0f : s * expf(m - v)) + 1.0f;
+      m = v;
+    } else if (v != neg_inf) {
+      s += expf(v - m);
     }
-    __syncthreads();
-    beam_sort_desc(tile, kBeamTile);
-    beam_merge(best, tile, kp);
+    radix::count<unsigned long long>(select, {key, 1ull}, 0, 0ull);
   }
   red_m[threadIdx.x] = m;
   red_s[threadIdx.x] = s;
@@ -105,42 +71,56 @@ __global__ void beam_row_topk_kernel(const float* __restrict__ logits, int64_t v
     }
     __syncthreads();
   }
-  for (int i = threadIdx.x; i < kp; i += blockDim.x) row_keys[row * kp + i] = best[i];
+  const int take = kp < vocab ? kp : static_cast<int>(vocab);
+  const auto entry = [&](int64_t t) { return radix::Entry<unsigned long long>{key_of(t), 1ull}; };
+  unsigned long long prefix = 0;
+  for (int level = 0;; ++level) {
+    if (level > 0) radix::count_level<unsigned long long>(vocab, entry, level, prefix, select);
+    radix::find_bin(select, level, static_cast<double>(take), false);
+    prefix = (prefix << radix::digit_width<unsigned long long>(level)) | select.bin;
+    if (select.above + select.hist[select.bin] <= radix::kGatherMax) {  // the last level always ends here
+      const int shift = radix::digit_shift<unsigned long long>(level);
+      radix::gather(vocab, key_of, [&](unsigned long long key) { return (key >> shift) >= prefix; }, keys, gathered);
+      break;
+    }
+    __syncthreads();  // the histogram was read above; the next level clears it
+  }
+  for (int i = threadIdx.x; i < kp; i += blockDim.x) row_keys[row * kp + i] = i < gathered ? keys[i] : 0ull;
   if (threadIdx.x == 0) {
     row_stats[2 * row] = red_m[0];
     row_stats[2 * row + 1] = logf(red_s[0]);
   }
 }
 
-__global__ void beam_merge_kernel(const int64_t* __restrict__ row_keys, const float* __restrict__ row_stats,
+__global__ void beam_merge_kernel(const unsigned long long* __restrict__ row_keys, const float* __restrict__ row_stats,
                                   const float* __restrict__ beam_scores, int64_t vocab, int64_t num_beams, int kp,
                                   int km, int64_t k, bool log_softmax, float* __restrict__ out_scores,
                                   int64_t* __restrict__ out_tokens, int64_t* __restrict__ out_beams) {
-  __shared__ int64_t tile[kBeamTile];
-  __shared__ int64_t best[kBeamTile];
+  __shared__ unsigned long long tile[kBeamTile];
+  __shared__ unsigned long long best[kBeamTile];
   const int64_t item = blockIdx.x;
-  for (int i = threadIdx.x; i < km; i += blockDim.x) best[i] = kBeamPad;
+  for (int i = threadIdx.x; i < km; i += blockDim.x) best[i] = 0;
   for (int64_t j = 0; j < num_beams; ++j) {
     const int64_t row = item * num_beams + j;
     for (int i = threadIdx.x; i < km; i += blockDim.x) {
-      int64_t key = i < kp ? row_keys[row * kp + i] : kBeamPad;
-      if (key != kBeamPad) {
-        uint32_t token;
-        float v = beam_unpack(key, &token);
+      unsigned long long key = i < kp ? row_keys[row * kp + i] : 0ull;
+      if (key != 0) {
+        const uint32_t token = radix::key_index(key);
+        float v = radix::key_value(key);
         if (log_softmax) v = (v - row_stats[2 * row]) - row_stats[2 * row + 1];
         v = v + beam_scores[row];
         v = (v != v) ? -INFINITY : v + 0.0f;
-        key = beam_pack(v, static_cast<uint32_t>(j * vocab + token));
+        key = radix::value_index_key(v, static_cast<uint32_t>(j * vocab + token));
       }
       tile[i] = key;
     }
     __syncthreads();
-    beam_sort_desc(tile, km);
+    radix::sort_desc(tile, km);
     beam_merge(best, tile, km);
   }
   for (int i = threadIdx.x; i < k; i += blockDim.x) {
-    uint32_t flat;
-    out_scores[item * k + i] = beam_unpack(best[i], &flat);
+    const uint32_t flat = radix::key_index(best[i]);
+    out_scores[item * k + i] = radix::key_value(best[i]);
     out_tokens[item * k + i] = flat % vocab;
     out_beams[item * k + i] = flat / vocab;
   }
@@ -160,9 +140,10 @@ inline cudaError_t beam_topk_cuda(const float* logits, const float* beam_scores,
   const int kp = beam_pow2(k < vocab ? k : vocab), km = beam_pow2(k);
   if (km > kBeamTile) return cudaErrorInvalidValue;
   beam_row_topk_kernel<<<static_cast<unsigned>(batch * num_beams), kBeamThreads, 0, stream>>>(
-      logits, vocab, kp, row_keys, row_stats);
+      logits, vocab, kp, reinterpret_cast<unsigned long long*>(row_keys), row_stats);
   beam_merge_kernel<<<static_cast<unsigned>(batch), kBeamThreads, 0, stream>>>(
-      row_keys, row_stats, beam_scores, vocab, num_beams, kp, km, k, log_softmax, out_scores, out_tokens, out_beams);
+      reinterpret_cast<const unsigned long long*>(row_keys), row_stats, beam_scores, vocab, num_beams, kp, km, k,
+      log_softmax, out_scores, out_tokens, out_beams);
   return cudaGetLastError();
 }
 

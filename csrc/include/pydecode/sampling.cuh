@@ -9,10 +9,11 @@
 //      sums order-independent, so the result is deterministic), over the entries top-k kept, 3 passes;
 //   4. draw: Gumbel-max over the kept entries; min-p and the logs only for entries that can still win;
 //   With top-k on, pass 1 also counts the keys' top digits (radix level 0). When the bin of the k-th largest key and
-//   the bins above hold at most kCompact entries (the usual case), pass 2 gathers them into shared memory and sorts
-//   them; top-k, top-p, min-p, the draw and the kept mass then read only that list (the same fixed-point sums give
-//   the same pivot, the same noise the same draw): 2 passes over the row instead of 8. Otherwise the radix select
-//   goes on in the row (levels 1 and 2), and top-p may still run on the gathered list when top-k kept few.
+//   the bins above hold at most radix::kGatherMax (1024) entries (the usual case), pass 2 gathers them into shared
+//   memory and sorts them; top-k, top-p, min-p, the draw and the kept mass then read only that list (the same
+//   fixed-point sums give the same pivot, the same noise the same draw): 2 passes over the row instead of 8.
+//   Otherwise the radix select goes on in the row (levels 1 and 2), and top-p may still run on the gathered list
+//   when top-k kept few.
 //   5. only when asked for: the drawn token's logprob and processed logprob (two more passes: the kept entries'
 //      mass, and the input row's log-sum-exp).
 // Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
@@ -24,14 +25,13 @@
 #include <cstdint>
 
 #include "pydecode/common.h"
+#include "pydecode/radix_select.cuh"
 
 namespace pydecode {
 namespace cuda_detail {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kBins = 2048;
-constexpr int kCompact = 1024;  // most entries top-k may keep in shared memory (a power of two)
 
 __device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
@@ -95,149 +95,50 @@ __device__ LogNormalizer block_log_normalizer(const T* row, int64_t vocab, ArgMa
   return {row_max, logf(block_sum(partial, sums))};
 }
 
-struct SelectState {
-  unsigned long long hist[kBins];
-  unsigned long long above, target;
-  uint32_t bin;
-  bool found;
-};
-
-// The select's key digits: 11, 11 and 10 bits, most significant first.
-__device__ __forceinline__ int level_shift(int level) { return level == 0 ? 21 : (level == 1 ? 10 : 0); }
-
-// Warp 0 finds the bin of s.hist where the weight counted from the top (after s.above, the weight of the higher bins
-// of earlier levels) first reaches the goal: s.bin, s.above (the weight above that bin now) and s.found. At level 0
-// it sets the goal s.target (a fraction of the total when relative). The whole block calls it; it ends synced.
-__device__ void find_bin(SelectState& s, int level, double target, bool relative) {
-  if (threadIdx.x < 32) {  // lane l owns bins [kBins - 64 (l + 1), kBins - 64 l), scanned from the top
-    const int lane = threadIdx.x, top = kBins - 64 * lane - 1;
-    unsigned long long chunk = 0;
-    for (int b = 0; b < 64; ++b) chunk += s.hist[top - b];
-    unsigned long long before = chunk;  // inclusive scan of chunk over lanes 0..lane
-    for (int offset = 1; offset < 32; offset <<= 1) {
-      const unsigned long long up = __shfl_up_sync(0xFFFFFFFFu, before, offset);
-      if (lane >= offset) before += up;
-    }
-    before -= chunk;
-    if (level == 0 && lane == 31) {
-      const unsigned long long total = before + chunk;
-      s.target = relative ? static_cast<unsigned long long>(ceil(target * static_cast<double>(total)))
-                          : static_cast<unsigned long long>(target);
-    }
-    __syncwarp();
-    const unsigned long long goal = s.target, above = s.above;
-    const bool mine = above + before < goal && above + before + chunk >= goal;
-    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, mine);
-    if (lane == 0) s.found = ballot != 0;
-    if (mine) {
-      unsigned long long acc = above + before;
-      int b = 0;
-      while (acc + s.hist[top - b] < goal) acc += s.hist[top - b++];
-      s.bin = static_cast<uint32_t>(top - b);
-      s.above = acc;
-    }
-  }
-  __syncthreads();
-}
-
-// s.hist <- the weights of the entries whose key digits above `level` equal prefix, binned by the level's digit.
-// Level 0 also clears s.above. Ends synced.
-template <typename Value, typename Weight>
-__device__ void count_level(int64_t n, Value value, Weight weight, int level, uint32_t prefix, SelectState& s) {
-  const int shift = level_shift(level);
-  const uint32_t mask = level == 2 ? 0x3FFu : 0x7FFu;
-  for (int b = threadIdx.x; b < kBins; b += kThreads) s.hist[b] = 0;
-  if (level == 0 && threadIdx.x == 0) s.above = 0;
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    const float v = value(i);
-    const uint32_t key = order_key(v);
-    if (level > 0 && (key >> (shift + (level == 1 ? 11 : 10))) != prefix) continue;
-    const unsigned long long w = weight(i, v);
-    if (w != 0) atomicAdd(&s.hist[(key >> shift) & mask], w);
-  }
-  __syncthreads();
-}
-
 // Largest value tau with weight(value >= tau) >= target, over i in [0, n) (weight(i) == 0 excludes an entry).
 // relative: target is a fraction of the total weight. Returns -inf when the total falls short (keep all).
 // first_level > 0 continues a select whose earlier levels chose `prefix` (and left s.above, s.target).
 template <typename Value, typename Weight>
 __device__ float block_threshold(int64_t n, Value value, Weight weight, double target, bool relative,
-                                 SelectState& s, int first_level = 0, uint32_t prefix = 0) {
-  for (int level = first_level; level < 3; ++level) {
-    count_level(n, value, weight, level, prefix, s);
-    find_bin(s, level, target, relative);
+                                 radix::State& s, int first_level = 0, uint32_t prefix = 0) {
+  const auto entry = [&](int64_t i) {
+    const float v = value(i);
+    return radix::Entry<uint32_t>{order_key(v), weight(i, v)};
+  };
+  for (int level = first_level; level < radix::levels<uint32_t>(); ++level) {
+    radix::count_level<uint32_t>(n, entry, level, prefix, s);
+    radix::find_bin(s, level, target, relative);
     if (!s.found) return -INFINITY;
-    prefix = (prefix << (level == 2 ? 10 : 11)) | s.bin;
+    prefix = (prefix << radix::digit_width<uint32_t>(level)) | s.bin;
     __syncthreads();
   }
   return float_from_key(prefix);
 }
 
-// The entries top-k kept (value >= tau), as keys (order_key(value) << 32 | ~index): sorted descending, that is by
-// value, then by lower index.
+// The entries top-k kept (value >= tau), as radix::value_index_key keys sorted descending: by value, then by lower
+// index.
 struct KeptList {
-  unsigned long long keys[kCompact];
+  unsigned long long keys[radix::kGatherMax];
   unsigned long long scan[kThreads];  // per-thread sums, then their inclusive scan
   int count, cut;
 };
 
-__device__ __forceinline__ float kept_value(unsigned long long key) {
-  return float_from_key(static_cast<uint32_t>(key >> 32));
-}
-__device__ __forceinline__ int64_t kept_index(unsigned long long key) {
-  return static_cast<int64_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFu));
-}
-
-// Gathers the entries whose value passes keep(value) into `kept` and sorts them; false (nothing usable) when more
-// than kCompact pass.
+// Gathers the entries whose value passes keep(value) into `kept`, sorted; false when more than kGatherMax pass.
 template <typename Value, typename Keep>
 __device__ bool gather_kept(int64_t vocab, Value value, Keep keep, KeptList& kept) {
-  if (threadIdx.x == 0) kept.count = 0;
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float v = value(i);
-    if (!keep(v)) continue;
-    const int slot = atomicAdd(&kept.count, 1);
-    if (slot < kCompact) {
-      kept.keys[slot] = (static_cast<unsigned long long>(order_key(v)) << 32) |
-                        (0xFFFFFFFFu - static_cast<uint32_t>(i));
-    }
-  }
-  __syncthreads();
-  const int n = kept.count;
-  if (n > kCompact) return false;
-  int size = 1;
-  while (size < n) size <<= 1;
-  for (int i = n + threadIdx.x; i < size; i += kThreads) kept.keys[i] = 0;  // below every real key
-  __syncthreads();
-  for (int width = 2; width <= size; width <<= 1) {  // bitonic sort, descending
-    for (int stride = width >> 1; stride > 0; stride >>= 1) {
-      for (int i = threadIdx.x; i < size; i += kThreads) {
-        const int j = i ^ stride;
-        if (j > i) {
-          const unsigned long long a = kept.keys[i], b = kept.keys[j];
-          if (((i & width) == 0) ? a < b : a > b) {
-            kept.keys[i] = b;
-            kept.keys[j] = a;
-          }
-        }
-      }
-      __syncthreads();
-    }
-  }
-  return true;
+  return radix::gather(
+      vocab, [&](int64_t i) { return radix::value_index_key(value(i), static_cast<uint32_t>(i)); },
+      [&](unsigned long long key) { return keep(radix::key_value(key)); }, kept.keys, kept.count);
 }
 
 // Cuts the sorted list of top-k candidates (a superset of the top k) to its first k entries and every later one
 // equal to the k-th (top-k keeps ties whole).
 __device__ void keep_top_k(KeptList& kept, int k) {
-  const float tau = kept_value(kept.keys[k - 1]);
+  const float tau = radix::key_value(kept.keys[k - 1]);
   if (threadIdx.x == 0) kept.cut = k;
   __syncthreads();
   for (int at = k + threadIdx.x; at < kept.count; at += kThreads) {
-    if (kept_value(kept.keys[at]) >= tau) atomicMax(&kept.cut, at + 1);
+    if (radix::key_value(kept.keys[at]) >= tau) atomicMax(&kept.cut, at + 1);
   }
   __syncthreads();
   if (threadIdx.x == 0) kept.count = kept.cut;
@@ -248,11 +149,11 @@ __device__ void keep_top_k(KeptList& kept, int k) {
 // which the mass from the top, ties included, first reaches ceil(top_p * total)); -inf when it never does.
 __device__ float kept_top_p(KeptList& kept, float row_max, float top_p) {
   const int n = kept.count;
-  constexpr int kPer = kCompact / kThreads;  // consecutive entries per thread
+  constexpr int kPer = radix::kGatherMax / kThreads;  // consecutive entries per thread
   unsigned long long mass[kPer], mine = 0;
   for (int j = 0; j < kPer; ++j) {
     const int at = threadIdx.x * kPer + j;
-    mass[j] = at < n ? static_cast<unsigned long long>(expf(kept_value(kept.keys[at]) - row_max) *
+    mass[j] = at < n ? static_cast<unsigned long long>(expf(radix::key_value(kept.keys[at]) - row_max) *
                                                         1099511627776.0f)
                      : 0ull;
     mine += mass[j];
@@ -278,7 +179,7 @@ __device__ float kept_top_p(KeptList& kept, float row_max, float top_p) {
   }
   __syncthreads();
   const int cut = kept.cut;
-  return cut < n ? kept_value(kept.keys[cut]) : -INFINITY;
+  return cut < n ? radix::key_value(kept.keys[cut]) : -INFINITY;
 }
 
 // Steps 3-5 of sample_kernel on the kept list: top-p pivot, min-p, the Gumbel-max draw and the logprobs.
@@ -290,11 +191,11 @@ __device__ void draw_kept(KeptList& kept, const T* row, int64_t vocab, Value val
   ArgMax draw{-INFINITY, vocab};
   float partial = 0.0f;  // the processed distribution's normaliser over the entries still kept
   for (int at = threadIdx.x; at < kept.count; at += kThreads) {
-    const float v = kept_value(kept.keys[at]);
+    const float v = radix::key_value(kept.keys[at]);
     const float e = expf(v - row_max);
     if (v < tau || (min_p > 0.0f && e < min_p)) continue;
     partial += e;
-    const int64_t i = kept_index(kept.keys[at]);
+    const int64_t i = radix::key_index(kept.keys[at]);
     const float noisy = v + gumbel_from_bits(token_bits(key, static_cast<uint32_t>(i)));
     if (!isnan(noisy)) draw = better(draw, ArgMax{noisy, i});
   }
@@ -313,7 +214,7 @@ __device__ void draw_kept(KeptList& kept, const T* row, int64_t vocab, Value val
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64_t vocab, SampleParams p,
                                                           int64_t* out, float* logprob, float* processed_logprob) {
-  __shared__ SelectState select;
+  __shared__ radix::State select;
   __shared__ KeptList kept;
   __shared__ ArgMax reduce[kWarps];
   __shared__ float sums[kWarps];
@@ -330,15 +231,13 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   const int32_t top_k = row_param(p.top_k, p.top_k_val, row_index);
   const bool top_k_on = !greedy && top_k > 0 && top_k < vocab;
   if (top_k_on) {
-    for (int b = threadIdx.x; b < kBins; b += kThreads) select.hist[b] = 0;
-    if (threadIdx.x == 0) select.above = 0;
-    __syncthreads();
+    radix::clear(select, 0);
   }
   ArgMax best{-INFINITY, vocab};
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
     const float v = value(i);
     best = better(best, ArgMax{v, i});
-    if (top_k_on) atomicAdd(&select.hist[order_key(v) >> level_shift(0)], 1ull);
+    if (top_k_on) radix::count<uint32_t>(select, {order_key(v), 1ull}, 0, 0u);
   }
   best = block_argmax(best, reduce);  // its barriers complete the histogram too
   const float row_max = best.value;
@@ -362,10 +261,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   const uint32_t key = step_key(p.seeds[row_index], p.step);
   if (top_k_on) {
     const auto one = [](int64_t, float) { return 1ull; };
-    find_bin(select, 0, static_cast<double>(top_k), false);  // the top digit of the k-th largest key
+    radix::find_bin(select, 0, static_cast<double>(top_k), false);  // the top digit of the k-th largest key
     const uint32_t bucket = select.bin;
-    if (select.above + select.hist[bucket] <= kCompact) {  // the top k lie among few candidates: gather, sort, cut
-      gather_kept(vocab, value, [&](float v) { return (order_key(v) >> level_shift(0)) >= bucket; }, kept);
+    if (select.above + select.hist[bucket] <= radix::kGatherMax) {  // few candidates: gather, sort, cut
+      const int shift = radix::digit_shift<uint32_t>(0);
+      gather_kept(vocab, value, [&](float v) { return (order_key(v) >> shift) >= bucket; }, kept);
       keep_top_k(kept, top_k);
       draw_kept(kept, row, vocab, value, row_max, top_p, min_p, key, row_index, out, logprob, processed_logprob,
                 reduce, sums);
@@ -373,7 +273,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
     }
     __syncthreads();
     tau = block_threshold(vocab, value, one, static_cast<double>(top_k), false, select, 1, bucket);
-    if (top_k <= kCompact && top_p < 1.0f && gather_kept(vocab, value, [&](float v) { return v >= tau; }, kept)) {
+    const auto kept_by_top_k = [&](float v) { return v >= tau; };
+    if (top_k <= radix::kGatherMax && top_p < 1.0f && gather_kept(vocab, value, kept_by_top_k, kept)) {
       draw_kept(kept, row, vocab, value, row_max, top_p, min_p, key, row_index, out, logprob, processed_logprob,
                 reduce, sums);
       return;
