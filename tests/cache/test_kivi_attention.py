@@ -106,6 +106,14 @@ def test_reference_is_dequantize_then_sdpa():
 
 
 @pytest.mark.skipif(not extension_loaded(), reason="needs the compiled extension")
+def test_empty_batch(backend, device):
+    packed, (rk, rv) = _store(1, 2, 64, 64, 5, 4, torch.float32, device)
+    packed, rk, rv = [t[:0] for t in packed], rk[:0], rv[:0]
+    query = torch.empty(0, 4, 1, 64, device=device)
+    out = kivi_attention(query, *packed, rk, rv, None, 64, 5, 64 ** -0.5, 4, G, backend=backend)
+    assert out.shape == (0, 4, 1, 64)
+
+
 def test_cpu_isa_switch():
     """The AVX2 loops run wherever the CPU has AVX2 and FMA, and forcing the portable ones is undone on exit."""
     with open("/proc/cpuinfo") as f:

@@ -139,6 +139,7 @@ inline cudaError_t beam_topk_cuda(const float* logits, const float* beam_scores,
                                   float* out_scores, int64_t* out_tokens, int64_t* out_beams, cudaStream_t stream) {
   const int kp = beam_pow2(k < vocab ? k : vocab), km = beam_pow2(k);
   if (km > kBeamTile) return cudaErrorInvalidValue;
+  if (batch == 0) return cudaSuccess;  // an empty grid is a launch error
   beam_row_topk_kernel<<<static_cast<unsigned>(batch * num_beams), kBeamThreads, 0, stream>>>(
       logits, vocab, kp, reinterpret_cast<unsigned long long*>(row_keys), row_stats);
   beam_merge_kernel<<<static_cast<unsigned>(batch), kBeamThreads, 0, stream>>>(

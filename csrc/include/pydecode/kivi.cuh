@@ -318,6 +318,7 @@ template <typename T, typename M>
 cudaError_t kivi_attention_cuda(const AttentionParams<T, M>& p, int64_t splits, float* workspace,
                                 cudaStream_t stream) {
   if (p.dim > kMaxDim || p.group > 128) return cudaErrorInvalidValue;
+  if (p.batch == 0 || p.q_len == 0) return cudaSuccess;  // nothing to compute; an empty grid is a launch error
   const int64_t n_total = p.n_quant + p.n_residual;
   const int64_t per_split = ((n_total + splits - 1) / splits + p.group - 1) / p.group * p.group;
   splits = per_split > 0 ? (n_total + per_split - 1) / per_split : 1;
@@ -331,7 +332,8 @@ cudaError_t kivi_attention_cuda(const AttentionParams<T, M>& p, int64_t splits, 
                   static_cast<unsigned>(chunks));
   kivi_split_kernel<T, M><<<grid, kThreads, smem, stream>>>(p, per_split > 0 ? per_split : p.group, part_m, part_l,
                                                             part_acc);
-  const dim3 merge_grid(static_cast<unsigned>(p.batch * p.kv_heads), static_cast<unsigned>(p.q_heads / p.kv_heads * p.q_len));
+  const dim3 merge_grid(static_cast<unsigned>(p.batch * p.kv_heads),
+                        static_cast<unsigned>(p.q_heads / p.kv_heads * p.q_len));
   kivi_merge_kernel<T, M><<<merge_grid, kThreads, 0, stream>>>(p, splits, padded, part_m, part_l, part_acc);
   return cudaGetLastError();
 }
