@@ -20,6 +20,7 @@ SHAPES = [
     pytest.param(2, 9, 3, 64, 128, 40, 1, (0, 70), id="gqa3-smollm2-heads-padded"),
     pytest.param(1, 10, 2, 128, 64, 12, 1, None, id="gqa5-row-block-and-one"),
     pytest.param(1, 4, 1, 256, 96, 9, 1, None, id="mqa-d256-gemma3-heads"),
+    pytest.param(2, 16, 2, 64, 96, 7, 5, (0, 11), id="gqa8-five-queries-40-rows-padded"),
 ]
 
 
