@@ -67,6 +67,7 @@ inline at::Tensor check_attention(const at::Tensor& query, const at::Tensor& key
 
 // Sequence splits: enough (batch x kv head x split) tasks for `parallel` workers, none under 256 tokens.
 inline int64_t kivi_splits(int64_t n_tokens, int64_t tasks, int64_t parallel) {
+  if (tasks <= 0) return 1;  // an empty batch: nothing to split
   const int64_t by_length = std::max<int64_t>(1, (n_tokens + 255) / 256);
   return std::min(by_length, std::max<int64_t>(1, (parallel + tasks - 1) / tasks));
 }

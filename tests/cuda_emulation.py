@@ -8,9 +8,10 @@ declaration a reference into the block's shared memory) and compiled as C++ agai
 thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
 without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
 
-``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels built under AddressSanitizer
-(``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime preloaded): every global-memory access out of a tensor's
-bounds then stops the run with a report (pass ``-s`` to see it). That run also resumes a block's threads in a
+``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
+AddressSanitizer and UndefinedBehaviorSanitizer (``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime
+preloaded): a global-memory access out of a tensor's bounds, an integer division by zero or an out-of-range shift
+then stops the run with a report (pass ``-s`` to see it). That run also resumes a block's threads in a
 shuffled order (``CUDA_EMU_ORDER=shuffle``; ``reverse`` is the other choice), which changes what a kernel missing a
 barrier computes.
 """
@@ -112,8 +113,9 @@ def load() -> None:
         sources=[str(u) for u in units] + [str(build / "runtime.cpp")],
         extra_include_paths=[str(EMULATOR / "include"), str(build / "csrc" / "include")],
         extra_cflags=["-O2", "-fvisibility=hidden"] + (
-            ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []),
-        extra_ldflags=["-fsanitize=address"] if asan else [],
+            ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+            if asan else []),
+        extra_ldflags=["-fsanitize=address,undefined"] if asan else [],
         build_directory=str(build),
         is_python_module=False,
     )
