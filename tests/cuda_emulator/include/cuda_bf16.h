@@ -6,5 +6,4 @@
 
 using __nv_bfloat16 = c10::BFloat16;
 inline float __bfloat162float(__nv_bfloat16 x) { return static_cast<float>(x); }
-inline __nv_bfloat16 __float2bfloat16(float x) { return __nv_bfloat16(x); }
 inline __nv_bfloat16 __float2bfloat16_rn(float x) { return __nv_bfloat16(x); }

@@ -139,15 +139,9 @@ T atomicMin(T* address, T value) {
 }
 
 inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline unsigned __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
-inline float __uint_as_float(unsigned u) { float x; std::memcpy(&x, &u, 4); return x; }
-inline float __int_as_float(int u) { float x; std::memcpy(&x, &u, 4); return x; }
-inline int __float_as_int(float x) { int u; std::memcpy(&u, &x, 4); return u; }
 using std::isinf;
 using std::isnan;
