@@ -11,8 +11,8 @@ import time
 
 # CLI flag -> generate() keyword, for the settings passed on only when given (else the model's defaults apply)
 SAMPLING_FLAGS = {
-    "temperature": float, "top_k": int, "top_p": float, "min_p": float, "typical_p": float,
-    "repetition_penalty": float, "frequency_penalty": float, "presence_penalty": float,
+    "temperature": float, "top_k": int, "top_p": float, "min_p": float, "typical_p": float, "top_h": float,
+    "epsilon_cutoff": float, "eta_cutoff": float, "repetition_penalty": float, "frequency_penalty": float, "presence_penalty": float,
     "no_repeat_ngram_size": int, "seed": int,
 }
 

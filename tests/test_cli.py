@@ -22,11 +22,11 @@ def test_flags_become_generate_kwargs():
     args = parse("--do-sample", "--temperature", "0.7", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05",
                  "--typical-p", "0.95", "--repetition-penalty", "1.1", "--frequency-penalty", "0.5",
                  "--presence-penalty", "0.25", "--no-repeat-ngram-size", "3", "--seed", "7", "--max-new-tokens", "5",
-                 "--num-return-sequences", "2", "--backend", "torch")
+                 "--num-return-sequences", "2", "--backend", "torch", "--top-h", "0.5", "--eta-cutoff", "0.01")
     assert generate_kwargs(args) == dict(
         max_new_tokens=5, num_return_sequences=2, do_sample=True, backend="torch", temperature=0.7, top_k=40,
         top_p=0.9, min_p=0.05, typical_p=0.95, repetition_penalty=1.1, frequency_penalty=0.5, presence_penalty=0.25,
-        no_repeat_ngram_size=3, seed=7,
+        no_repeat_ngram_size=3, seed=7, top_h=0.5, eta_cutoff=0.01,
     )
     assert generate_kwargs(parse("--greedy"))["do_sample"] is False
 

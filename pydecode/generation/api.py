@@ -78,6 +78,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
     if streamer is not None:
         streamer.put(input_ids.cpu())
+    encoder_ids = encoder_inputs[0].repeat_interleave(expand, dim=0) if encoder_decoder else None
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
@@ -90,7 +91,8 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
                              expand)
     ctx = DecodeContext(
         model=model, config=config, params=params,
-        pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend),
+        pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,
+                                encoder_ids),
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
         runner=runner,
         input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,

@@ -23,6 +23,7 @@ import torch
 
 from ..ops.beam import beam_topk_unchecked
 from ..ops.reference import gumbel_noise
+from ..ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
 from ..ops.reference.sampling import min_p_filter, top_k_filter, top_p_filter, typical_filter
 from .compat import with_cache
 from .context import DecodeContext
@@ -75,15 +76,18 @@ def run(ctx: DecodeContext):
 
 
 def warp_for_beams(scores: torch.Tensor, params, min_keep: int) -> torch.Tensor:
-    """Beam sampling's warpers on processed log-probs (temperature -> top-k -> top-p -> min-p -> typical), each
-    keeping at least ``min_keep`` tokens as transformers does for beams. Rows with temperature 0 stay as they are."""
+    """Beam sampling's warpers on processed log-probs (temperature -> top-H -> top-k -> top-p -> min-p -> typical ->
+    epsilon -> eta), each but top-H keeping at least ``min_keep`` tokens as transformers does for beams. Rows with
+    temperature 0 stay as they are."""
     t = params.temperature
     out = scores if not isinstance(t, torch.Tensor) and t in (0.0, 1.0) else _divide(scores, t)
+    out = top_h_filter(out, params.top_h)
     for fn, value, off in ((top_k_filter, params.top_k, 0), (top_p_filter, params.top_p, 1.0),
                            (min_p_filter, params.min_p, 0.0), (typical_filter, params.typical_p, 1.0)):
         if isinstance(value, torch.Tensor) or value != off:
             out = _keep_top(fn(out, value), out, min_keep)
-    return out
+    out = epsilon_filter(out, params.epsilon_cutoff, min_keep)
+    return eta_filter(out, params.eta_cutoff, min_keep)
 
 
 def _divide(scores, temperature):

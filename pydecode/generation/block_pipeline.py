@@ -5,10 +5,13 @@ The history holds the row's tokens, then this step's drafts (written from ``leng
 the text plain decoding would see at length ``h``. The steps are :class:`~.logits.LogitsPipeline`'s, in its order
 and on its per-row state, with the history-dependent ones evaluated per position:
 
+0. ``sequence_bias`` and ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
 1. penalties, counting the row's generated tokens plus the drafts before the position
-2. ``no_repeat_ngram_size`` and multi-token ``bad_words_ids`` bans from the history up to the position
-3. the bans gated by ``h`` (``min_length`` / ``min_new_tokens``, ``forced_bos_token_id``, ``forced_eos_token_id``),
-   ``remove_invalid_values``, ``suppress_tokens`` and single-token bad words
+2. ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` * and ``bad_words_ids`` bans from the history up to
+   the position
+3. the steps gated by ``h`` (``min_length`` / ``min_new_tokens``, ``forced_bos_token_id``, ``forced_eos_token_id``),
+   ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
+   ``begin_suppress_tokens`` *
 4. the user's ``logits_processor``, once per position with the history up to it, as transformers' assisted decoding
    calls it; its (B, h) history needs every running row at one length, ``common_length``, which the loop keeps
 5. sampling rows only: temperature, top-k, top-p, min-p, typical
@@ -20,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.penalties import penalties_unchecked
+from ..ops.reference.constraints import history_tail, ngram_completions
 from ..ops.reference.sampling import process_logits
 
 _NEG_INF = float("-inf")
@@ -44,22 +48,31 @@ class BlockPipeline:
         batch, width, vocab = raw.shape
         pipeline, config = self.pipeline, self.config
         pipeline.prepare(vocab, raw.device)
-        scores = raw.reshape(batch * width, vocab).to(torch.float32, memory_format=torch.contiguous_format,
-                                                       copy=True)
-        if pipeline.token_counts is not None:
-            self._penalize(scores, lengths, offset, width)
-        scores = scores.view(batch, width, vocab)
+        scores = raw.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         at = lengths[:, None] + offset + torch.arange(width, device=raw.device)  # (B, T): h of each position
+        extra = pipeline.extra if pipeline.extra.active else None
+        if extra is not None:
+            scores = extra.before_penalties(scores, self.history, at).contiguous()
+        if pipeline.token_counts is not None:
+            self._penalize(scores.view(batch * width, vocab), lengths, offset, width)
         if config.no_repeat_ngram_size:
             scores.masked_fill_(self._ngram_banned(at, config.no_repeat_ngram_size, vocab), _NEG_INF)
+        if extra is not None and (banned := extra.encoder_ngram_banned(self.history, at, vocab)) is not None:
+            scores.masked_fill_(banned, _NEG_INF)
         if pipeline.bad_words:
             scores.masked_fill_(self._bad_words_banned(at, vocab), _NEG_INF)
+        if pipeline.word_ban is not None:
+            scores.masked_fill_(pipeline.word_ban, _NEG_INF)
         self._length_gated(scores, at)
         if config.remove_invalid_values:
             scores = torch.nan_to_num(scores, nan=0.0, posinf=torch.finfo(scores.dtype).max,
                                       neginf=torch.finfo(scores.dtype).min)
-        if pipeline.static_ban is not None:
-            scores.masked_fill_(pipeline.static_ban, _NEG_INF)
+        if extra is not None:
+            scores = extra.decay_eos(scores, at)
+        if pipeline.suppress_ban is not None:
+            scores.masked_fill_(pipeline.suppress_ban, _NEG_INF)
+        if extra is not None:
+            scores = extra.suppress_at_begin(scores, at)
         if pipeline.logits_processor:
             start = self.common_length + offset
             scores = torch.stack([pipeline.logits_processor(self.history[:, : start + j], scores[:, j].contiguous())
@@ -97,17 +110,9 @@ class BlockPipeline:
 
     def _ngram_banned(self, at: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
         """(B, T, V) bool: tokens completing an n-gram already in the history up to each position."""
-        batch, width = at.shape
-        device = at.device
-        banned = torch.zeros(batch, width, vocab + 1, dtype=torch.bool, device=device)
         grams = self.history[:, : self.max_length].unfold(1, n, 1)  # (B, G, n) every n-gram of the buffer
-        index = (at[..., None] - n + 1 + torch.arange(n - 1, device=device)).clamp(0, self.max_length)
-        prefix = self.history.gather(1, index.view(batch, -1)).view(batch, width, n - 1)
-        match = (grams[:, None, :, :-1] == prefix[:, :, None, :]).all(-1)  # (B, T, G)
-        match &= torch.arange(grams.shape[1], device=device) <= (at - n)[..., None]  # n-grams inside the history
-        last = grams[:, None, :, -1].expand(-1, width, -1).clamp(0, vocab - 1)
-        banned.scatter_(2, torch.where(match, last, vocab), True)
-        return banned[..., :vocab]
+        inside = torch.arange(grams.shape[1], device=at.device) <= (at - n)[..., None]  # n-grams inside the history
+        return ngram_completions(grams, history_tail(self.history, at, n - 1), vocab, inside)
 
     def _bad_words_banned(self, at: torch.Tensor, vocab: int) -> torch.Tensor:
         """(B, T, V) bool: last tokens of the bad words whose other tokens end the history at each position."""
@@ -115,9 +120,7 @@ class BlockPipeline:
         banned = torch.zeros(batch, width, vocab, dtype=torch.bool, device=at.device)
         for prefix, last in self.pipeline.bad_words:
             n = prefix.shape[0]
-            index = (at[..., None] - n + torch.arange(n, device=at.device)).clamp(0, self.max_length)
-            tail = self.history.gather(1, index.view(batch, -1)).view(batch, width, n)
-            banned[..., last] |= (tail == prefix).all(-1) & (at >= n)
+            banned[..., last] |= (history_tail(self.history, at, n) == prefix).all(-1) & (at >= n)
         return banned
 
     def _length_gated(self, scores: torch.Tensor, at: torch.Tensor) -> None:
@@ -141,7 +144,8 @@ class BlockPipeline:
         batch, width, vocab = scores.shape
         rows = _repeat_rows(width)
         warped = process_logits(scores.reshape(-1, vocab), *[rows(v) for v in (p.temperature, p.top_k, p.top_p,
-                                                                                 p.min_p, p.typical_p)])
+                                                                                 p.min_p, p.typical_p)],
+                                **{name: rows(v) for name, v in p.cutoffs.items()})
         return warped.view(batch, width, vocab)
 
 

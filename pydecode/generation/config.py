@@ -23,17 +23,14 @@ PYDECODE_CACHES = ("kivi",)
 
 # parameters that may be a tensor of shape (batch,): one value per row
 PER_ROW_FIELDS = (
-    "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "frequency_penalty",
-    "presence_penalty", "seed",
+    "temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff",
+    "repetition_penalty", "frequency_penalty", "presence_penalty", "seed",
 )
 
 # transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError
 UNSUPPORTED = {
-    "guidance_scale": (None, 1, 1.0), "sequence_bias": (None,), "watermarking_config": (None,), "top_h": (None,),
-    "encoder_repetition_penalty": (None, 1.0), "encoder_no_repeat_ngram_size": (None, 0),
-    "exponential_decay_length_penalty": (None,), "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0),
-    "token_healing": (None, False), "prefill_chunk_size": (None,), "begin_suppress_tokens": (None,),
-    "low_memory": (None, False),
+    "guidance_scale": (None, 1, 1.0), "watermarking_config": (None,), "token_healing": (None, False),
+    "prefill_chunk_size": (None,),
 }
 
 

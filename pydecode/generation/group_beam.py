@@ -34,7 +34,8 @@ def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
     })
     p = ctx.pipeline
     mask = ctx.attention_mask[rows] if ctx.attention_mask is not None else None
-    return LogitsPipeline(ctx.config, params, ctx.input_ids[rows], mask, p.eos_ids, p.logits_processor, p.backend)
+    return LogitsPipeline(ctx.config, params, ctx.input_ids[rows], mask, p.eos_ids, p.logits_processor, p.backend,
+                          p.extra.encoder_ids[rows])
 
 
 class _Hypotheses:

@@ -2,13 +2,15 @@
 
 Order (transformers' processor order, then the warpers, then the draw):
 
+0. ``sequence_bias``, ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
 1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
-2. bans from the history: ``no_repeat_ngram_size``, ``bad_words_ids``
+2. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids``
 3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_bos_token_id`` (at length 1: the decoder's first
-   step), ``forced_eos_token_id``, ``remove_invalid_values``,
-   ``suppress_tokens``, then the user's own ``logits_processor`` list
+   step), ``forced_eos_token_id``, ``remove_invalid_values``, ``exponential_decay_length_penalty`` *,
+   ``suppress_tokens``, ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
 4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
-   the argmax — steps 4 run fused in one op on the fastest backend
+   the argmax — steps 4 run fused in one op on the fastest backend (top-H, epsilon and eta, when set, on the
+   reference path)
 5. ``renormalize_logits`` (log-softmax) for the reported scores
 
 Nothing here reads tensors back to the host.
@@ -22,6 +24,7 @@ from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_tok
 from ..ops.reference.sampling import process_logits, sample_from_processed
 from ..ops.sampling import sample_unchecked
 from ..sampling.params import SamplingParams
+from .extra_processors import ExtraProcessors
 
 
 class LogitsPipeline:
@@ -36,10 +39,11 @@ class LogitsPipeline:
     eos_ids : (E,) int64 tensor or None
     logits_processor : optional transformers ``LogitsProcessorList`` applied after pydecode's processors
     backend : forced backend name or None for auto
+    encoder_ids : (B, Le) int64 encoder input of an encoder-decoder (expanded like the rows); None: ``prompt_ids``
     """
 
     def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
-                 backend=None):
+                 backend=None, encoder_ids=None):
         self.config = config
         self.params = params
         self.prompt_ids = prompt_ids
@@ -50,8 +54,10 @@ class LogitsPipeline:
         self.backend = backend
         self.token_counts = None
         self.prompt_mask = None
-        self.static_ban = None
+        self.word_ban = self.suppress_ban = None
         self.bad_words = None
+        self.extra = ExtraProcessors(config, prompt_ids if encoder_ids is None else encoder_ids, self.prompt_len,
+                                     eos_ids)
         self._ready = False
 
     def _lazy_init(self, vocab: int, device) -> None:
@@ -61,18 +67,17 @@ class LogitsPipeline:
             self.token_counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
             if self.params.has_repetition_penalty:
                 self.prompt_mask = prompt_token_mask(self.prompt_ids.to(device), vocab, self.attention_mask)
-        ban = torch.zeros(vocab, dtype=torch.bool, device=device)
-        suppress = self.config.suppress_tokens or []
-        ban[[t for t in suppress if 0 <= t < vocab]] = True
+        suppress = [t for t in self.config.suppress_tokens or [] if 0 <= t < vocab]
         words = [list(w) for w in (self.config.bad_words_ids or [])]
         eos = set(self.eos_ids.tolist()) if self.eos_ids is not None else set()
         words = [w for w in words if not (len(w) == 1 and w[0] in eos)]  # transformers never bans eos this way
         for word in words:
             if any(not (0 <= t < vocab) for t in word):
                 raise ValueError(f"bad_words_ids must hold token ids in [0, {vocab}), got {word}")
-        ban[[w[0] for w in words if len(w) == 1]] = True
         self.bad_words = [(torch.tensor(w[:-1], dtype=torch.long, device=device), w[-1]) for w in words if len(w) > 1]
-        self.static_ban = ban if suppress or any(len(w) == 1 for w in words) else None
+        self.word_ban = _token_mask([w[0] for w in words if len(w) == 1], vocab, device)
+        self.suppress_ban = _token_mask(suppress, vocab, device)
+        self.extra.prepare(vocab, device)
         self._ready = True
 
     def prepare(self, vocab: int, device) -> None:
@@ -86,14 +91,21 @@ class LogitsPipeline:
         if not self._ready:
             self._lazy_init(scores.shape[-1], scores.device)
         vocab = scores.shape[-1]
-        p, config = self.params, self.config
+        p, config, extra = self.params, self.config, self.extra
+        at = torch.full((scores.shape[0], 1), cur_len, device=scores.device) if extra.active else None
+        if at is not None:
+            scores = extra.before_penalties(scores[:, None], history, at)[:, 0]
         if self.token_counts is not None:
             penalties_unchecked(scores, self.token_counts, self.prompt_mask, p.repetition_penalty,
                                 p.frequency_penalty, p.presence_penalty, self.backend)
         if config.no_repeat_ngram_size:
             scores.masked_fill_(no_repeat_ngram_banned(history, config.no_repeat_ngram_size, vocab), float("-inf"))
+        if at is not None and (banned := extra.encoder_ngram_banned(history, at, vocab)) is not None:
+            scores.masked_fill_(banned[:, 0], float("-inf"))
         if self.bad_words:
             scores.masked_fill_(bad_words_banned(history, self.bad_words, vocab), float("-inf"))
+        if self.word_ban is not None:
+            scores.masked_fill_(self.word_ban, float("-inf"))
         if self.eos_ids is not None and self._eos_banned(cur_len):
             scores[:, self.eos_ids] = float("-inf")
         if config.forced_bos_token_id is not None and cur_len == 1:
@@ -107,8 +119,12 @@ class LogitsPipeline:
         if config.remove_invalid_values:
             scores = torch.nan_to_num(scores, nan=0.0, posinf=torch.finfo(scores.dtype).max,
                                       neginf=torch.finfo(scores.dtype).min)
-        if self.static_ban is not None:
-            scores.masked_fill_(self.static_ban, float("-inf"))
+        if at is not None:
+            scores = extra.decay_eos(scores[:, None], at)[:, 0]
+        if self.suppress_ban is not None:
+            scores.masked_fill_(self.suppress_ban, float("-inf"))
+        if at is not None:
+            scores = extra.suppress_at_begin(scores[:, None], at)[:, 0]
         if self.logits_processor:
             scores = self.logits_processor(history, scores)
         return scores
@@ -123,9 +139,9 @@ class LogitsPipeline:
         p = self.params
         if not want_processed:
             tokens = sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
-                                      self.backend)
+                                      self.backend, cutoffs=p.cutoffs)
             return tokens, None
-        processed = process_logits(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p)
+        processed = process_logits(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p, **p.cutoffs)
         tokens = sample_from_processed(processed, p.seeds, step, p.temperature)
         if self.config.renormalize_logits:
             processed = processed.log_softmax(dim=-1)
@@ -136,7 +152,7 @@ class LogitsPipeline:
         processed_logprob)``, the latter two (B,) float32, under ``scores`` and under the processed distribution."""
         p = self.params
         return sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
-                                self.backend, return_logprobs=True)
+                                self.backend, return_logprobs=True, cutoffs=p.cutoffs)
 
     def changes_scores(self, cur_len: int) -> bool:
         """False when :meth:`process` would return its input unchanged at ``cur_len`` (beam search then fuses
@@ -146,7 +162,7 @@ class LogitsPipeline:
             self.params.has_penalties or c.no_repeat_ngram_size or c.bad_words_ids or c.suppress_tokens
             or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
             or (c.forced_bos_token_id is not None and cur_len == 1)
-            or c.remove_invalid_values or self.logits_processor
+            or c.remove_invalid_values or self.logits_processor or self.extra.active
         )
 
     def reorder(self, rows: torch.Tensor) -> None:
@@ -164,8 +180,18 @@ class LogitsPipeline:
             self.token_counts = self.token_counts[rows]
         if self.prompt_mask is not None:
             self.prompt_mask = self.prompt_mask[rows]
+        self.extra.select_rows(rows)
 
     def record(self, tokens: torch.Tensor) -> None:
         """Count the chosen tokens for the frequency / presence / repetition penalties."""
         if self.token_counts is not None:
             record_tokens_(self.token_counts, tokens, backend=self.backend)
+
+
+def _token_mask(tokens: list[int], vocab: int, device) -> torch.Tensor | None:
+    """(V,) bool mask of ``tokens``, or None when there are none."""
+    if not tokens:
+        return None
+    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    mask[tokens] = True
+    return mask

@@ -47,10 +47,13 @@ def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0
 
 
 def sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, backend=None,
-                     return_logprobs=False):
-    """:func:`top_k_top_p_sample` without argument checks, for the decode loop (parameters already validated)."""
-    if isinstance(typical_p, torch.Tensor) or typical_p < 1.0:
+                     return_logprobs=False, cutoffs=None):
+    """:func:`top_k_top_p_sample` without argument checks, for the decode loop (parameters already validated).
+
+    ``cutoffs`` (``top_h`` / ``epsilon`` / ``eta`` keywords, see :mod:`.reference.cutoffs`), like ``typical_p``,
+    runs on the reference path."""
+    if cutoffs or isinstance(typical_p, torch.Tensor) or typical_p < 1.0:
         fn = reference.top_k_top_p_sample_logprobs if return_logprobs else reference.top_k_top_p_sample
-        return fn(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p)
+        return fn(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p, **(cutoffs or {}))
     _, fn = resolve("sample_logprobs" if return_logprobs else "sample", logits.device, backend)
     return fn(logits, temperature, top_k, top_p, min_p, seeds, int(step))

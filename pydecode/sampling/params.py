@@ -21,10 +21,16 @@ _RANGES = {
     "top_p": ("top_p", 0.0, 1.0, True, False, False, 1.0),
     "min_p": ("min_p", 0.0, 1.0, False, False, False, 0.0),
     "typical_p": ("typical_p", 0.0, 1.0, True, False, False, 1.0),
+    "top_h": ("top_h", 0.0, 1.0, False, False, False, 0.0),  # 0 is off (transformers: None), per row too
+    "epsilon_cutoff": ("epsilon_cutoff", 0.0, 1.0, False, True, False, 0.0),
+    "eta_cutoff": ("eta_cutoff", 0.0, 1.0, False, True, False, 0.0),
     "repetition_penalty": ("repetition_penalty", 0.0, float("inf"), True, False, False, 1.0),
     "frequency_penalty": ("frequency_penalty", -2.0, 2.0, False, False, False, 0.0),
     "presence_penalty": ("presence_penalty", -2.0, 2.0, False, False, False, 0.0),
 }
+
+
+_WARPERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff")
 
 
 def _wrap_int64(value: int) -> int:
@@ -41,6 +47,9 @@ class SamplingParams:
     top_p: float | torch.Tensor
     min_p: float | torch.Tensor
     typical_p: float | torch.Tensor
+    top_h: float | torch.Tensor
+    epsilon_cutoff: float | torch.Tensor
+    eta_cutoff: float | torch.Tensor
     repetition_penalty: float | torch.Tensor
     frequency_penalty: float | torch.Tensor
     presence_penalty: float | torch.Tensor
@@ -51,6 +60,12 @@ class SamplingParams:
     def has_penalties(self) -> bool:
         return any(not _is_off(getattr(self, n), _RANGES[n][-1])
                    for n in ("repetition_penalty", "frequency_penalty", "presence_penalty"))
+
+    @property
+    def cutoffs(self) -> dict:
+        """The top-H, epsilon and eta parameters as keywords of the reference sampler; empty when all are off."""
+        values = dict(top_h=self.top_h, epsilon=self.epsilon_cutoff, eta=self.eta_cutoff)
+        return values if any(not _is_off(v, 0.0) for v in values.values()) else {}
 
     @property
     def has_repetition_penalty(self) -> bool:
@@ -70,9 +85,10 @@ class SamplingParams:
         for name, (attr, low, high, low_open, high_open, integer, off) in _RANGES.items():
             value = resolved.extra(name) if name in resolved.per_row or not hasattr(config, attr) else getattr(config, attr)
             if value is None:
-                value = off
+                values[name] = off
+                continue
             value = check_per_row(name, value, batch, low, high, low_open, high_open, integer)
-            if not do_sample and name in ("temperature", "top_k", "top_p", "min_p", "typical_p"):
+            if not do_sample and name in _WARPERS:
                 value = 0.0 if name == "temperature" else off  # greedy: no warpers, argmax
             values[name] = _normalise(value, expand, device, torch.int32 if integer else torch.float32)
         seeds = _row_seeds(resolved.extra("seed"), batch, expand, device)

@@ -50,8 +50,9 @@ def test_bad_inputs_raise():
 
 def test_unimplemented_features_raise_instead_of_being_ignored():
     model = tiny_model("llama")
-    with pytest.raises(NotImplementedError, match="sequence_bias"):
-        pydecode.generate(model, torch.tensor([[1, 2]]), max_new_tokens=2, sequence_bias={(3,): 1.0})
+    for name, value in (("guidance_scale", 1.5), ("prefill_chunk_size", 4)):
+        with pytest.raises(NotImplementedError, match=name):
+            pydecode.generate(model, torch.tensor([[1, 2]]), max_new_tokens=2, **{name: value})
 
 
 class _Poison(LogitsProcessor):

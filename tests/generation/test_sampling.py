@@ -29,7 +29,8 @@ def test_zero_temperature_rows_are_greedy_beside_sampling_rows():
 
 
 @pytest.mark.parametrize("warpers", [dict(top_k=7), dict(top_p=0.6), dict(min_p=0.2, temperature=0.7),
-                                     dict(top_k=20, top_p=0.9, min_p=0.05), dict(typical_p=0.5)])
+                                     dict(top_k=20, top_p=0.9, min_p=0.05), dict(typical_p=0.5),
+                                     dict(top_h=0.5, eta_cutoff=0.01), dict(epsilon_cutoff=0.01, top_k=30)])
 def test_every_draw_lies_in_the_allowed_set(warpers):
     model = tiny_model("llama")
     ids, mask = padded_batch()

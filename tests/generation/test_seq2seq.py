@@ -88,6 +88,8 @@ GREEDY = {  # tiny random models repeat themselves: the repetition penalty makes
     "penalties": dict(max_new_tokens=10, repetition_penalty=1.5, no_repeat_ngram_size=2),
     "max_length": dict(max_length=7),
     "forced_bos_eos": dict(max_new_tokens=8, forced_bos_token_id=7, forced_eos_token_id=9),
+    "encoder_processors": dict(max_new_tokens=10, encoder_repetition_penalty=2.5, encoder_no_repeat_ngram_size=2,
+                               repetition_penalty=REP),
     "return_sequences": dict(max_new_tokens=10, do_sample=True, top_k=1, num_return_sequences=3,
                              eos_token_id="frequent", repetition_penalty=REP),
 }
@@ -157,6 +159,8 @@ BEAMS = {
     "default": dict(num_beams=4, max_new_tokens=8),
     "eos_r2_early": dict(num_beams=3, max_new_tokens=8, eos_token_id="frequent", num_return_sequences=2,
                          early_stopping=True, length_penalty=0.5),
+    "encoder_processors": dict(num_beams=3, max_new_tokens=8, encoder_repetition_penalty=0.5,
+                               encoder_no_repeat_ngram_size=1),
     "never_lp2_penalties": dict(num_beams=4, max_new_tokens=8, eos_token_id=["frequent", 5], early_stopping="never",
                                 length_penalty=2.0, repetition_penalty=1.3, min_new_tokens=3, num_return_sequences=4),
 }

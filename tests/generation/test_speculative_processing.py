@@ -17,6 +17,7 @@ import pydecode
 from pydecode.ops.reference import apply_penalties_, process_logits, prompt_token_mask
 
 from tests.generation.models import EOS, PAD, VOCAB, padded_batch, tiny_model
+from tests.generation.test_extra_processors import case_kwargs as extra_case_kwargs
 from tests.generation.test_speculative import EOS_LIST, tiny_draft
 
 STRATEGIES = {
@@ -71,6 +72,8 @@ def case_kwargs(case, model, ids, mask):
             return dict(bad_words_ids=[free[0, 4:6].tolist(), free[1, 9:12].tolist(), free[2, 2:4].tolist()])
         return dict(stop_strings=[tiny_tokenizer().decode(free[1, 7:9]), tiny_tokenizer().decode(free[2, 13:16])],
                     tokenizer=tiny_tokenizer())
+    if case in EXTRA_CASES:
+        return extra_case_kwargs(case, model, ids, mask)
     return {
         "repetition": dict(repetition_penalty=1.5),
         "frequency_presence": dict(frequency_penalty=0.8, presence_penalty=0.6),
@@ -85,8 +88,10 @@ def case_kwargs(case, model, ids, mask):
     }[case]
 
 
+EXTRA_CASES = ["sequence_bias", "encoder_repetition", "encoder_no_repeat_2", "exponential_decay", "begin_suppress"]
 CASES = ["repetition", "frequency_presence", "per_row_penalty", "no_repeat_ngram_2", "no_repeat_ngram_3", "bad_words",
-         "min_new_tokens", "min_length", "forced_eos", "logits_processor", "stopping_criteria", "stop_strings"]
+         "min_new_tokens", "min_length", "forced_eos", "logits_processor", "stopping_criteria", "stop_strings",
+         *EXTRA_CASES]
 
 
 @pytest.mark.parametrize("how", list(STRATEGIES))

@@ -8,17 +8,35 @@ from __future__ import annotations
 import torch
 
 
+def history_tail(history: torch.Tensor, at: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, T, count): the ``count`` tokens of ``history`` (B, H) just before each position ``at`` (B, T) (indices
+    clamped into the buffer: the caller masks positions with fewer tokens before them)."""
+    batch, width = at.shape
+    index = (at[..., None] - count + torch.arange(count, device=at.device)).clamp(0, history.shape[1] - 1)
+    return history.gather(1, index.view(batch, -1)).view(batch, width, count)
+
+
+def ngram_completions(grams: torch.Tensor, prefix: torch.Tensor, vocab_size: int,
+                      valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, V) bool: the last tokens of the n-grams ``grams`` (B, G, n) whose first n - 1 tokens equal ``prefix``
+    (B, T, n - 1), for each of T positions; ``valid`` (B, T, G) bool, if given, limits the n-grams per position."""
+    batch, width = prefix.shape[:2]
+    banned = torch.zeros(batch, width, vocab_size + 1, dtype=torch.bool, device=grams.device)
+    match = (grams[:, None, :, :-1] == prefix[:, :, None, :]).all(dim=-1)  # (B, T, G)
+    if valid is not None:
+        match &= valid
+    last = grams[:, None, :, -1].expand(-1, width, -1).clamp(0, vocab_size - 1)
+    banned.scatter_(2, torch.where(match, last, vocab_size), True)
+    return banned[..., :vocab_size]
+
+
 def no_repeat_ngram_banned(history: torch.Tensor, ngram_size: int, vocab_size: int) -> torch.Tensor:
     """Tokens that would complete an n-gram already present in the row's history."""
     batch, length = history.shape
-    banned = torch.zeros(batch, vocab_size + 1, dtype=torch.bool, device=history.device)
     if ngram_size <= 0 or length < ngram_size:
-        return banned[:, :vocab_size]
-    windows = history.unfold(1, ngram_size, 1)
-    prefix = history[:, length - ngram_size + 1:]
-    match = (windows[:, :, :-1] == prefix[:, None, :]).all(dim=-1)
-    banned.scatter_(1, torch.where(match, windows[:, :, -1].clamp(0, vocab_size - 1), vocab_size), True)
-    return banned[:, :vocab_size]
+        return torch.zeros(batch, vocab_size, dtype=torch.bool, device=history.device)
+    prefix = history[:, None, length - ngram_size + 1:]
+    return ngram_completions(history.unfold(1, ngram_size, 1), prefix, vocab_size)[:, 0]
 
 
 def bad_words_banned(history: torch.Tensor, bad_words: list[tuple[torch.Tensor, int]], vocab_size: int) -> torch.Tensor:

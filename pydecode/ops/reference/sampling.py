@@ -1,4 +1,5 @@
-"""Pure-PyTorch reference of the sampling pipeline: temperature -> top-k -> top-p -> min-p -> typical -> draw.
+"""Pure-PyTorch reference of the sampling pipeline: temperature -> top-H -> top-k -> top-p -> min-p -> typical ->
+epsilon -> eta -> draw (top-H, epsilon and eta: :mod:`.cutoffs`, off unless asked for).
 
 Each filter has the semantics of the transformers warper of the same name (sequential: each sees the output of the
 previous one, masked entries are ``-inf``; ties at the top-k boundary are kept; top-p keeps the smallest set of most
@@ -10,20 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from .cutoffs import epsilon_filter, eta_filter, top_h_filter
 from .random import gumbel_noise
-
-
-def per_row(value, batch: int, device, dtype) -> torch.Tensor:
-    """A (B, 1) tensor from a scalar or a (B,) tensor."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device=device, dtype=dtype).reshape(batch, 1)
-    return torch.full((batch, 1), value, device=device, dtype=dtype)
-
-
-def sanitize(logits: torch.Tensor) -> torch.Tensor:
-    """float32 copy of ``logits`` with NaN replaced by ``-inf``."""
-    logits = logits.to(torch.float32, copy=True)
-    return logits.masked_fill_(torch.isnan(logits), float("-inf"))
+from .rows import per_row, sanitize
 
 
 def apply_temperature(logits: torch.Tensor, temperature) -> torch.Tensor:
@@ -89,8 +79,10 @@ def typical_filter(logits: torch.Tensor, typical_p) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0) -> torch.Tensor:
-    """float32 processed logits: temperature, then top-k, top-p, min-p and typical masks (``-inf`` = removed).
+def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, *, top_h=0.0,
+                   epsilon=0.0, eta=0.0) -> torch.Tensor:
+    """float32 processed logits: temperature, then the top-H, top-k, top-p, min-p, typical, epsilon and eta masks
+    (``-inf`` = removed).
 
     Greedy rows (temperature 0) come back as the sanitized input: their draw is the argmax either way.
     """
@@ -100,10 +92,13 @@ def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typic
     batch = logits.shape[0]
     sampling = per_row(temperature, batch, logits.device, torch.float32) > 0
     out = apply_temperature(logits, temperature)
+    out = top_h_filter(out, top_h)
     out = top_k_filter(out, top_k)
     out = top_p_filter(out, top_p)
     out = min_p_filter(out, min_p)
     out = typical_filter(out, typical_p)
+    out = epsilon_filter(out, epsilon)
+    out = eta_filter(out, eta)
     return torch.where(sampling, out, logits)
 
 
@@ -121,20 +116,22 @@ def sample_from_processed(processed: torch.Tensor, seeds: torch.Tensor, step: in
     return torch.where(greedy, processed, noisy).argmax(dim=-1)
 
 
-def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0) -> torch.Tensor:
-    """The fused kernels' contract: process the logits and draw one token per row. Returns (B,) int64."""
-    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p)
+def top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, **cutoffs) -> torch.Tensor:
+    """The fused kernels' contract: process the logits and draw one token per row. Returns (B,) int64.
+
+    ``cutoffs``: the keyword-only ``top_h``, ``epsilon`` and ``eta`` of :func:`process_logits`."""
+    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p, **cutoffs)
     return sample_from_processed(processed, seeds, step, temperature)
 
 
-def top_k_top_p_sample_logprobs(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0):
+def top_k_top_p_sample_logprobs(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p=1.0, **cutoffs):
     """:func:`top_k_top_p_sample` that also reports the drawn token's log-probabilities.
 
     Returns ``(tokens (B,) int64, logprob (B,) float32, processed_logprob (B,) float32)``: ``log_softmax`` at the
     token of the input logits and of the processed logits it was drawn from (equal on greedy rows). A row with no
     finite logit, or with a ``+inf`` logit, reports NaN.
     """
-    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p)
+    processed = process_logits(logits, temperature, top_k, top_p, min_p, typical_p, **cutoffs)
     tokens = sample_from_processed(processed, seeds, step, temperature)
     at = tokens.view(-1, 1)
     logprob = sanitize(logits).log_softmax(dim=-1).gather(1, at).squeeze(1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .random import TOKEN_SALT, gumbel_noise, mix32, step_keys
-from .sampling import per_row, sanitize
+from .rows import per_row, sanitize
 
 
 def acceptance_uniforms(seeds: torch.Tensor, step: int, vocab: int, k: int) -> torch.Tensor:
