@@ -12,6 +12,7 @@ from . import seq2seq, strategies
 from .config import check_supported, resolve_config
 from .compat import USER_CACHE_KWARGS
 from .context import DecodeContext
+from .guidance import make_guidance
 from .contrastive import check_contrastive_args
 from .logits import LogitsPipeline
 from .runner import ModelRunner
@@ -78,6 +79,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
     if streamer is not None:
         streamer.put(input_ids.cpu())
+    guidance = make_guidance(model, config, model_kwargs, name, expand, encoder_decoder)
     encoder_ids = encoder_inputs[0].repeat_interleave(expand, dim=0) if encoder_decoder else None
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
@@ -92,7 +94,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,
-                                encoder_ids),
+                                encoder_ids, guidance),
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
         runner=runner,
         input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,

@@ -29,7 +29,7 @@ PER_ROW_FIELDS = (
 
 # transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError
 UNSUPPORTED = {
-    "guidance_scale": (None, 1, 1.0), "watermarking_config": (None,), "token_healing": (None, False),
+    "watermarking_config": (None,), "token_healing": (None, False),
     "prefill_chunk_size": (None,),
 }
 

@@ -2,7 +2,8 @@
 
 Order (transformers' processor order, then the warpers, then the draw):
 
-0. ``sequence_bias``, ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
+0. classifier-free guidance (``guidance_scale``, :mod:`.guidance`), then ``sequence_bias`` and
+   ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
 1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
 2. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids``
 3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_bos_token_id`` (at length 1: the decoder's first
@@ -40,10 +41,11 @@ class LogitsPipeline:
     logits_processor : optional transformers ``LogitsProcessorList`` applied after pydecode's processors
     backend : forced backend name or None for auto
     encoder_ids : (B, Le) int64 encoder input of an encoder-decoder (expanded like the rows); None: ``prompt_ids``
+    guidance : the call's :class:`~.guidance.Guidance` or None
     """
 
     def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
-                 backend=None, encoder_ids=None):
+                 backend=None, encoder_ids=None, guidance=None):
         self.config = config
         self.params = params
         self.prompt_ids = prompt_ids
@@ -54,6 +56,7 @@ class LogitsPipeline:
         self.backend = backend
         self.token_counts = None
         self.prompt_mask = None
+        self.guidance = guidance
         self.word_ban = self.suppress_ban = None
         self.bad_words = None
         self.extra = ExtraProcessors(config, prompt_ids if encoder_ids is None else encoder_ids, self.prompt_len,
@@ -92,6 +95,8 @@ class LogitsPipeline:
             self._lazy_init(scores.shape[-1], scores.device)
         vocab = scores.shape[-1]
         p, config, extra = self.params, self.config, self.extra
+        if self.guidance is not None:
+            scores = self.guidance(scores, history)
         at = torch.full((scores.shape[0], 1), cur_len, device=scores.device) if extra.active else None
         if at is not None:
             scores = extra.before_penalties(scores[:, None], history, at)[:, 0]
@@ -162,7 +167,7 @@ class LogitsPipeline:
             self.params.has_penalties or c.no_repeat_ngram_size or c.bad_words_ids or c.suppress_tokens
             or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
             or (c.forced_bos_token_id is not None and cur_len == 1)
-            or c.remove_invalid_values or self.logits_processor or self.extra.active
+            or c.remove_invalid_values or self.logits_processor or self.extra.active or self.guidance is not None
         )
 
     def reorder(self, rows: torch.Tensor) -> None:
@@ -181,6 +186,8 @@ class LogitsPipeline:
         if self.prompt_mask is not None:
             self.prompt_mask = self.prompt_mask[rows]
         self.extra.select_rows(rows)
+        if self.guidance is not None:
+            self.guidance.select_rows(rows)
 
     def record(self, tokens: torch.Tensor) -> None:
         """Count the chosen tokens for the frequency / presence / repetition penalties."""

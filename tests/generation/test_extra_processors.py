@@ -1,6 +1,7 @@
 """transformers' less common processors and warpers: sequence_bias, encoder_repetition_penalty,
-encoder_no_repeat_ngram_size, exponential_decay_length_penalty, begin_suppress_tokens, top_h, epsilon_cutoff and
-eta_cutoff — parity with transformers 5 (tokens and scores), through greedy, beam search and sampling, and bad input.
+encoder_no_repeat_ngram_size, exponential_decay_length_penalty, begin_suppress_tokens, guidance_scale, top_h,
+epsilon_cutoff and eta_cutoff — parity with transformers 5 (tokens and scores), through greedy, beam search and
+sampling, and bad input.
 
 Each setting is picked from the unprocessed output so that it changes the tokens (checked: a case that changes
 nothing could not fail).
@@ -220,3 +221,47 @@ def test_low_memory_is_accepted_and_changes_nothing():
     contrastive = dict(attention_mask=mask, max_new_tokens=6, penalty_alpha=0.6, top_k=4)
     assert torch.equal(pydecode.generate(model, ids, low_memory=True, **contrastive),
                        pydecode.generate(model, ids, **contrastive))
+
+
+NEGATIVE = dict(negative_prompt_ids=torch.tensor([[7, 8, 9]] * 3),
+                negative_prompt_attention_mask=torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1]]))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("negative", [False, True])
+def test_classifier_free_guidance_matches_transformers(kind, negative):
+    model = tiny_model(kind)
+    ids, mask = padded_batch()
+    kwargs = dict(max_new_tokens=10, do_sample=False, guidance_scale=3.0, return_dict_in_generate=True,
+                  output_scores=True, **(NEGATIVE if negative else {}))
+    want = model.generate(ids, attention_mask=mask, **kwargs)
+    plain = unprocessed(model, ids, mask, max_new_tokens=10)
+    assert want.sequences[:, ids.shape[1]:].tolist() != plain.tolist(), "guidance changes nothing"
+    assert_same_outputs(pydecode.generate(model, ids, attention_mask=mask, **kwargs), want)
+    sampled = dict(kwargs, do_sample=True, temperature=0.8, top_k=20, max_new_tokens=1)
+    first = model.generate(ids, attention_mask=mask, **sampled).scores[0]
+    torch.testing.assert_close(pydecode.generate(model, ids, attention_mask=mask, **sampled).scores[0], first,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_free_guidance_when_finished_rows_leave_the_batch():
+    model = tiny_model("llama")
+    ids = torch.randint(6, VOCAB, (8, 5), generator=torch.Generator().manual_seed(4))
+    negative_mask = torch.ones(8, 6, dtype=torch.long)
+    negative_mask[::2, :5] = 0  # a negative prompt padded differently per row: the mask must follow its rows
+    kwargs = dict(max_new_tokens=20, do_sample=False, guidance_scale=1.8, eos_token_id=list(range(5, 256, 4)),
+                  pad_token_id=0, negative_prompt_ids=torch.randint(6, VOCAB, (8, 6)),
+                  negative_prompt_attention_mask=negative_mask)
+    want = model.generate(ids, **kwargs)
+    got = pydecode.generate(model, ids, return_dict_in_generate=True, **kwargs)
+    assert got.sequences.tolist() == want.tolist()
+    assert got.host_syncs > got.sequences.shape[1] - ids.shape[1]  # the batch was compacted at least once
+
+
+def test_classifier_free_guidance_refuses_other_strategies_and_bad_scales():
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    with pytest.raises(NotImplementedError, match="guidance_scale"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, guidance_scale=2.0, num_beams=2)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, guidance_scale=float("nan"))
