@@ -12,8 +12,9 @@ from . import seq2seq, strategies
 from .config import check_supported, resolve_config
 from .compat import USER_CACHE_KWARGS
 from .context import DecodeContext
-from .guidance import make_guidance
 from .contrastive import check_contrastive_args
+from .extra_processors import make_watermark
+from .guidance import make_guidance
 from .logits import LogitsPipeline
 from .runner import ModelRunner
 from .seq2seq import EncoderDecoderRunner
@@ -80,6 +81,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     if streamer is not None:
         streamer.put(input_ids.cpu())
     guidance = make_guidance(model, config, model_kwargs, name, expand, encoder_decoder)
+    watermark = make_watermark(config, model, name, device)
     encoder_ids = encoder_inputs[0].repeat_interleave(expand, dim=0) if encoder_decoder else None
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
@@ -90,11 +92,11 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
                                               model_kwargs)
     else:
         runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
-                             expand)
+                             expand, check_prefill_chunk(config, name, cache, encoder_decoder))
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,
-                                encoder_ids, guidance),
+                                encoder_ids, guidance, watermark),
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
         runner=runner,
         input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,
@@ -102,6 +104,20 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         model_kwargs=model_kwargs, strategy=name,
     )
     return ctx
+
+
+def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> int | None:
+    """``prefill_chunk_size`` after checks: an int >= 1, for greedy decoding, sampling and the beam family on a
+    decoder-only model with a full-precision cache; None when unset."""
+    size = config.prefill_chunk_size
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"prefill_chunk_size must be an int >= 1, got {size!r}")
+    if encoder_decoder or strategy not in ("sample", "beam") or isinstance(cache, KiviCache):
+        raise NotImplementedError("prefill_chunk_size is supported with greedy decoding, sampling and the beam family "
+                                  "on decoder-only models with a full-precision KV cache")
+    return size
 
 
 def _make_cache(config, model_kwargs, model, rows: int, max_length: int):

@@ -138,7 +138,8 @@ class _BeamSearch:
                      for name in ("scores", "logits", "attentions", "hidden_states")}
         # finished prompts may leave the batch (then the beam indices recorded are relative to the computed rows:
         # only the dict output reports them, and it never compacts)
-        self.compact = B > 1 and not on and not ctx.stops.criteria and not ctx.pipeline.logits_processor
+        self.compact = (B > 1 and not on and not ctx.stops.criteria and not ctx.pipeline.logits_processor
+                        and ctx.pipeline.watermark is None)
         self.prompts = None  # once prompts were dropped: the original index of each computed prompt
         self.results = None  # and (finished, finished_scores, finished_from) of every prompt, filled as they go
 
@@ -185,6 +186,8 @@ class _BeamSearch:
         scores = ctx.pipeline.process(torch.log_softmax(logits, dim=-1), self.running[:, :cur_len], cur_len)
         if self.do_sample:
             scores = warp_for_beams(scores, ctx.pipeline.params, self.min_keep)
+        if ctx.pipeline.watermark is not None:
+            scores = ctx.pipeline.watermark(self.running[:, :cur_len], scores)
         if ctx.config.renormalize_logits:
             scores = scores.log_softmax(dim=-1)
         if self.keep["scores"] is not None:

@@ -28,10 +28,7 @@ PER_ROW_FIELDS = (
 )
 
 # transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError
-UNSUPPORTED = {
-    "watermarking_config": (None,), "token_healing": (None, False),
-    "prefill_chunk_size": (None,),
-}
+UNSUPPORTED = {"token_healing": (None, False)}
 
 
 class GenerationConfig(transformers.GenerationConfig):

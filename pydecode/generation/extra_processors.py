@@ -175,3 +175,15 @@ class ExtraProcessors:
         if not self.begin_tokens:
             return scores
         return torch.where((at == self.begin_index)[..., None] & self.begin_ban, float("-inf"), scores)
+
+
+def make_watermark(config, model, strategy: str, device):
+    """transformers' watermark processor for ``config.watermarking_config`` (KGW or SynthID), built as transformers
+    builds it (over the model's configured vocabulary), or None. Greedy decoding, sampling and beam search only."""
+    watermarking = config.watermarking_config
+    if watermarking is None:
+        return None
+    if strategy not in ("sample", "beam") or (config.num_beam_groups or 1) > 1:
+        raise NotImplementedError("watermarking_config is supported with greedy decoding, sampling, beam search and "
+                                  f"beam sampling, not with the {strategy!r} strategy")
+    return watermarking.construct_processor(model.config.get_text_config().vocab_size, device)

@@ -12,7 +12,9 @@ Order (transformers' processor order, then the warpers, then the draw):
 4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
    the argmax — steps 4 run fused in one op on the fastest backend (top-H, epsilon and eta, when set, on the
    reference path)
-5. ``renormalize_logits`` (log-softmax) for the reported scores
+5. ``watermarking_config``: transformers' own watermark processor, on the processed scores (then drawn from on the
+   reference path)
+6. ``renormalize_logits`` (log-softmax) for the reported scores
 
 Nothing here reads tensors back to the host.
 """
@@ -42,10 +44,11 @@ class LogitsPipeline:
     backend : forced backend name or None for auto
     encoder_ids : (B, Le) int64 encoder input of an encoder-decoder (expanded like the rows); None: ``prompt_ids``
     guidance : the call's :class:`~.guidance.Guidance` or None
+    watermark : the transformers processor ``watermarking_config.construct_processor`` built for the call, or None
     """
 
     def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
-                 backend=None, encoder_ids=None, guidance=None):
+                 backend=None, encoder_ids=None, guidance=None, watermark=None):
         self.config = config
         self.params = params
         self.prompt_ids = prompt_ids
@@ -57,6 +60,7 @@ class LogitsPipeline:
         self.token_counts = None
         self.prompt_mask = None
         self.guidance = guidance
+        self.watermark = watermark
         self.word_ban = self.suppress_ban = None
         self.bad_words = None
         self.extra = ExtraProcessors(config, prompt_ids if encoder_ids is None else encoder_ids, self.prompt_len,
@@ -139,14 +143,17 @@ class LogitsPipeline:
         min_new = self.config.min_new_tokens or 0
         return cur_len < min_length or cur_len - self.prompt_len < min_new
 
-    def select(self, scores: torch.Tensor, step: int, want_processed: bool = False):
-        """Step 4: the next token of every row, and the processed scores (warpers applied) if asked for."""
+    def select(self, scores: torch.Tensor, step: int, want_processed: bool = False, history=None):
+        """Steps 4-5: the next token of every row, and the processed scores (warpers applied) if asked for;
+        ``history`` (B, cur_len) is what a watermark reads."""
         p = self.params
-        if not want_processed:
+        if not want_processed and self.watermark is None:
             tokens = sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
                                       self.backend, cutoffs=p.cutoffs)
             return tokens, None
         processed = process_logits(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p, **p.cutoffs)
+        if self.watermark is not None:
+            processed = self.watermark(history, processed)
         tokens = sample_from_processed(processed, p.seeds, step, p.temperature)
         if self.config.renormalize_logits:
             processed = processed.log_softmax(dim=-1)
@@ -168,6 +175,7 @@ class LogitsPipeline:
             or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
             or (c.forced_bos_token_id is not None and cur_len == 1)
             or c.remove_invalid_values or self.logits_processor or self.extra.active or self.guidance is not None
+            or self.watermark is not None
         )
 
     def reorder(self, rows: torch.Tensor) -> None:

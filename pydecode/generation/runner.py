@@ -27,13 +27,16 @@ class ModelRunner:
     ``cache`` defaults to a ``DynamicCache`` whose layers are preallocated for ``max_length`` tokens; pass another
     transformers Cache (e.g. a KIVI cache) to use it.
     ``expand`` is how many consecutive rows repeat each prompt (beams, return sequences): the prefill runs once per
-    prompt where the cache can be repeated after it.
+    prompt where the cache can be repeated after it. ``prefill_chunk`` (transformers' ``prefill_chunk_size``), if
+    set, runs the prompt in forwards of that many tokens, as transformers does (the prefill's outputs are then the
+    last chunk's).
     """
 
     def __init__(self, model, attention_mask, batch: int, prompt_len: int, max_length: int, device, cache=None,
-                 model_kwargs=None, expand: int = 1):
+                 model_kwargs=None, expand: int = 1, prefill_chunk: int | None = None):
         self.model = model
         self.expand = expand
+        self.prefill_chunk = prefill_chunk
         self.cache = cache if cache is not None else preallocate(DynamicCache(config=model.config), max_length)
         self.model_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _MANAGED}
         params = inspect.signature(model.forward).parameters
@@ -72,13 +75,13 @@ class ModelRunner:
         ``expand`` rows, only the first of them runs; the cache and the output's tensors are then repeated.
         """
         if not self._can_share_prefill():
-            return self._forward(input_ids, **forward_kwargs)
+            return self._prefill_forward(input_ids, forward_kwargs)
         first = slice(None, None, self.expand)
         if self.takes_position_ids:
             forward_kwargs.setdefault("position_ids", self.positions[first])
         if self.mask is not None:
             forward_kwargs.setdefault("attention_mask", self.mask[first, : self.length])
-        outputs = self._forward(input_ids[first], **forward_kwargs)
+        outputs = self._prefill_forward(input_ids[first], forward_kwargs)
         self.cache.batch_repeat_interleave(self.expand)
         mark_shared_prefix(self.cache, self.length)
         for name, value in outputs.items():
@@ -86,6 +89,24 @@ class ModelRunner:
                 outputs[name] = value.repeat_interleave(self.expand, dim=0)
             elif isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
                 outputs[name] = tuple(v.repeat_interleave(self.expand, dim=0) for v in value)
+        return outputs
+
+    def _prefill_forward(self, input_ids: torch.Tensor, forward_kwargs: dict):
+        """The prompt's forward, or its forwards chunk by chunk (each with the positions of its tokens and the mask
+        up to its end); returns the (last) output."""
+        length, size = input_ids.shape[1], self.prefill_chunk
+        if not size or length <= size:
+            return self._forward(input_ids, **forward_kwargs)
+        positions = forward_kwargs.pop("position_ids", self.positions if self.takes_position_ids else None)
+        mask = forward_kwargs.pop("attention_mask", self.mask[:, :length] if self.mask is not None else None)
+        for start in range(0, length, size):
+            end = min(start + size, length)
+            kwargs = dict(self.model_kwargs, **forward_kwargs)
+            if positions is not None:
+                kwargs["position_ids"] = positions[:, start:end]
+            if mask is not None:
+                kwargs["attention_mask"] = mask[:, :end]
+            outputs = self._call(input_ids[:, start:end], kwargs)
         return outputs
 
     def step(self, tokens: torch.Tensor, **forward_kwargs):

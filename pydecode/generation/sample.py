@@ -21,8 +21,9 @@ def run(ctx: DecodeContext):
     runner, pipeline = ctx.runner, ctx.pipeline
     state = DecodeState(ctx)
     record = StepRecorder(ctx.config)
-    fused_logprobs = record.logprobs and not record.scores
-    compact = not record.per_step and hasattr(runner.cache, "batch_select_indices")
+    fused_logprobs = record.logprobs and not record.scores and pipeline.watermark is None
+    # a watermark processor may keep per-row state (SynthID does): the batch then keeps its rows
+    compact = not record.per_step and hasattr(runner.cache, "batch_select_indices") and pipeline.watermark is None
 
     outputs = runner.prefill(ctx.input_ids)
     while True:
@@ -35,7 +36,7 @@ def run(ctx: DecodeContext):
             drawn = (input_logprob if raw_is_input else None, processed_logprob)
             processed = None
         else:
-            tokens, processed = pipeline.select(scores, state.step, record.scores or record.logprobs)
+            tokens, processed = pipeline.select(scores, state.step, record.scores or record.logprobs, state.past())
             drawn = None
         live = state.unfinished
         tokens = state.append(tokens, scores)

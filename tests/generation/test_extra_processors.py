@@ -1,6 +1,6 @@
 """transformers' less common processors and warpers: sequence_bias, encoder_repetition_penalty,
 encoder_no_repeat_ngram_size, exponential_decay_length_penalty, begin_suppress_tokens, guidance_scale, top_h,
-epsilon_cutoff and eta_cutoff — parity with transformers 5 (tokens and scores), through greedy, beam search and
+epsilon_cutoff and eta_cutoff, and watermarking_config — parity with transformers 5 (tokens and scores), through greedy, beam search and
 sampling, and bad input.
 
 Each setting is picked from the unprocessed output so that it changes the tokens (checked: a case that changes
@@ -8,6 +8,7 @@ nothing could not fail).
 """
 import pytest
 import torch
+from transformers import SynthIDTextWatermarkingConfig, WatermarkingConfig
 from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper
 
 import pydecode
@@ -265,3 +266,72 @@ def test_classifier_free_guidance_refuses_other_strategies_and_bad_scales():
         pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, guidance_scale=2.0, num_beams=2)
     with pytest.raises(ValueError, match="guidance_scale"):
         pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, guidance_scale=float("nan"))
+
+
+WATERMARKS = {
+    "kgw_lefthash": lambda: WatermarkingConfig(bias=2.5),
+    "kgw_selfhash": lambda: WatermarkingConfig(seeding_scheme="selfhash", context_width=2, bias=3.0),
+    "synthid": lambda: SynthIDTextWatermarkingConfig(ngram_len=3, keys=[654, 400, 836, 123, 340]),
+}
+
+
+@pytest.mark.parametrize("watermark", list(WATERMARKS))
+@pytest.mark.parametrize("strategy", [dict(do_sample=False), dict(num_beams=3, num_return_sequences=2),
+                                      dict(do_sample=True, top_k=20, max_new_tokens=1)], ids=["greedy", "beam", "sample"])
+def test_watermarks_match_transformers(watermark, strategy):
+    """transformers' own watermark processors, run after pydecode's warpers: the same tokens and scores (sampling:
+    the first step's processed distribution, whose draw uses another random stream)."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    kwargs = dict(max_new_tokens=8, return_dict_in_generate=True, output_scores=True,
+                  watermarking_config=WATERMARKS[watermark]())
+    kwargs.update(strategy)
+    want = model.generate(ids, attention_mask=mask, **kwargs)
+    got = pydecode.generate(model, ids, attention_mask=mask, seed=1, **kwargs)
+    plain = pydecode.generate(model, ids, attention_mask=mask, seed=1, **dict(kwargs, watermarking_config=None))
+    assert [s.tolist() for s in plain.scores] != [s.tolist() for s in want.scores], "the watermark changes nothing"
+    if strategy.get("do_sample"):
+        assert torch.equal(torch.isinf(got.scores[0]), torch.isinf(want.scores[0]))
+        torch.testing.assert_close(got.scores[0], want.scores[0], rtol=1e-5, atol=1e-5)
+        return
+    assert_same_outputs(got, want)
+    no_dict = dict(kwargs, return_dict_in_generate=False)
+    assert pydecode.generate(model, ids, attention_mask=mask, **no_dict).tolist() == want.sequences.tolist()
+
+
+def test_watermarks_refuse_other_strategies():
+    ids, mask = padded_batch()
+    with pytest.raises(NotImplementedError, match="watermarking_config"):
+        pydecode.generate(tiny_model("llama"), ids, attention_mask=mask, max_new_tokens=2, penalty_alpha=0.5,
+                          top_k=3, watermarking_config=WatermarkingConfig())
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+@pytest.mark.parametrize("strategy", [dict(do_sample=False), dict(num_beams=3, num_return_sequences=2)],
+                         ids=["greedy", "beam"])
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_chunked_prefill_matches_transformers(kind, strategy, chunk):
+    """``prefill_chunk_size``: the prompt runs in forwards of ``chunk`` tokens (counted), with transformers' tokens
+    and scores (gemma3: sliding-window layers of 4 tokens)."""
+    model = tiny_model(kind)
+    ids, mask = padded_batch(length=11)
+    kwargs = dict(max_new_tokens=6, return_dict_in_generate=True, output_scores=True, prefill_chunk_size=chunk,
+                  **strategy)
+    want = model.generate(ids, attention_mask=mask, **kwargs)
+    calls = []
+    hook = model.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        got = pydecode.generate(model, ids, attention_mask=mask, **kwargs)
+    finally:
+        hook.remove()
+    assert len(calls) == -(-11 // chunk) + len(got.scores) - 1
+    assert_same_outputs(got, want)
+
+
+def test_chunked_prefill_refuses_bad_sizes_and_other_strategies():
+    ids, mask = padded_batch()
+    with pytest.raises(ValueError, match="prefill_chunk_size"):
+        pydecode.generate(tiny_model("llama"), ids, attention_mask=mask, max_new_tokens=2, prefill_chunk_size=0)
+    with pytest.raises(NotImplementedError, match="prefill_chunk_size"):
+        pydecode.generate(tiny_model("llama"), ids, attention_mask=mask, max_new_tokens=2, prefill_chunk_size=2,
+                          penalty_alpha=0.5, top_k=3)

@@ -50,7 +50,7 @@ def test_bad_inputs_raise():
 
 def test_unimplemented_features_raise_instead_of_being_ignored():
     model = tiny_model("llama")
-    for name, value in (("token_healing", True), ("prefill_chunk_size", 4)):
+    for name, value in (("token_healing", True),):
         with pytest.raises(NotImplementedError, match=name):
             pydecode.generate(model, torch.tensor([[1, 2]]), max_new_tokens=2, **{name: value})
 
