@@ -27,7 +27,7 @@ from ..ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
 from ..ops.reference.sampling import min_p_filter, top_k_filter, top_p_filter, typical_filter
 from .compat import with_cache
 from .context import DecodeContext
-from .output import GenerateBeamOutput
+from .output import GenerateBeamOutput, requested_logprobs
 
 _NEG = -1.0e9  # transformers' "never pick this" score offset; kept bit for bit for parity
 
@@ -57,8 +57,8 @@ def check_beam_config(config, streamer=None) -> None:
         raise ValueError(f"early_stopping must be True, False or 'never', got {config.early_stopping!r}")
     if streamer is not None:
         raise ValueError("a streamer cannot be used with beam search (as in transformers): use num_beams=1")
-    if getattr(config, "output_logprobs", False) or getattr(config, "top_logprobs", 0):
-        raise NotImplementedError("output_logprobs / top_logprobs are not implemented for beam search")
+    if groups > 1 and (getattr(config, "output_logprobs", False) or getattr(config, "top_logprobs", 0)):
+        raise NotImplementedError("output_logprobs / top_logprobs are not implemented for diverse beam search")
 
 
 def run(ctx: DecodeContext):
@@ -125,10 +125,11 @@ class _BeamSearch:
         self.running[:, : self.prompt_len] = ctx.input_ids
         self.running_scores = torch.zeros(B, N, device=self.device)
         self.running_scores[:, 1:] = _NEG  # only beam 0 may start, or all beams would pick the same tokens
-        self.running_from = torch.full((B, N, L - self.prompt_len), -1, dtype=torch.int32, device=self.device)
+        self.top_n, self.logprobs = requested_logprobs(config)
+        self.running_hist = self._histories(B, N, L - self.prompt_len)
         self.finished = self.running.view(B, N, L).clone()
         self.finished_scores = torch.full((B, N), _NEG, device=self.device)
-        self.finished_from = self.running_from.clone()
+        self.finished_hist = {name: h.clone() for name, h in self.running_hist.items()}
         self.is_finished = torch.zeros(B, N, dtype=torch.bool, device=self.device)
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=self.device)
         self.in_top_n = torch.arange(self.k, device=self.device) < N
@@ -141,7 +142,19 @@ class _BeamSearch:
         self.compact = (B > 1 and not on and not ctx.stops.criteria and not ctx.pipeline.logits_processor
                         and ctx.pipeline.watermark is None)
         self.prompts = None  # once prompts were dropped: the original index of each computed prompt
-        self.results = None  # and (finished, finished_scores, finished_from) of every prompt, filled as they go
+        self.results = None  # and the finished state (:meth:`_finished_state`) of every prompt, filled as they go
+
+    def _histories(self, B: int, N: int, T: int) -> dict:
+        """Per generated token of every beam: the row it came from (``beam_indices``) and, when asked for, its raw
+        and processed logprobs and top alternatives; these follow the beams as their tokens do."""
+        hist = {"from": torch.full((B, N, T), -1, dtype=torch.int32, device=self.device)}
+        if self.logprobs:
+            hist["logprob"] = torch.zeros(B, N, T, device=self.device)
+            hist["processed"] = torch.zeros(B, N, T, device=self.device)
+        if self.logprobs and self.top_n:
+            hist["top_values"] = torch.zeros(B, N, T, self.top_n, device=self.device)
+            hist["top_ids"] = torch.zeros(B, N, T, self.top_n, dtype=torch.long, device=self.device)
+        return hist
 
     def run(self):
         ctx, runner = self.ctx, self.ctx.runner
@@ -173,7 +186,8 @@ class _BeamSearch:
             self.keep["hidden_states"].append(outputs.hidden_states)
 
     def _candidate_scores(self, raw: torch.Tensor, cur_len: int, step: int):
-        """Processed log-probs (or the raw logits when the kernel may normalise them itself) and the top-K."""
+        """The top-K ``(scores, tokens, beams)`` of the processed log-probs (or of the raw logits when the kernel
+        may normalise them itself), and those processed log-probs (None then)."""
         ctx, N = self.ctx, self.beams
         logits = raw.to(dtype=torch.float32, copy=True)
         if self.keep["logits"] is not None:
@@ -182,7 +196,7 @@ class _BeamSearch:
         fused = not (self.do_sample or self.keep["scores"] is not None or ctx.config.renormalize_logits
                      or ctx.pipeline.changes_scores(cur_len))
         if fused:
-            return beam_topk_unchecked(logits, running, N, self.k, True, ctx.backend)
+            return (*beam_topk_unchecked(logits, running, N, self.k, True, ctx.backend), None)
         scores = ctx.pipeline.process(torch.log_softmax(logits, dim=-1), self.running[:, :cur_len], cur_len)
         if self.do_sample:
             scores = warp_for_beams(scores, ctx.pipeline.params, self.min_keep)
@@ -193,7 +207,7 @@ class _BeamSearch:
         if self.keep["scores"] is not None:
             self.keep["scores"].append(scores.clone())
         if not self.do_sample:
-            return beam_topk_unchecked(scores, running, N, self.k, False, ctx.backend)
+            return (*beam_topk_unchecked(scores, running, N, self.k, False, ctx.backend), scores)
         # Gumbel-top-k: the K best of (score + Gumbel noise) are K draws without replacement from softmax(score)
         params = ctx.pipeline.params  # the computed rows' (prompts may have left the batch)
         seeds = params.seeds.view(self.batch, N)[:, 0]
@@ -204,16 +218,20 @@ class _BeamSearch:
         _, tokens, beams = beam_topk_unchecked(scores + noise, running, N, self.k, False, ctx.backend)
         rows = beams + self.row_offset
         picked = scores[rows, tokens] + running[rows]
-        return picked, tokens, beams
+        return picked, tokens, beams, scores
 
     def _step(self, raw: torch.Tensor, cur_len: int, step: int):
         B, N, K, L = self.batch, self.beams, self.k, self.max_length
-        scores, tokens, beams = self._candidate_scores(raw, cur_len, step)
+        scores, tokens, beams, processed = self._candidate_scores(raw, cur_len, step)
         source_rows = (beams + self.row_offset).view(-1)  # (B*K,) global row of each candidate's beam
         cand = self.running.index_select(0, source_rows)
         cand[:, cur_len] = tokens.view(-1)
-        cand_from = self.running_from.view(B * N, -1).index_select(0, source_rows).view(B, K, -1)
-        cand_from[:, :, cur_len - self.prompt_len] = (beams + self.row_offset).to(torch.int32)
+        new = {"from": (beams + self.row_offset).to(torch.int32)}
+        if self.logprobs:
+            new.update(self._token_logprobs(raw, processed, source_rows, tokens))
+        cand_hist = {name: _pick_rows(h, source_rows, B, K) for name, h in self.running_hist.items()}
+        for name, value in new.items():
+            cand_hist[name][:, :, cur_len - self.prompt_len] = value
         hits = self._hits(cand, tokens, cur_len)
 
         # the N best candidates that did not stop keep running
@@ -222,7 +240,7 @@ class _BeamSearch:
         self.running_scores = alive_scores.gather(1, keep)
         keep_rows = (keep + self.row_offset * (K // N)).view(-1)
         self.running = cand.index_select(0, keep_rows)
-        self.running_from = cand_from.gather(1, keep[:, :, None].expand(-1, -1, cand_from.shape[2]))
+        self.running_hist = {name: _gather_beams(h, keep) for name, h in cand_hist.items()}
 
         # candidates in the top N that stopped may enter the finished set
         length = (cur_len + 1 - self.prompt_len) ** self.length_penalty
@@ -238,11 +256,24 @@ class _BeamSearch:
         self.is_finished = torch.cat((self.is_finished, just_finished), dim=1).gather(1, best)
         merged = torch.cat((self.finished, cand.view(B, K, L)), dim=1)
         self.finished = merged.gather(1, best[:, :, None].expand(-1, -1, L))
-        merged_from = torch.cat((self.finished_from, cand_from), dim=1)
-        self.finished_from = merged_from.gather(1, best[:, :, None].expand(-1, -1, merged_from.shape[2]))
+        self.finished_hist = {name: _gather_beams(torch.cat((self.finished_hist[name], h), dim=1), best)
+                              for name, h in cand_hist.items()}
 
-        sources = self.running_from[:, :, cur_len - self.prompt_len].reshape(-1).long()
+        sources = self.running_hist["from"][:, :, cur_len - self.prompt_len].reshape(-1).long()
         return sources, self.running[:, cur_len], hits
+
+    def _token_logprobs(self, raw, processed, rows, tokens) -> dict:
+        """The candidates' (B, K) raw and processed logprobs, and their beams' top alternatives (B, K, n)."""
+        raw_lp = torch.log_softmax(raw.float(), dim=-1)
+        flat = tokens.view(-1)
+        values = {"logprob": raw_lp[rows, flat].view_as(tokens)}
+        values["processed"] = (values["logprob"] if processed is None
+                               else processed.log_softmax(dim=-1)[rows, flat].view_as(tokens))
+        if self.top_n:
+            top = raw_lp.topk(self.top_n, dim=-1)
+            values["top_values"] = top.values.index_select(0, rows).view(*tokens.shape, -1)
+            values["top_ids"] = top.indices.index_select(0, rows).view(*tokens.shape, -1)
+        return values
 
     def _hits(self, cand: torch.Tensor, tokens: torch.Tensor, cur_len: int) -> torch.Tensor:
         """(B, K) bool: the candidate stops (eos, stop strings / custom criteria, length or time limit)."""
@@ -280,16 +311,17 @@ class _BeamSearch:
         and the per-row pipeline keep the other prompts' rows. Returns the kept rows' next tokens."""
         N = self.beams
         keep, gone = (~done).nonzero().squeeze(1), done.nonzero().squeeze(1)
-        finished = (self.finished, self.finished_scores, self.finished_from)
+        finished = self._finished_state()
         if self.prompts is None:
             self.prompts = torch.arange(self.batch, device=self.device)
             self.results = [t.clone() for t in finished]
         for result, part in zip(self.results, finished):
             result[self.prompts[gone]] = part[gone]
         self.prompts = self.prompts[keep]
-        for name in ("running_scores", "running_from", "finished", "finished_scores", "finished_from", "is_finished",
-                     "may_improve"):
+        for name in ("running_scores", "finished", "finished_scores", "is_finished", "may_improve"):
             setattr(self, name, getattr(self, name)[keep])
+        for hist in (self.running_hist, self.finished_hist):
+            hist.update({name: h[keep] for name, h in hist.items()})
         rows = (keep[:, None] * N + torch.arange(N, device=self.device)).view(-1)
         self.running = self.running[rows]
         self.batch = keep.shape[0]
@@ -303,21 +335,41 @@ class _BeamSearch:
         ctx, R = self.ctx, int(self.ctx.config.num_return_sequences or 1)
         B, L = ctx.batch, self.max_length
         if self.prompts is not None:
-            for result, part in zip(self.results, (self.finished, self.finished_scores, self.finished_from)):
+            for result, part in zip(self.results, self._finished_state()):
                 result[self.prompts] = part
-            self.finished, self.finished_scores, self.finished_from = self.results
+            self.finished, self.finished_scores, *hist = self.results
+            self.finished_hist = dict(zip(self.finished_hist, hist))
         sequences = self.finished[:, :R].reshape(B * R, L)
         scores = self.finished_scores[:, :R].reshape(-1)
-        beam_from = self.finished_from[:, :R].reshape(B * R, -1)
+        hist = {name: h[:, :R].reshape(B * R, *h.shape[2:]) for name, h in self.finished_hist.items()}
+        beam_from = hist["from"]
         generated = int((beam_from + 1).bool().sum(dim=1).max())  # read once, after the loop
         sequences = sequences[:, : self.prompt_len + generated]
         if not ctx.config.return_dict_in_generate:
             return sequences
+        names = {"logprobs": "logprob", "processed_logprobs": "processed", "top_logprobs": "top_values",
+                 "top_logprob_ids": "top_ids"}
+        logprobs = {field: hist[name][:, :generated] for field, name in names.items() if name in hist}
         keep = {k: tuple(v) if v is not None else None for k, v in self.keep.items()}
         return GenerateBeamOutput(
             sequences=sequences, sequences_scores=scores if ctx.config.output_scores else None,
             scores=keep["scores"], logits=keep["logits"], beam_indices=beam_from[:, :generated],
             attentions=keep["attentions"], hidden_states=keep["hidden_states"],
-            **with_cache(ctx.runner.cache), host_syncs=host_syncs,
+            **with_cache(ctx.runner.cache), host_syncs=host_syncs, **logprobs,
         )
+
+    def _finished_state(self) -> list[torch.Tensor]:
+        """The per-prompt results: hypotheses, their scores and their histories."""
+        return [self.finished, self.finished_scores, *self.finished_hist.values()]
+
+
+def _pick_rows(history: torch.Tensor, rows: torch.Tensor, batch: int, k: int) -> torch.Tensor:
+    """(B, K, T, ...) histories of the beam rows ``rows`` (B*K,) of ``history`` (B, N, T, ...)."""
+    return history.reshape(-1, *history.shape[2:]).index_select(0, rows).view(batch, k, *history.shape[2:])
+
+
+def _gather_beams(history: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``history`` (B, M, T, ...) at beams ``index`` (B, n) of each prompt: (B, n, T, ...)."""
+    expanded = index.view(*index.shape, *[1] * (history.dim() - 2)).expand(-1, -1, *history.shape[2:])
+    return history.gather(1, expanded)
 

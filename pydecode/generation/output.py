@@ -46,8 +46,14 @@ class GenerateOutput(GenerateDecoderOnlyOutput):
 class GenerateBeamOutput(GenerateBeamDecoderOnlyOutput):
     """transformers' ``GenerateBeamDecoderOnlyOutput`` (``sequences``, ``sequences_scores``, ``scores``, ``logits``,
     ``beam_indices``, ``attentions``, ``hidden_states``, ``past_key_values``) plus ``host_syncs``: how many times the
-    beam loop read a device value back to the host (one stopping check per step)."""
+    beam loop read a device value back to the host (one stopping check per step), and the logprob fields of
+    :class:`GenerateOutput` (each returned hypothesis' tokens under the distributions of the beams that chose them;
+    not for diverse beam search)."""
 
+    logprobs: torch.Tensor | None = None
+    processed_logprobs: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+    top_logprob_ids: torch.Tensor | None = None
     host_syncs: int | None = None
 
 
@@ -69,7 +75,11 @@ class Seq2SeqGenerateOutput(GenerateEncoderDecoderOutput):
 
 @dataclass
 class Seq2SeqBeamOutput(GenerateBeamEncoderDecoderOutput):
-    """Encoder-decoder models, beam family: transformers' ``GenerateBeamEncoderDecoderOutput`` plus ``host_syncs``
-    (see :class:`GenerateBeamOutput`)."""
+    """Encoder-decoder models, beam family: transformers' ``GenerateBeamEncoderDecoderOutput`` plus the extra
+    fields of :class:`GenerateBeamOutput`."""
 
+    logprobs: torch.Tensor | None = None
+    processed_logprobs: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+    top_logprob_ids: torch.Tensor | None = None
     host_syncs: int | None = None
