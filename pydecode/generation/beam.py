@@ -30,6 +30,9 @@ from .context import DecodeContext
 from .output import GenerateBeamOutput, requested_logprobs
 
 _NEG = -1.0e9  # transformers' "never pick this" score offset; kept bit for bit for parity
+# output field -> the per-token history that holds it
+LOGPROB_FIELDS = {"logprobs": "logprob", "processed_logprobs": "processed", "top_logprobs": "top_values",
+                  "top_logprob_ids": "top_ids"}
 
 
 def check_beam_config(config, streamer=None) -> None:
@@ -57,8 +60,6 @@ def check_beam_config(config, streamer=None) -> None:
         raise ValueError(f"early_stopping must be True, False or 'never', got {config.early_stopping!r}")
     if streamer is not None:
         raise ValueError("a streamer cannot be used with beam search (as in transformers): use num_beams=1")
-    if groups > 1 and (getattr(config, "output_logprobs", False) or getattr(config, "top_logprobs", 0)):
-        raise NotImplementedError("output_logprobs / top_logprobs are not implemented for diverse beam search")
 
 
 def run(ctx: DecodeContext):
@@ -228,7 +229,8 @@ class _BeamSearch:
         cand[:, cur_len] = tokens.view(-1)
         new = {"from": (beams + self.row_offset).to(torch.int32)}
         if self.logprobs:
-            new.update(self._token_logprobs(raw, processed, source_rows, tokens))
+            new.update(candidate_logprobs(torch.log_softmax(raw.float(), dim=-1), processed, source_rows, tokens,
+                                          self.top_n))
         cand_hist = {name: _pick_rows(h, source_rows, B, K) for name, h in self.running_hist.items()}
         for name, value in new.items():
             cand_hist[name][:, :, cur_len - self.prompt_len] = value
@@ -240,7 +242,7 @@ class _BeamSearch:
         self.running_scores = alive_scores.gather(1, keep)
         keep_rows = (keep + self.row_offset * (K // N)).view(-1)
         self.running = cand.index_select(0, keep_rows)
-        self.running_hist = {name: _gather_beams(h, keep) for name, h in cand_hist.items()}
+        self.running_hist = {name: gather_beams(h, keep) for name, h in cand_hist.items()}
 
         # candidates in the top N that stopped may enter the finished set
         length = (cur_len + 1 - self.prompt_len) ** self.length_penalty
@@ -256,24 +258,11 @@ class _BeamSearch:
         self.is_finished = torch.cat((self.is_finished, just_finished), dim=1).gather(1, best)
         merged = torch.cat((self.finished, cand.view(B, K, L)), dim=1)
         self.finished = merged.gather(1, best[:, :, None].expand(-1, -1, L))
-        self.finished_hist = {name: _gather_beams(torch.cat((self.finished_hist[name], h), dim=1), best)
+        self.finished_hist = {name: gather_beams(torch.cat((self.finished_hist[name], h), dim=1), best)
                               for name, h in cand_hist.items()}
 
         sources = self.running_hist["from"][:, :, cur_len - self.prompt_len].reshape(-1).long()
         return sources, self.running[:, cur_len], hits
-
-    def _token_logprobs(self, raw, processed, rows, tokens) -> dict:
-        """The candidates' (B, K) raw and processed logprobs, and their beams' top alternatives (B, K, n)."""
-        raw_lp = torch.log_softmax(raw.float(), dim=-1)
-        flat = tokens.view(-1)
-        values = {"logprob": raw_lp[rows, flat].view_as(tokens)}
-        values["processed"] = (values["logprob"] if processed is None
-                               else processed.log_softmax(dim=-1)[rows, flat].view_as(tokens))
-        if self.top_n:
-            top = raw_lp.topk(self.top_n, dim=-1)
-            values["top_values"] = top.values.index_select(0, rows).view(*tokens.shape, -1)
-            values["top_ids"] = top.indices.index_select(0, rows).view(*tokens.shape, -1)
-        return values
 
     def _hits(self, cand: torch.Tensor, tokens: torch.Tensor, cur_len: int) -> torch.Tensor:
         """(B, K) bool: the candidate stops (eos, stop strings / custom criteria, length or time limit)."""
@@ -347,9 +336,7 @@ class _BeamSearch:
         sequences = sequences[:, : self.prompt_len + generated]
         if not ctx.config.return_dict_in_generate:
             return sequences
-        names = {"logprobs": "logprob", "processed_logprobs": "processed", "top_logprobs": "top_values",
-                 "top_logprob_ids": "top_ids"}
-        logprobs = {field: hist[name][:, :generated] for field, name in names.items() if name in hist}
+        logprobs = {field: hist[name][:, :generated] for field, name in LOGPROB_FIELDS.items() if name in hist}
         keep = {k: tuple(v) if v is not None else None for k, v in self.keep.items()}
         return GenerateBeamOutput(
             sequences=sequences, sequences_scores=scores if ctx.config.output_scores else None,
@@ -363,12 +350,28 @@ class _BeamSearch:
         return [self.finished, self.finished_scores, *self.finished_hist.values()]
 
 
+def candidate_logprobs(raw_lp: torch.Tensor, processed: torch.Tensor | None, rows: torch.Tensor, tokens: torch.Tensor,
+                       top_n: int) -> dict:
+    """Logprobs of the candidates ``tokens`` (B, K) of the beam rows ``rows`` (B*K,): ``logprob`` under the raw
+    log-probs ``raw_lp`` (rows, V), ``processed`` under ``log_softmax(processed)`` (the raw ones when None), and the
+    rows' ``top_n`` best raw alternatives (``top_values``, ``top_ids``, (B, K, n)) when ``top_n > 0``."""
+    flat = tokens.reshape(-1)
+    values = {"logprob": raw_lp[rows, flat].view_as(tokens)}
+    values["processed"] = (values["logprob"] if processed is None
+                           else processed.log_softmax(dim=-1)[rows, flat].view_as(tokens))
+    if top_n:
+        top = raw_lp.topk(top_n, dim=-1)
+        values["top_values"] = top.values.index_select(0, rows).view(*tokens.shape, -1)
+        values["top_ids"] = top.indices.index_select(0, rows).view(*tokens.shape, -1)
+    return values
+
+
 def _pick_rows(history: torch.Tensor, rows: torch.Tensor, batch: int, k: int) -> torch.Tensor:
     """(B, K, T, ...) histories of the beam rows ``rows`` (B*K,) of ``history`` (B, N, T, ...)."""
     return history.reshape(-1, *history.shape[2:]).index_select(0, rows).view(batch, k, *history.shape[2:])
 
 
-def _gather_beams(history: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_beams(history: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``history`` (B, M, T, ...) at beams ``index`` (B, n) of each prompt: (B, n, T, ...)."""
     expanded = index.view(*index.shape, *[1] * (history.dim() - 2)).expand(-1, -1, *history.shape[2:])
     return history.gather(1, expanded)

@@ -19,11 +19,11 @@ import dataclasses
 import torch
 
 from ..ops.beam import beam_topk_unchecked
-from .beam import _NEG
+from .beam import _NEG, LOGPROB_FIELDS, candidate_logprobs, gather_beams
 from .compat import with_cache
 from .context import DecodeContext
 from .logits import LogitsPipeline
-from .output import GenerateBeamOutput
+from .output import GenerateBeamOutput, requested_logprobs
 
 
 def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
@@ -41,7 +41,7 @@ def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
 class _Hypotheses:
     """The S best finished hypotheses of every (prompt, group): scores in float64 as transformers' Python floats."""
 
-    def __init__(self, batch: int, groups: int, size: int, max_length: int, steps: int, device):
+    def __init__(self, batch: int, groups: int, size: int, max_length: int, steps: int, device, tracks: dict):
         shape = (batch, groups, size)
         self.size = size
         self.scores = torch.full(shape, float("-inf"), dtype=torch.float64, device=device)
@@ -49,9 +49,12 @@ class _Hypotheses:
         self.seqs = torch.zeros(*shape, max_length, dtype=torch.long, device=device)
         self.lengths = torch.zeros(shape, dtype=torch.long, device=device)
         self.beam_from = torch.full((*shape, steps), -1, dtype=torch.long, device=device)
+        # per-position values that follow the sequences (logprobs): like ``tracks``' (rows, L, ...) tensors
+        self.tracks = {name: t.new_zeros(*shape, *t.shape[1:]) for name, t in tracks.items()}
 
-    def add(self, g: int, scores, valid, seqs, lengths, beam_from) -> None:
-        """Offer (B, C) new hypotheses to group g, in rank order; existing ones win ties, as in transformers."""
+    def add(self, g: int, scores, valid, seqs, lengths, beam_from, tracks: dict) -> None:
+        """Offer (B, C) new hypotheses to group g, in rank order; existing ones win ties, as in transformers.
+        ``tracks``: the hypotheses' (B, C, L, ...) values of :attr:`tracks`."""
         all_scores = torch.cat((self.scores[:, g], scores), dim=1)
         all_valid = torch.cat((self.valid[:, g], valid), dim=1)
         key = torch.where(all_valid, all_scores, torch.full_like(all_scores, float("-inf")))
@@ -65,6 +68,8 @@ class _Hypotheses:
         self.seqs[:, g] = both.gather(1, order[:, :, None].expand(-1, -1, both.shape[2]))
         both = torch.cat((self.beam_from[:, g], beam_from), dim=1)
         self.beam_from[:, g] = both.gather(1, order[:, :, None].expand(-1, -1, both.shape[2]))
+        for name, values in tracks.items():
+            self.tracks[name][:, g] = gather_beams(torch.cat((self.tracks[name][:, g], values), dim=1), order)
 
     def full(self, g: int) -> torch.Tensor:
         return self.valid[:, g].sum(dim=1) >= self.size
@@ -100,7 +105,15 @@ class _GroupBeamSearch:
                      for g in range(self.groups)]
         self.pipelines = [_group_pipeline(ctx, rows) for rows in self.rows]
         self.history = torch.full((self.groups, B * S, self.width), -1, dtype=torch.long, device=device)
-        self.hyps = _Hypotheses(B, self.groups, S, L, self.width, device)
+        self.top_n, logprobs = requested_logprobs(config)
+        self.tracks = {}  # logprobs per sequence position, when asked for: they follow the rows as the tokens do
+        if logprobs:
+            self.tracks = {"logprob": torch.zeros(B * N, L, device=device),
+                           "processed": torch.zeros(B * N, L, device=device)}
+        if logprobs and self.top_n:
+            self.tracks["top_values"] = torch.zeros(B * N, L, self.top_n, device=device)
+            self.tracks["top_ids"] = torch.zeros(B * N, L, self.top_n, dtype=torch.long, device=device)
+        self.hyps = _Hypotheses(B, self.groups, S, L, self.width, device, self.tracks)
         self.done = torch.zeros(B, self.groups, dtype=torch.bool, device=device)
         self.local_offset = torch.arange(B, device=device)[:, None] * S
         on = bool(config.return_dict_in_generate)
@@ -137,7 +150,7 @@ class _GroupBeamSearch:
         """Group g picks its tokens; writes them into ``current`` and its cache sources into ``moved``."""
         B, N, S, K, V = self.batch, self.beams, self.size, self.k, raw.shape[1]
         rows = self.rows[g]
-        scores = torch.log_softmax(raw[rows], dim=-1)
+        scores = raw_lp = torch.log_softmax(raw[rows], dim=-1)
         if self.diversity > 0 and g > 0:
             picked = current.view(B, N)[:, : g * S]
             counts = torch.zeros(B, V, dtype=torch.long, device=self.device).scatter_add_(
@@ -157,8 +170,13 @@ class _GroupBeamSearch:
         beam_from = self.history[0].index_select(0, local.view(-1)).view(B, K, self.width)
         beam_from[:, :, step if g == 0 else step + 1] = local
         group_seqs = self.seqs[rows]
+        values = candidate_logprobs(raw_lp, scores, local.view(-1), tokens, self.top_n) if self.tracks else {}
+        offered_tracks = {}
+        for name, track in self.tracks.items():
+            offered_tracks[name] = track[rows].index_select(0, local.view(-1)).view(B, K, *track.shape[1:])
+            offered_tracks[name][:, :, cur_len] = values[name]
         self.hyps.add(g, top.double() / length, offered, group_seqs.index_select(0, local.view(-1)).view(B, K, -1),
-                      torch.full_like(tokens, cur_len), beam_from)
+                      torch.full_like(tokens, cur_len), beam_from, offered_tracks)
         if self.early_stopping == "never" and self.length_penalty > 0.0:
             bound_length = self.max_length - self.prompt_len
         else:
@@ -176,6 +194,10 @@ class _GroupBeamSearch:
         self.beam_scores[rows] = next_scores.view(-1)
         self.seqs[rows] = group_seqs.index_select(0, source)
         self.seqs[rows, cur_len] = next_tokens
+        for name, track in self.tracks.items():
+            track[rows] = track[rows].index_select(0, source)
+            chosen = gather_beams(values[name], pick)
+            track[rows, cur_len] = torch.where(done.view(B, 1, *[1] * (chosen.dim() - 2)), 0, chosen).flatten(0, 1)
         current[rows] = next_tokens
         moved[rows] = N * torch.div(source, S, rounding_mode="floor") + g * S + source % S
         self.pipelines[g].reorder(source)
@@ -208,7 +230,8 @@ class _GroupBeamSearch:
                          + torch.arange(S, device=self.device)).view(-1)
             self.hyps.add(g, self.beam_scores[rows].view(B, S).double() / length, (~self.done[:, g : g + 1]).expand(B, S),
                           self.seqs[rows].view(B, S, L), torch.full((B, S), cur_len, device=self.device),
-                          flat_history[positions].view(B, S, self.width))
+                          flat_history[positions].view(B, S, self.width),
+                          {name: t[rows].view(B, S, *t.shape[1:]) for name, t in self.tracks.items()})
         h = self.hyps
         # transformers pops the best from an ascending stable sort: among equal scores the last hypothesis wins
         key = torch.where(h.valid, h.scores, float("-inf")).view(B, G * S).flip(1)
@@ -229,11 +252,18 @@ class _GroupBeamSearch:
         width = min(out_len, self.width)
         indices[:, :width] = beam_from[:, :width]
         keep = {k: tuple(v) if v is not None else None for k, v in self.keep.items()}
+        logprobs = {}
+        for field, name in LOGPROB_FIELDS.items():
+            if name in h.tracks:
+                track = h.tracks[name].view(B, G * S, L, *h.tracks[name].shape[4:])
+                picked = gather_beams(track, best).flatten(0, 1)[:, self.prompt_len: out_len]
+                inside = positions[:, self.prompt_len:] <= lengths[:, None]  # the closing eos included
+                logprobs[field] = torch.where(inside.view(*inside.shape, *[1] * (picked.dim() - 2)), picked, 0)
         return GenerateBeamOutput(
             sequences=sequences, sequences_scores=scores.float() if config.output_scores else None,
             scores=keep["scores"], logits=keep["logits"], beam_indices=indices if config.output_scores else None,
             attentions=keep["attentions"], hidden_states=keep["hidden_states"], **with_cache(ctx.runner.cache),
-            host_syncs=host_syncs,
+            host_syncs=host_syncs, **logprobs,
         )
 
 

@@ -47,8 +47,8 @@ class GenerateBeamOutput(GenerateBeamDecoderOnlyOutput):
     """transformers' ``GenerateBeamDecoderOnlyOutput`` (``sequences``, ``sequences_scores``, ``scores``, ``logits``,
     ``beam_indices``, ``attentions``, ``hidden_states``, ``past_key_values``) plus ``host_syncs``: how many times the
     beam loop read a device value back to the host (one stopping check per step), and the logprob fields of
-    :class:`GenerateOutput` (each returned hypothesis' tokens under the distributions of the beams that chose them;
-    not for diverse beam search)."""
+    :class:`GenerateOutput` (each returned hypothesis' tokens under the distributions of the beams that chose
+    them)."""
 
     logprobs: torch.Tensor | None = None
     processed_logprobs: torch.Tensor | None = None

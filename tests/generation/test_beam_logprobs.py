@@ -59,12 +59,25 @@ def test_beam_logprobs_sum_to_the_sequence_scores():
     assert out.top_logprobs is None
 
 
-def test_diverse_beam_search_logprobs_are_refused():
+def test_diverse_beam_search_logprobs_equal_a_teacher_forced_forward():
+    """Diverse beam search: the raw logprobs of each returned hypothesis (eos-closed ones too: a single eos id, as
+    transformers 4.x closes a hypothesis with the first one), and the processed ones (diversity penalty included)."""
+    model = tiny_model("llama")
     ids, mask = padded_batch()
-    with pytest.raises(NotImplementedError, match="diverse beam search"):
-        pydecode.generate(tiny_model("llama"), ids, attention_mask=mask, max_new_tokens=3, num_beams=4,
-                          num_beam_groups=2, diversity_penalty=0.5, return_dict_in_generate=True,
-                          output_logprobs=True)
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=8, num_beams=4, num_beam_groups=2,
+                            diversity_penalty=1.5, num_return_sequences=2, eos_token_id=130,
+                            return_dict_in_generate=True, output_scores=True, top_logprobs=2)
+    generated = out.sequences[:, ids.shape[1]:]
+    closed = generated == 130
+    lengths = torch.where(closed.any(1), closed.int().argmax(1) + 1, generated.shape[1])  # up to the eos, included
+    assert len(set(lengths.tolist())) > 1, "every hypothesis has the same length: the test checks less"
+    live = torch.arange(generated.shape[1]) < lengths[:, None]
+    want = teacher_forced(model, out.sequences, mask.repeat_interleave(2, 0), ids.shape[1])
+    chosen = want.gather(-1, generated[..., None])[..., 0]
+    torch.testing.assert_close(out.logprobs[live], chosen[live], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.top_logprobs[live], want.topk(2, dim=-1).values[live], rtol=1e-4, atol=1e-4)
+    assert bool((out.processed_logprobs[~live] == 0).all())
+    assert not torch.allclose(out.processed_logprobs[live], out.logprobs[live], atol=1e-3)
 
 
 def test_encoder_decoder_beam_processed_logprobs_sum_to_the_sequence_scores():
