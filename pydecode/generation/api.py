@@ -12,6 +12,7 @@ from . import seq2seq, strategies
 from .config import check_supported, resolve_config
 from .compat import USER_CACHE_KWARGS
 from .context import DecodeContext
+from .embeds import embedded_prompt
 from .contrastive import check_contrastive_args
 from .extra_processors import make_watermark
 from .guidance import make_guidance
@@ -62,9 +63,14 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     if attention_mask is None:
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
-    # transformers infers an attention mask from pad tokens for decoder-only models only
-    input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config,
-                                             infer_mask=not encoder_decoder)
+    embedded = model_kwargs.pop("inputs_embeds", None)
+    if embedded is not None:
+        embedded = embedded_prompt(model, input_ids, attention_mask, embedded, config, resolved.has_default_max_length,
+                                   name, encoder_decoder)
+        input_ids, attention_mask = embedded.input_ids, embedded.attention_mask
+    else:  # transformers infers an attention mask from pad tokens for decoder-only models only
+        input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config,
+                                                 infer_mask=not encoder_decoder)
     if encoder_decoder:  # from here on input_ids / attention_mask are the decoder's; the runner keeps the encoder's
         encoder_inputs = (input_ids, attention_mask)
         input_ids, attention_mask = seq2seq.decoder_prompt(model, config, model_kwargs, input_ids.shape[0],
@@ -78,6 +84,10 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     if expand > 1:
         input_ids = input_ids.repeat_interleave(expand, dim=0)
         attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
+    if embedded is not None:
+        embedded.expand(expand)
+    if config.token_healing:
+        input_ids = heal_prompt(model, input_ids, attention_mask, tokenizer, embedded is not None or encoder_decoder)
     if streamer is not None:
         streamer.put(input_ids.cpu())
     guidance = make_guidance(model, config, model_kwargs, name, expand, encoder_decoder)
@@ -90,6 +100,11 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
+    elif embedded is not None:  # the model sees the embedded positions, the history the tokens (if any)
+        extra = embedded.extra_positions
+        runner = ModelRunner(model, embedded.model_mask, rows, prompt_len + extra, max_length + extra, device, cache,
+                             model_kwargs, expand, check_prefill_chunk(config, name, cache, encoder_decoder),
+                             embedded.embeds)
     else:
         runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
                              expand, check_prefill_chunk(config, name, cache, encoder_decoder))
@@ -104,6 +119,20 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         model_kwargs=model_kwargs, strategy=name,
     )
     return ctx
+
+
+def heal_prompt(model, input_ids, attention_mask, tokenizer, unsupported: bool):
+    """``token_healing``: each prompt's last token replaced by the likeliest token that extends its text, by
+    transformers' own ``heal_tokens`` (as its generate does it, after the rows are expanded)."""
+    if unsupported:
+        raise NotImplementedError("token_healing is supported for decoder-only models given input_ids")
+    if tokenizer is None:
+        raise ValueError("token_healing needs the model's tokenizer: pass tokenizer= to generate")
+    healed = model.heal_tokens(input_ids, tokenizer)
+    if attention_mask is not None and healed.shape != attention_mask.shape:
+        raise ValueError(f"token_healing re-tokenized the prompts to shape {tuple(healed.shape)}, which no longer "
+                         f"matches their attention_mask {tuple(attention_mask.shape)}")
+    return healed
 
 
 def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> int | None:

@@ -27,8 +27,13 @@ PER_ROW_FIELDS = (
     "repetition_penalty", "frequency_penalty", "presence_penalty", "seed",
 )
 
-# transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError
-UNSUPPORTED = {"token_healing": (None, False)}
+# transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError. Constrained
+# beam search is on the Hub in transformers 5; the others pick other draft sources or mix draft and target
+# distributions.
+UNSUPPORTED = {
+    "force_words_ids": (None,), "constraints": (None,), "assistant_early_exit": (None,), "use_mtp": (None, False),
+    "assistant_ensemble_weight": (None,), "speculation_type": (None,),
+}
 
 
 class GenerationConfig(transformers.GenerationConfig):

@@ -29,14 +29,15 @@ class ModelRunner:
     ``expand`` is how many consecutive rows repeat each prompt (beams, return sequences): the prefill runs once per
     prompt where the cache can be repeated after it. ``prefill_chunk`` (transformers' ``prefill_chunk_size``), if
     set, runs the prompt in forwards of that many tokens, as transformers does (the prefill's outputs are then the
-    last chunk's).
+    last chunk's). ``prompt_embeds`` (rows, L0, H), if given, is what the prefill feeds instead of the prompt's ids.
     """
 
     def __init__(self, model, attention_mask, batch: int, prompt_len: int, max_length: int, device, cache=None,
-                 model_kwargs=None, expand: int = 1, prefill_chunk: int | None = None):
+                 model_kwargs=None, expand: int = 1, prefill_chunk: int | None = None, prompt_embeds=None):
         self.model = model
         self.expand = expand
         self.prefill_chunk = prefill_chunk
+        self.prompt_embeds = prompt_embeds
         self.cache = cache if cache is not None else preallocate(DynamicCache(config=model.config), max_length)
         self.model_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _MANAGED}
         params = inspect.signature(model.forward).parameters
@@ -64,9 +65,11 @@ class ModelRunner:
         kwargs.update(forward_kwargs)
         return self._call(input_ids, kwargs)
 
-    def _call(self, input_ids: torch.Tensor, kwargs: dict):
+    def _call(self, inputs: torch.Tensor, kwargs: dict):
+        """The model on ``inputs``: token ids (B, T), or embeddings (B, T, H)."""
         kwargs[self.cache_argument] = self.cache
-        return self.model(input_ids=input_ids, use_cache=True, return_dict=True, **kwargs)
+        kwargs["inputs_embeds" if inputs.dim() == 3 else "input_ids"] = inputs
+        return self.model(use_cache=True, return_dict=True, **kwargs)
 
     def prefill(self, input_ids: torch.Tensor, **forward_kwargs):
         """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position).
@@ -74,6 +77,8 @@ class ModelRunner:
         ``forward_kwargs`` (e.g. ``output_hidden_states=True``) go to the model's forward. When each prompt fills
         ``expand`` rows, only the first of them runs; the cache and the output's tensors are then repeated.
         """
+        if self.prompt_embeds is not None:
+            input_ids, self.prompt_embeds = self.prompt_embeds, None
         if not self._can_share_prefill():
             return self._prefill_forward(input_ids, forward_kwargs)
         first = slice(None, None, self.expand)
@@ -92,8 +97,8 @@ class ModelRunner:
         return outputs
 
     def _prefill_forward(self, input_ids: torch.Tensor, forward_kwargs: dict):
-        """The prompt's forward, or its forwards chunk by chunk (each with the positions of its tokens and the mask
-        up to its end); returns the (last) output."""
+        """The prompt's forward (ids, or embeddings (B, L, H)), or its forwards chunk by chunk (each with the
+        positions of its tokens and the mask up to its end); returns the (last) output."""
         length, size = input_ids.shape[1], self.prefill_chunk
         if not size or length <= size:
             return self._forward(input_ids, **forward_kwargs)

@@ -67,3 +67,16 @@ def test_beam_search_matches_transformers(smollm2, batch, beam):
     got = pydecode.generate(model, **kwargs)
     assert torch.equal(got.sequences, expected.sequences)
     torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=0, atol=1e-4)
+
+
+def test_token_healing_matches_transformers(smollm2):
+    """token_healing on prompts cut inside a word: the healed prompt and the continuation equal transformers'."""
+    model, tokenizer = smollm2
+    prompts = tokenizer(['The link is <a href="http', "I went to the park and saw a b"], return_tensors="pt",
+                        padding=True)
+    kwargs = dict(max_new_tokens=5, do_sample=False, token_healing=True, tokenizer=tokenizer)
+    expected = model.generate(**prompts, **kwargs)
+    assert not torch.equal(expected[:, : prompts.input_ids.shape[1]], prompts.input_ids), "nothing was healed"
+    assert torch.equal(pydecode.generate(model, **prompts, **kwargs), expected)
+    with pytest.raises(ValueError, match="tokenizer"):
+        pydecode.generate(model, **prompts, max_new_tokens=2, token_healing=True)

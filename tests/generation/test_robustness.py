@@ -50,7 +50,7 @@ def test_bad_inputs_raise():
 
 def test_unimplemented_features_raise_instead_of_being_ignored():
     model = tiny_model("llama")
-    for name, value in (("token_healing", True),):
+    for name, value in (("force_words_ids", [[7]]), ("assistant_ensemble_weight", 0.5), ("use_mtp", True)):
         with pytest.raises(NotImplementedError, match=name):
             pydecode.generate(model, torch.tensor([[1, 2]]), max_new_tokens=2, **{name: value})
 
