@@ -16,11 +16,12 @@ from .embeds import embedded_prompt
 from .contrastive import check_contrastive_args
 from .extra_processors import make_watermark
 from .guidance import make_guidance
+from .prefix_constraint import PrefixConstraint
 from .logits import LogitsPipeline
 from .runner import ModelRunner
 from .seq2seq import EncoderDecoderRunner
 from .stopping import StopConditions
-from .validate import check_inputs, check_lengths, special_tokens
+from .validate import check_inputs, check_lengths, check_model_kwargs, special_tokens
 
 
 @torch.no_grad()
@@ -30,7 +31,8 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
 
     Takes the same arguments as transformers' ``generate`` (a ``GenerationConfig`` and/or its fields as keyword
     arguments; ``attention_mask`` for left-padded batches; ``streamer``; ``stop_strings`` with ``tokenizer``;
-    ``logits_processor`` / ``stopping_criteria`` lists) plus pydecode's: ``frequency_penalty``,
+    ``logits_processor`` / ``stopping_criteria`` lists; ``prefix_allowed_tokens_fn``; ``inputs_embeds``;
+    ``negative_prompt_ids``; ``assistant_model``) plus pydecode's: ``frequency_penalty``,
     ``presence_penalty``, ``seed``, ``output_logprobs``, ``top_logprobs`` and ``backend``. Every sampling parameter
     and penalty may also be a tensor of shape (batch,), one value per prompt. Returns the sequences (B * n, L) as a
     LongTensor, or a :class:`~pydecode.generation.output.GenerateOutput` with ``return_dict_in_generate=True``.
@@ -53,6 +55,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     config = resolved.config
     check_supported(config)
     model_kwargs = dict(resolved.model_kwargs)
+    check_model_kwargs(model, model_kwargs)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     if not encoder_decoder and "decoder_input_ids" in model_kwargs:
         raise ValueError("decoder_input_ids is only for encoder-decoder models; this model is decoder-only")
@@ -92,6 +95,8 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         streamer.put(input_ids.cpu())
     guidance = make_guidance(model, config, model_kwargs, name, expand, encoder_decoder)
     watermark = make_watermark(config, model, name, device)
+    prefix_fn = model_kwargs.pop("prefix_allowed_tokens_fn", None)
+    constraint = PrefixConstraint(prefix_fn, batch * expand, expand) if prefix_fn is not None else None
     encoder_ids = encoder_inputs[0].repeat_interleave(expand, dim=0) if encoder_decoder else None
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
@@ -111,7 +116,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,
-                                encoder_ids, guidance, watermark),
+                                encoder_ids, guidance, watermark, constraint),
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
         runner=runner,
         input_ids=input_ids, attention_mask=attention_mask, batch=batch, expand=expand, max_length=max_length,

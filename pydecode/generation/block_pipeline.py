@@ -9,7 +9,8 @@ and on its per-row state, with the history-dependent ones evaluated per position
 1. penalties, counting the row's generated tokens plus the drafts before the position
 2. ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` * and ``bad_words_ids`` bans from the history up to
    the position
-3. the steps gated by ``h`` (``min_length`` / ``min_new_tokens``, ``forced_bos_token_id``, ``forced_eos_token_id``),
+3. the steps gated by ``h`` (``min_length`` / ``min_new_tokens``, ``prefix_allowed_tokens_fn``,
+   ``forced_bos_token_id``, ``forced_eos_token_id``),
    ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
    ``begin_suppress_tokens`` *
 4. the user's ``logits_processor``, once per position with the history up to it, as transformers' assisted decoding
@@ -130,6 +131,8 @@ class BlockPipeline:
         if eos is not None and (config.min_length or config.min_new_tokens):
             ban = (at < (config.min_length or 0)) | (at - pipeline.prompt_len < (config.min_new_tokens or 0))
             scores[..., eos] = scores[..., eos].masked_fill(ban[..., None], _NEG_INF)
+        if pipeline.constraint is not None:
+            scores.copy_(pipeline.constraint(scores, self.history, at))
         for token, forced_at in ((config.forced_bos_token_id, 1), (config.forced_eos_token_id, self.max_length - 1)):
             if token is None:
                 continue

@@ -24,6 +24,7 @@ from .compat import with_cache
 from .context import DecodeContext
 from .logits import LogitsPipeline
 from .output import GenerateBeamOutput, requested_logprobs
+from .prefix_constraint import PrefixConstraint
 
 
 def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
@@ -34,8 +35,11 @@ def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
     })
     p = ctx.pipeline
     mask = ctx.attention_mask[rows] if ctx.attention_mask is not None else None
+    constraint = None
+    if p.constraint is not None:  # transformers 4.x: the group's rows, its beams per prompt
+        constraint = PrefixConstraint(p.constraint.fn, rows.shape[0], ctx.expand // int(ctx.config.num_beam_groups))
     return LogitsPipeline(ctx.config, params, ctx.input_ids[rows], mask, p.eos_ids, p.logits_processor, p.backend,
-                          p.extra.encoder_ids[rows])
+                          p.extra.encoder_ids[rows], constraint=constraint)
 
 
 class _Hypotheses:

@@ -6,7 +6,8 @@ Order (transformers' processor order, then the warpers, then the draw):
    ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
 1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
 2. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids``
-3. ``min_length`` / ``min_new_tokens`` (eos banned), ``forced_bos_token_id`` (at length 1: the decoder's first
+3. ``min_length`` / ``min_new_tokens`` (eos banned), ``prefix_allowed_tokens_fn`` (:mod:`.prefix_constraint`),
+   ``forced_bos_token_id`` (at length 1: the decoder's first
    step), ``forced_eos_token_id``, ``remove_invalid_values``, ``exponential_decay_length_penalty`` *,
    ``suppress_tokens``, ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
 4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
@@ -45,10 +46,11 @@ class LogitsPipeline:
     encoder_ids : (B, Le) int64 encoder input of an encoder-decoder (expanded like the rows); None: ``prompt_ids``
     guidance : the call's :class:`~.guidance.Guidance` or None
     watermark : the transformers processor ``watermarking_config.construct_processor`` built for the call, or None
+    constraint : the call's :class:`~.prefix_constraint.PrefixConstraint` or None
     """
 
     def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
-                 backend=None, encoder_ids=None, guidance=None, watermark=None):
+                 backend=None, encoder_ids=None, guidance=None, watermark=None, constraint=None):
         self.config = config
         self.params = params
         self.prompt_ids = prompt_ids
@@ -61,6 +63,7 @@ class LogitsPipeline:
         self.prompt_mask = None
         self.guidance = guidance
         self.watermark = watermark
+        self.constraint = constraint
         self.word_ban = self.suppress_ban = None
         self.bad_words = None
         self.extra = ExtraProcessors(config, prompt_ids if encoder_ids is None else encoder_ids, self.prompt_len,
@@ -101,15 +104,16 @@ class LogitsPipeline:
         p, config, extra = self.params, self.config, self.extra
         if self.guidance is not None:
             scores = self.guidance(scores, history)
-        at = torch.full((scores.shape[0], 1), cur_len, device=scores.device) if extra.active else None
-        if at is not None:
+        positioned = extra.active or self.constraint is not None
+        at = torch.full((scores.shape[0], 1), cur_len, device=scores.device) if positioned else None
+        if extra.active:
             scores = extra.before_penalties(scores[:, None], history, at)[:, 0]
         if self.token_counts is not None:
             penalties_unchecked(scores, self.token_counts, self.prompt_mask, p.repetition_penalty,
                                 p.frequency_penalty, p.presence_penalty, self.backend)
         if config.no_repeat_ngram_size:
             scores.masked_fill_(no_repeat_ngram_banned(history, config.no_repeat_ngram_size, vocab), float("-inf"))
-        if at is not None and (banned := extra.encoder_ngram_banned(history, at, vocab)) is not None:
+        if extra.active and (banned := extra.encoder_ngram_banned(history, at, vocab)) is not None:
             scores.masked_fill_(banned[:, 0], float("-inf"))
         if self.bad_words:
             scores.masked_fill_(bad_words_banned(history, self.bad_words, vocab), float("-inf"))
@@ -117,6 +121,8 @@ class LogitsPipeline:
             scores.masked_fill_(self.word_ban, float("-inf"))
         if self.eos_ids is not None and self._eos_banned(cur_len):
             scores[:, self.eos_ids] = float("-inf")
+        if self.constraint is not None:
+            scores = self.constraint(scores[:, None], history, at)[:, 0]
         if config.forced_bos_token_id is not None and cur_len == 1:
             scores.fill_(float("-inf"))
             scores[:, config.forced_bos_token_id] = 0.0
@@ -128,11 +134,11 @@ class LogitsPipeline:
         if config.remove_invalid_values:
             scores = torch.nan_to_num(scores, nan=0.0, posinf=torch.finfo(scores.dtype).max,
                                       neginf=torch.finfo(scores.dtype).min)
-        if at is not None:
+        if extra.active:
             scores = extra.decay_eos(scores[:, None], at)[:, 0]
         if self.suppress_ban is not None:
             scores.masked_fill_(self.suppress_ban, float("-inf"))
-        if at is not None:
+        if extra.active:
             scores = extra.suppress_at_begin(scores[:, None], at)[:, 0]
         if self.logits_processor:
             scores = self.logits_processor(history, scores)
@@ -175,7 +181,7 @@ class LogitsPipeline:
             or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
             or (c.forced_bos_token_id is not None and cur_len == 1)
             or c.remove_invalid_values or self.logits_processor or self.extra.active or self.guidance is not None
-            or self.watermark is not None
+            or self.watermark is not None or self.constraint is not None
         )
 
     def reorder(self, rows: torch.Tensor) -> None:
@@ -194,6 +200,8 @@ class LogitsPipeline:
         if self.prompt_mask is not None:
             self.prompt_mask = self.prompt_mask[rows]
         self.extra.select_rows(rows)
+        if self.constraint is not None:
+            self.constraint.select_rows(rows)
         if self.guidance is not None:
             self.guidance.select_rows(rows)
 

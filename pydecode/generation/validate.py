@@ -1,7 +1,43 @@
 """Checks and defaults applied once per generate() call, before any model step (host reads are fine here)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
+from transformers.utils.generic import TransformersKwargs
+
+from .compat import USER_CACHE_KWARGS
+
+# generate() keywords pydecode itself consumes (beside its named parameters and the config's fields)
+OWN_KWARGS = ("assistant_model", "inputs_embeds", "negative_prompt_ids", "negative_prompt_attention_mask",
+              "prefix_allowed_tokens_fn", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
+              "use_cache", *USER_CACHE_KWARGS)
+
+
+def check_model_kwargs(model, model_kwargs: dict) -> None:
+    """Raise for keywords that neither pydecode nor the model's forward takes (typos included), as transformers
+    does, and for transformers features that take keywords pydecode does not run."""
+    if model_kwargs.get("assistant_tokenizer") is not None:
+        raise NotImplementedError("assisted decoding with an assistant of another tokenizer (assistant_tokenizer) is "
+                                  "not supported: use an assistant_model sharing the main model's vocabulary")
+    if model_kwargs.get("custom_generate") is not None:
+        raise NotImplementedError("custom_generate (a decoding loop from the Hub) is not supported by pydecode")
+    if model_kwargs.get("synced_gpus"):
+        raise NotImplementedError("synced_gpus (generation kept in step across processes) is not supported")
+    accepted = set(OWN_KWARGS) | set(TransformersKwargs.__optional_keys__) | _parameters(model.forward)
+    if getattr(model.config, "is_encoder_decoder", False):
+        encoder, decoder = model.get_encoder(), getattr(model, "get_decoder", lambda: None)()
+        accepted |= _parameters(encoder.forward) if encoder is not None else set()
+        accepted |= {f"decoder_{name}" for name in _parameters(decoder.forward)} if decoder is not None else set()
+    unknown = [name for name, value in model_kwargs.items()
+               if value is not None and name not in accepted | {"synced_gpus"}]
+    if unknown:
+        raise ValueError(f"generate got keyword arguments that neither pydecode nor the model uses: {unknown} "
+                         "(a typo in a generation parameter shows up here too)")
+
+
+def _parameters(function) -> set[str]:
+    return set(inspect.signature(function).parameters)
 
 
 def _vocab_size(model) -> int | None:

@@ -77,3 +77,18 @@ def test_nan_and_inf_logits_never_crash_or_escape_the_vocab(sampling):
     new = out[:, ids.shape[1]:]
     assert ((new >= 0) & (new < VOCAB)).all()
     assert (new[2] == 17).all()
+
+
+def test_unknown_keywords_raise_like_transformers():
+    """A typo in a generation parameter (or a keyword no one uses) is an error, not silently ignored."""
+    model = tiny_model("llama")
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="temprature"):
+        pydecode.generate(model, ids, max_new_tokens=2, temprature=0.5)
+    with pytest.raises(NotImplementedError, match="assistant_tokenizer"):
+        pydecode.generate(model, ids, max_new_tokens=2, assistant_model=model, assistant_tokenizer=object(),
+                          tokenizer=object())
+    with pytest.raises(NotImplementedError, match="synced_gpus"):
+        pydecode.generate(model, ids, max_new_tokens=2, synced_gpus=True)
+    out = pydecode.generate(model, ids, max_new_tokens=2, synced_gpus=False, logits_to_keep=1)  # accepted keywords
+    assert out.shape == (1, 5)
