@@ -102,17 +102,17 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
     cache = _make_cache(config, model_kwargs, model, rows, max_length)
+    chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
     elif embedded is not None:  # the model sees the embedded positions, the history the tokens (if any)
         extra = embedded.extra_positions
         runner = ModelRunner(model, embedded.model_mask, rows, prompt_len + extra, max_length + extra, device, cache,
-                             model_kwargs, expand, check_prefill_chunk(config, name, cache, encoder_decoder),
-                             embedded.embeds)
+                             model_kwargs, expand, chunk, embedded.embeds)
     else:
         runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
-                             expand, check_prefill_chunk(config, name, cache, encoder_decoder))
+                             expand, chunk)
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,

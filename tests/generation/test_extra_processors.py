@@ -335,3 +335,7 @@ def test_chunked_prefill_refuses_bad_sizes_and_other_strategies():
     with pytest.raises(NotImplementedError, match="prefill_chunk_size"):
         pydecode.generate(tiny_model("llama"), ids, attention_mask=mask, max_new_tokens=2, prefill_chunk_size=2,
                           penalty_alpha=0.5, top_k=3)
+    from tests.generation.test_seq2seq import encoder_batch, seq2seq_model
+
+    with pytest.raises(NotImplementedError, match="prefill_chunk_size"):
+        pydecode.generate(seq2seq_model("t5"), *encoder_batch("t5"), max_new_tokens=2, prefill_chunk_size=2)

@@ -90,3 +90,18 @@ def test_empty_or_uncallable_constraint_raises():
         pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, prefix_allowed_tokens_fn=lambda b, s: [])
     with pytest.raises(TypeError, match="callable"):
         pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=2, prefix_allowed_tokens_fn=[1, 2])
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_prefix_constraint_on_encoder_decoder_models(kind, beams):
+    """The function sees the decoder's tokens."""
+    from tests.generation.test_seq2seq import encoder_batch, seq2seq_model
+
+    model = seq2seq_model(kind)
+    ids, mask = encoder_batch(kind)
+    kwargs = dict(max_new_tokens=6, num_beams=beams, do_sample=False,
+                  prefix_allowed_tokens_fn=lambda prompt, tokens: [(int(tokens[-1]) * 7 + 3 * k + prompt) % 100
+                                                                   for k in range(12)])
+    assert pydecode.generate(model, ids, attention_mask=mask, **kwargs).tolist() == \
+        model.generate(ids, attention_mask=mask, **kwargs).tolist()
