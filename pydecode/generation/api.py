@@ -6,11 +6,11 @@ import functools
 
 import torch
 
-from ..cache import KiviCache, activate, make_cache
+from ..cache import KiviCache, activate
 from ..sampling.params import SamplingParams
 from . import seq2seq, strategies
+from .caches import call_cache
 from .config import check_supported, resolve_config
-from .compat import USER_CACHE_KWARGS
 from .context import DecodeContext
 from .embeds import embedded_prompt
 from .contrastive import check_contrastive_args
@@ -101,7 +101,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
-    cache = _make_cache(config, model_kwargs, model, rows, max_length)
+    cache = call_cache(config, model_kwargs, model, rows, max_length, encoder_decoder)
     chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
@@ -152,26 +152,6 @@ def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> 
         raise NotImplementedError("prefill_chunk_size is supported with greedy decoding, sampling and the beam family "
                                   "on decoder-only models with a full-precision KV cache")
     return size
-
-
-def _make_cache(config, model_kwargs, model, rows: int, max_length: int):
-    """The KV cache for this call: the user's (``cache``, or ``past_key_values`` as transformers before 5.2x names it),
-    or one named by ``cache_implementation``.
-
-    ``"kivi"`` builds pydecode's 2/4-bit KIVI cache from ``cache_config`` (nbits, group_size, residual_length,
-    sink_length, key_clipping, backend; see :class:`pydecode.cache.KiviCache`).
-    """
-    given = [model_kwargs.pop(name) for name in USER_CACHE_KWARGS if model_kwargs.get(name) is not None]
-    if len(given) > 1:
-        raise ValueError("pass the KV cache as either cache or past_key_values, not both")
-    if given:
-        return given[0]
-    name = config.cache_implementation
-    if name in (None, "dynamic"):
-        return None
-    if name == "kivi":
-        return make_cache("kivi", getattr(config, "cache_config", None), model, rows, max_length)
-    raise NotImplementedError(f"cache_implementation={name!r} is not supported by pydecode.generate")
 
 
 def _attention_for(cache, model):
