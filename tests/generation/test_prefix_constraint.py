@@ -105,3 +105,22 @@ def test_prefix_constraint_on_encoder_decoder_models(kind, beams):
                                                                    for k in range(12)])
     assert pydecode.generate(model, ids, attention_mask=mask, **kwargs).tolist() == \
         model.generate(ids, attention_mask=mask, **kwargs).tolist()
+
+
+@pytest.mark.parametrize("strategy", [dict(penalty_alpha=0.6, top_k=4), dict(dola_layers="low"),
+                                      dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
+                                           num_return_sequences=2)],
+                         ids=["contrastive", "dola", "diverse_beam"])
+def test_strategies_without_a_transformers_5_reference_obey_the_constraint(strategy):
+    """Contrastive search, DoLa and diverse beam search (on the Hub in transformers 5): every new token is one the
+    function allowed after the tokens before it."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                            prefix_allowed_tokens_fn=allowed, **strategy)
+    free = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=6, do_sample=False, **strategy)
+    assert out.tolist() != free.tolist()
+    per_prompt = out.shape[0] // ids.shape[0]
+    for row, tokens in enumerate(out):
+        for at in range(ids.shape[1], out.shape[1]):
+            assert int(tokens[at]) in allowed(row // per_prompt, tokens[:at])
