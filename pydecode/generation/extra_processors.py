@@ -51,6 +51,14 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _grown(factor: float, steps: int) -> float:
+    """``factor ** steps`` as a Python float, infinite where it overflows (Python raises there)."""
+    try:
+        return pow(factor, steps)
+    except OverflowError:
+        return math.inf if factor > 0 or steps % 2 == 0 else -math.inf
+
+
 def _sequence_bias_items(bias) -> list[tuple[tuple[int, ...], float]]:
     """``sequence_bias`` as ``[(token ids, bias)]``, from transformers' list ``[[ids, bias], ...]`` or its older dict
     ``{ids tuple: bias}``; None gives []."""
@@ -81,7 +89,9 @@ class ExtraProcessors:
         self.bias_items = _sequence_bias_items(config.sequence_bias)
         penalty = config.encoder_repetition_penalty
         size = config.encoder_no_repeat_ngram_size or 0
-        usable = encoder_ids.dim() == 2 and not bool((encoder_ids < 0).any())  # transformers skips dummy (-100) ids
+        wanted = penalty not in (None, 1.0) or size > 0
+        # transformers skips encoder ids with dummy (-100) entries
+        usable = wanted and encoder_ids.dim() == 2 and not bool((encoder_ids < 0).any())
         self.encoder_penalty = 1 / penalty if usable and penalty not in (None, 1.0) else None
         self.encoder_ngram = size if usable and size > 0 else 0
         self.encoder_ids = encoder_ids
@@ -103,6 +113,8 @@ class ExtraProcessors:
 
     def prepare(self, vocab: int, device) -> None:
         """Build the bias, ban and decay tensors; raises ValueError for token ids outside the vocabulary."""
+        if not self.active:
+            return
         ids = [t for ids, _ in self.bias_items for t in ids] + self.begin_tokens
         if any(t >= vocab for t in ids):
             raise ValueError(f"sequence_bias and begin_suppress_tokens must hold token ids in [0, {vocab}), got "
@@ -125,7 +137,7 @@ class ExtraProcessors:
         self.begin_ban[self.begin_tokens] = True
         if self.decay is not None:  # the eos factor at every history length, in Python floats as transformers has it
             start, factor = self.decay[0] + self.prompt_len, self.decay[1]
-            table = [pow(factor, h - start) - 1 if h > start else 0.0 for h in range(self.max_length + 1)]
+            table = [_grown(factor, h - start) - 1 if h > start else 0.0 for h in range(self.max_length + 1)]
             self.decay_factor = torch.tensor(table, dtype=torch.float64).float().to(device)
 
     def select_rows(self, rows: torch.Tensor) -> None:

@@ -339,3 +339,13 @@ def test_chunked_prefill_refuses_bad_sizes_and_other_strategies():
 
     with pytest.raises(NotImplementedError, match="prefill_chunk_size"):
         pydecode.generate(seq2seq_model("t5"), *encoder_batch("t5"), max_new_tokens=2, prefill_chunk_size=2)
+
+
+def test_exponential_decay_with_a_long_max_length_matches_transformers():
+    """The eos growth factor is tabulated up to max_length: where Python's pow would overflow it is infinite."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    kwargs = dict(max_length=3000, exponential_decay_length_penalty=(0, 5.0), eos_token_id=[EOS], do_sample=False)
+    want = model.generate(ids, attention_mask=mask, **kwargs)
+    assert want.shape[1] < 20
+    assert pydecode.generate(model, ids, attention_mask=mask, **kwargs).tolist() == want.tolist()
