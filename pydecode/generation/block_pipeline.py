@@ -15,7 +15,7 @@ and on its per-row state, with the history-dependent ones evaluated per position
    ``begin_suppress_tokens`` *
 4. the user's ``logits_processor``, once per position with the history up to it, as transformers' assisted decoding
    calls it; its (B, h) history needs every running row at one length, ``common_length``, which the loop keeps
-5. sampling rows only: temperature, top-k, top-p, min-p, typical
+5. sampling rows only: temperature, top-H, top-k, top-p, min-p, typical, epsilon, eta
 
 All positions of all rows are processed together; nothing is read back to the host.
 """

@@ -178,8 +178,7 @@ class ExtraProcessors:
         eos = scores[..., self.eos_ids]
         factor = self.decay_factor[at.clamp(max=self.max_length)][..., None]
         penalty = (eos.abs() * factor).masked_fill(~torch.isfinite(eos), 0.0)
-        scores = scores.clone()
-        scores[..., self.eos_ids] = eos + penalty
+        scores[..., self.eos_ids] = eos + penalty  # in place: the pipeline's own float32 copy
         return scores
 
     def suppress_at_begin(self, scores: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
