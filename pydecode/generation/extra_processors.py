@@ -21,7 +21,7 @@ import numbers
 
 import torch
 
-from ..ops.reference.constraints import history_tail, ngram_completions
+from ..ops.reference.constraints import history_tail, ngram_completions, token_mask
 
 
 def check_extra_processors(config) -> None:
@@ -104,12 +104,9 @@ class ExtraProcessors:
         begin = config.begin_suppress_tokens
         self.begin_tokens = list(begin) if begin else []
         self.begin_index = prompt_len if prompt_len > 1 or config.forced_bos_token_id is None else prompt_len + 1
-
-    @property
-    def active(self) -> bool:
-        """True when any of the processors is set (so that the scores change)."""
-        return bool(self.bias_items or self.encoder_penalty is not None or self.encoder_ngram or self.decay is not None
-                    or self.begin_tokens)
+        # any of the processors is set (so that the scores change)
+        self.active = bool(self.bias_items or self.encoder_penalty is not None or self.encoder_ngram
+                           or self.decay is not None or self.begin_tokens)
 
     def prepare(self, vocab: int, device) -> None:
         """Build the bias, ban and decay tensors; raises ValueError for token ids outside the vocabulary."""
@@ -133,8 +130,7 @@ class ExtraProcessors:
              torch.tensor([value for _, value in group], dtype=torch.float32, device=device))
             for group in by_prefix.values()
         ]
-        self.begin_ban = torch.zeros(vocab, dtype=torch.bool, device=device)
-        self.begin_ban[self.begin_tokens] = True
+        self.begin_ban = token_mask(self.begin_tokens, vocab, device)
         if self.decay is not None:  # the eos factor at every history length, in Python floats as transformers has it
             start, factor = self.decay[0] + self.prompt_len, self.decay[1]
             table = [_grown(factor, h - start) - 1 if h > start else 0.0 for h in range(self.max_length + 1)]

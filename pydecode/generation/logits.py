@@ -7,9 +7,9 @@ Order (transformers' processor order, then the warpers, then the draw):
 1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
 2. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids``
 3. ``min_length`` / ``min_new_tokens`` (eos banned), ``prefix_allowed_tokens_fn`` (:mod:`.prefix_constraint`),
-   ``forced_bos_token_id`` (at length 1: the decoder's first
-   step), ``forced_eos_token_id``, ``remove_invalid_values``, ``exponential_decay_length_penalty`` *,
-   ``suppress_tokens``, ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
+   ``forced_bos_token_id`` (at length 1: the decoder's first step), ``forced_eos_token_id``,
+   ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
+   ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
 4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
    the argmax — steps 4 run fused in one op on the fastest backend (top-H, epsilon and eta, when set, on the
    reference path)
@@ -25,6 +25,7 @@ import torch
 
 from ..ops.penalties import penalties_unchecked, record_tokens_
 from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
+from ..ops.reference.constraints import token_mask
 from ..ops.reference.sampling import process_logits, sample_from_processed
 from ..ops.sampling import sample_unchecked
 from ..sampling.params import SamplingParams
@@ -85,8 +86,8 @@ class LogitsPipeline:
             if any(not (0 <= t < vocab) for t in word):
                 raise ValueError(f"bad_words_ids must hold token ids in [0, {vocab}), got {word}")
         self.bad_words = [(torch.tensor(w[:-1], dtype=torch.long, device=device), w[-1]) for w in words if len(w) > 1]
-        self.word_ban = _token_mask([w[0] for w in words if len(w) == 1], vocab, device)
-        self.suppress_ban = _token_mask(suppress, vocab, device)
+        self.word_ban = token_mask([w[0] for w in words if len(w) == 1], vocab, device)
+        self.suppress_ban = token_mask(suppress, vocab, device)
         self.extra.prepare(vocab, device)
         self._ready = True
 
@@ -210,11 +211,3 @@ class LogitsPipeline:
         if self.token_counts is not None:
             record_tokens_(self.token_counts, tokens, backend=self.backend)
 
-
-def _token_mask(tokens: list[int], vocab: int, device) -> torch.Tensor | None:
-    """(V,) bool mask of ``tokens``, or None when there are none."""
-    if not tokens:
-        return None
-    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
-    mask[tokens] = True
-    return mask

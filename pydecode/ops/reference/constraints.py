@@ -8,6 +8,15 @@ from __future__ import annotations
 import torch
 
 
+def token_mask(tokens: list[int], vocab_size: int, device) -> torch.Tensor | None:
+    """(V,) bool mask of ``tokens`` (a ban that does not depend on the history), or None when there are none."""
+    if not tokens:
+        return None
+    mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    mask[tokens] = True
+    return mask
+
+
 def history_tail(history: torch.Tensor, at: torch.Tensor, count: int) -> torch.Tensor:
     """(B, T, count): the ``count`` tokens of ``history`` (B, H) just before each position ``at`` (B, T) (indices
     clamped into the buffer: the caller masks positions with fewer tokens before them)."""
