@@ -9,35 +9,28 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-# hosted-API name -> pydecode.generate keyword (``logprobs`` and ``logit_bias`` change shape too: see to_generate_kwargs)
+# hosted-API name -> pydecode.generate keyword; pydecode.SamplingParams defines what each means
 HOSTED_NAMES = {"max_tokens": "max_new_tokens", "stop": "stop_strings", "n": "num_return_sequences",
                 "logprobs": "top_logprobs", "logit_bias": "sequence_bias"}
 
 
 def to_generate_kwargs(kwargs: dict) -> dict:
-    """``kwargs`` in either naming convention -> ``pydecode.generate`` keywords; a setting given under both of its
-    names raises ``ValueError``. ``logprobs=N`` (int >= 0) asks for each token's logprob and its N most likely
-    alternatives; ``logit_bias={token_id: bias}`` becomes a one-token ``sequence_bias``; ``stop`` may be a string."""
-    out = {}
-    for name, value in kwargs.items():
-        target = HOSTED_NAMES.get(name, name)
-        if target in out:
-            raise ValueError(f"{name} and {target} name the same setting; pass one of them")
-        if name == "logprobs":
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"logprobs must be an integer >= 0 (alternatives per token), got {value!r}")
-            out["output_logprobs"] = True
-        elif name == "logit_bias" and value is not None:
-            if not isinstance(value, dict):
-                raise TypeError(f"logit_bias must be a dict {{token_id: bias}}, got {type(value).__name__}")
-            value = {(int(token),): float(bias) for token, bias in value.items()}
-        elif name == "stop" and isinstance(value, str):
-            value = [value]
-        out[target] = value
-    if out.get("stop_strings") is not None and len(out["stop_strings"]) == 0:
-        del out["stop_strings"]
+    """``kwargs`` in either naming convention -> ``pydecode.generate`` keywords. The hosted-API names (and the
+    pydecode names they alias) go through :class:`pydecode.SamplingParams`, which validates them and raises
+    ``ValueError`` for one setting given under both names; ``logprobs=N`` turns on ``output_logprobs`` too. Every
+    other keyword passes through unchanged, so settings left out keep the model's generation config."""
+    hosted = {k: v for k, v in kwargs.items() if v is not None and k in HOSTED_NAMES}
+    if not hosted:
+        return dict(kwargs)
+    from .sampler import SamplingParams
+
+    targets = {HOSTED_NAMES[k] for k in hosted}
+    params = SamplingParams(**hosted, **{k: v for k, v in kwargs.items() if k in targets})
+    converted = params.to_generate_kwargs()
+    out = {k: v for k, v in kwargs.items() if k not in targets and k not in HOSTED_NAMES}
+    out.update({name: converted[name] for name in targets if name in converted})
+    if "logprobs" in hosted:
+        out["output_logprobs"] = True
     return out
 
 

@@ -65,6 +65,10 @@ def test_complete_gives_generates_tokens(strategy):
 
 def test_hosted_names_and_params_objects_agree():
     llm = tiny_llm()
+    params = pydecode.SamplingParams(max_tokens=6, n=2, temperature=0.7, top_k=30, seed=3)
+    expected = reference(llm, PROMPTS, **params.to_generate_kwargs())
+    got = llm.complete(PROMPTS, params)
+    assert [c.token_ids for c in got] == [row[:len(c.token_ids)] for c, row in zip(got, expected)]
     ours = llm.complete(PROMPTS, max_new_tokens=6, num_return_sequences=2, do_sample=True, seed=3)
     hosted = llm.complete(PROMPTS, max_tokens=6, n=2, do_sample=True, seed=3)
     as_dict = llm.complete(PROMPTS, {"max_tokens": 6, "n": 2, "do_sample": True, "seed": 3})
@@ -79,12 +83,13 @@ def test_hosted_names_and_params_objects_agree():
 
 
 def test_same_setting_under_both_names_is_refused():
-    with pytest.raises(ValueError, match="max_tokens and max_new_tokens"):
+    with pytest.raises(ValueError, match="two names of 'max_new_tokens'"):
         to_generate_kwargs({"max_new_tokens": 3, "max_tokens": 4})
-    with pytest.raises(ValueError, match="logprobs must be an integer >= 0"):
+    with pytest.raises(ValueError, match="top_logprobs must be an integer >= 0"):
         to_generate_kwargs({"logprobs": -1})
-    assert to_generate_kwargs({"stop": "x", "logit_bias": {7: -1}}) == {"stop_strings": ["x"],
-                                                                        "sequence_bias": {(7,): -1.0}}
+    assert to_generate_kwargs({"stop": "x", "logit_bias": {7: -1}, "num_beams": 2}) == {
+        "stop_strings": ["x"], "sequence_bias": [[[7], -1.0]], "num_beams": 2}
+    assert to_generate_kwargs({"max_new_tokens": 3}) == {"max_new_tokens": 3}  # no hosted name: unchanged
 
 
 def test_stop_string_excluded_and_finish_reasons():
