@@ -108,6 +108,26 @@ def _backend_usable(backend: str, device_type: str) -> bool:
     return False
 
 
+def unusable_reason(backend: str, device_type: str) -> str | None:
+    """Why ``backend`` cannot run on ``device_type`` here and what to do instead; None when it can."""
+    if _backend_usable(backend, device_type):
+        return None
+    if backend == "triton" and not triton_available():
+        return "triton is not installed (pip install triton), or use backend 'cpp' or 'torch'"
+    if backend == "triton":
+        return ("Triton kernels run on CUDA devices; on the CPU only under the Triton interpreter: set "
+                "TRITON_INTERPRET=1 (slow, for testing), or use backend 'cpp' or 'torch'")
+    if backend == "cpp" and device_type != "cpu":
+        return "the C++ kernels run on the CPU: use backend 'cuda', 'triton' or 'torch' on a GPU"
+    if backend == "cpp":
+        return ("the compiled extension pydecode._C did not load: reinstall with "
+                "pip install --no-build-isolation -e . (see the README), or use backend 'torch'")
+    if backend == "cuda" and device_type != "cuda":
+        return "the CUDA kernels need a CUDA device: use backend 'cpp' or 'torch' on the CPU"
+    return ("the extension was built without CUDA kernels (torch without CUDA, or no nvcc at build time): rebuild "
+            "it where nvcc is found, or use backend 'triton' or 'torch'")
+
+
 def requested_backend(backend: str | None = None) -> str:
     """The backend asked for: the argument, else ``PYDECODE_BACKEND``, else ``"auto"``."""
     name = backend or os.environ.get("PYDECODE_BACKEND") or "auto"
@@ -124,8 +144,9 @@ def resolve(op: str, device: torch.device | str, backend: str | None = None) -> 
     if name != "auto":
         fn = _load(impls[name]) if name in impls else None
         if fn is None or not _backend_usable(name, device_type):
+            reason = unusable_reason(name, device_type) or "no implementation registered"
             raise RuntimeError(
-                f"backend {name!r} cannot run op {op!r} on {device_type} tensors here "
+                f"backend {name!r} cannot run op {op!r} on {device_type} tensors here: {reason} "
                 f"(active backends: {', '.join(active_backends(device_type))})"
             )
         return name, fn
