@@ -80,6 +80,7 @@ def test_hosted_names_and_params_objects_agree():
     assert ours[0].usage == {"prompt_tokens": len(PROMPTS[0]), "completion_tokens": 6,
                              "total_tokens": len(PROMPTS[0]) + 6}
     assert ours[0].seconds > 0
+    assert len(llm.complete(PROMPTS[2])[0].token_ids) == 20  # the README's default: the model's 20 new tokens
 
 
 def test_same_setting_under_both_names_is_refused():
