@@ -5,7 +5,7 @@ and their translation into ``pydecode.generate`` keywords.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -83,9 +83,6 @@ class Completion:
                                   for text, token_id, logprob in entry.top] for entry in self.logprobs],
             }
         return choice
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def first_stop(text: str, stops) -> tuple[int, str | None]:
