@@ -22,9 +22,31 @@ if os.environ.get("TRITON_INTERPRET") == "1" and triton_available():
     TRITON_LAUNCHES = triton_launches.record()
 
 
+# The tests that `-m "not slow"` (the README's quick subset) leaves to the full run: "file" or "file::test" (every
+# parametrization). Chosen from per-test times so that the rest runs in a few minutes on 2 CPU cores.
+SLOW_TESTS = (
+    "test_triton_compiles.py",  # compiles every recorded Triton launch for two GPU architectures: minutes
+    "test_real_model_parity.py",  # SmolLM2 against transformers, every case
+    "test_sample.py::test_fused_logprobs_match_reference", "test_sample.py::test_draw_matches_reference",
+    "test_sample.py::test_frequencies_match_reference_distribution",
+    "test_beam_parity.py::test_beam_search_matches_transformers",
+    "test_beam_parity.py::test_diverse_beam_search_matches_golden",
+    "test_extra_processors.py::test_greedy_matches_transformers",
+    "test_contrastive_dola.py::test_smollm2_matches_golden", "test_every_backend.py::test_goldens",
+    "test_kivi_cache.py::test_kivi4_greedy_matches_full_precision",
+    "test_cli.py::test_generate_streams_text", "test_cli.py::test_generate_several_sampled_sequences",
+    "test_cli.py::test_console_entry_point_chat", "test_llm.py::test_smollm2_complete_chat_and_stream",
+)
+
+
 def pytest_collection_modifyitems(items):
-    """The compile check of the recorded Triton launches runs after every test that launches a kernel."""
+    """The compile check of the recorded Triton launches runs after every test that launches a kernel; the tests
+    named in SLOW_TESTS get the ``slow`` marker."""
     items.sort(key=lambda item: item.path.name == "test_triton_compiles.py")
+    for item in items:
+        file_and_test = f"{item.path.name}::{item.originalname}"
+        if item.path.name in SLOW_TESTS or file_and_test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(params=ALL_BACKENDS)
