@@ -59,7 +59,9 @@ class Sampler:
     device : where the per-slot state lives (the logits' device)
     backend : "auto" | "torch" | "cpp" | "triton" | "cuda", bound once here
     sync : None, or "broadcast": after each draw, rank 0's token ids are broadcast to every rank of ``group``
-        (``torch.distributed``), for tensor-parallel hosts that want one source of truth
+        (``torch.distributed``), for tensor-parallel hosts that want one source of truth (every rank must then
+        pass its rows in the same order). Without it, ranks that sample the same gathered logits already pick
+        bitwise the same ids, in any row order: the draw depends only on each row's logits, slot and position.
     group : the process group for ``sync`` (None: the default group)
     eos_token_id : int or list, the eos ids of requests whose params set none (stop state, ``min_new_tokens``)
     """
