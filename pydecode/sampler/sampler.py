@@ -165,20 +165,20 @@ class Sampler:
         """Steps 1-3 on a float32 copy of the first ``vocab_size`` columns."""
         table, vocab = self.slots, self.vocab_size
         scores = logits[:, :vocab].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        if table.bias is not None and table.any_active(lambda p: p.sequence_bias):
+        if table.uses("bias"):
             scores += table.bias.index_select(0, slots)
-        if table.counts is not None and table.any_active(_has_penalties):
-            prompt_mask = table.prompt_mask.index_select(0, slots)
+        if table.uses("penalties"):
+            prompt_mask = table.prompt_mask.index_select(0, slots) if table.uses("repetition_penalty") else None
             penalties_unchecked(scores, table.counts.index_select(0, slots), prompt_mask,
                                 table.gather("repetition_penalty", slots), table.gather("frequency_penalty", slots),
                                 table.gather("presence_penalty", slots), self.backend)
         banned = table.history_bans(slots, vocab)
-        if table.ban is not None and table.any_active(lambda p: p.suppress_tokens or p.bad_words_ids):
+        if table.ban is not None and table.uses("bans"):
             static = table.ban.index_select(0, slots)
             banned = static if banned is None else banned | static
         if banned is not None:
             scores.masked_fill_(banned, _NEG_INF)
-        if table.eos is not None and table.any_active(lambda p: p.min_new_tokens):
+        if table.eos is not None and table.uses("min_new_tokens"):
             short = table.generated.index_select(0, slots) < table.gather("min_new_tokens", slots)
             scores.masked_fill_(table.eos.index_select(0, slots) & short[:, None], _NEG_INF)
         return scores
@@ -189,16 +189,14 @@ class Sampler:
         table = self.slots
         out = {}
         for name, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0), ("typical_p", 1.0)):
-            used = table.any_active(lambda p, n=name, o=off: p.sampling and getattr(p, n) != o)
-            out[name] = table.gather(name, slots) if used else off
-        out["cutoffs"] = {}
-        for name, key in (("top_h", "top_h"), ("epsilon_cutoff", "epsilon"), ("eta_cutoff", "eta")):
-            if table.any_active(lambda p, n=name: p.sampling and getattr(p, n)):
-                out["cutoffs"][key] = table.gather(name, slots)
+            out[name] = table.gather(name, slots) if table.uses(name) else off
+        out["cutoffs"] = {key: table.gather(name, slots) for name, key in
+                          (("top_h", "top_h"), ("epsilon_cutoff", "epsilon"), ("eta_cutoff", "eta"))
+                          if table.uses(name)}
         return out
 
     def _temperature(self, scores: torch.Tensor, slots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not self.slots.any_active(lambda p: p.sampling and p.dynatemp_range):
+        if not self.slots.uses("dynatemp"):
             return t
         return dynamic_temperature(scores, t, self.slots.gather("dynatemp_range", slots),
                                    self.slots.gather("dynatemp_exponent", slots))
@@ -219,6 +217,3 @@ class Sampler:
         if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.slots.max_slots:
             raise ValueError(f"slot must be an integer in [0, {self.slots.max_slots}), got {slot!r}")
 
-
-def _has_penalties(p: SamplingParams) -> bool:
-    return p.repetition_penalty != 1.0 or bool(p.frequency_penalty) or bool(p.presence_penalty)

@@ -27,6 +27,24 @@ _WARPER_OFF = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typi
 _NO_LIMIT = 1 << 62
 
 
+def _warper_used(name: str, off):
+    return lambda p: p.sampling and getattr(p, name) != off
+
+
+# the steps a request may need, each with the test of its params: a step no active request needs is skipped
+STEP_USED = {
+    "bias": lambda p: bool(p.sequence_bias),
+    "penalties": lambda p: p.repetition_penalty != 1.0 or bool(p.frequency_penalty) or bool(p.presence_penalty),
+    "repetition_penalty": lambda p: p.repetition_penalty != 1.0,
+    "bans": lambda p: bool(p.suppress_tokens or p.bad_words_ids),
+    "min_new_tokens": lambda p: bool(p.min_new_tokens),
+    "dynatemp": lambda p: p.sampling and bool(p.dynatemp_range),
+    **{name: _warper_used(name, off) for name, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0),
+                                                       ("typical_p", 1.0), ("top_h", 0.0), ("epsilon_cutoff", 0.0),
+                                                       ("eta_cutoff", 0.0))},
+}
+
+
 class SlotTable:
     """Device tensors of every slot's parameters and token state, and the host's view of the active requests."""
 
@@ -40,10 +58,11 @@ class SlotTable:
         self.words: list[tuple[tuple[int, ...], int]] = []  # multi-token bad words of all slots: (prefix, last)
         self.word_prefixes: list[torch.Tensor] = []
         self.active: dict[int, SamplingParams] = {}
+        self._uses: dict[str, bool] | None = None
 
     # ---- host side: requests join and leave ----
     def add(self, slot: int, params: SamplingParams, prompt: torch.Tensor, sequence_index: int) -> None:
-        self.active.pop(slot, None)
+        self.remove(slot)
         if params.sequence_bias and any(len(ids) > 1 for ids, _ in params.sequence_bias):
             raise NotImplementedError("Sampler supports one-token sequence_bias entries (logit_bias); multi-token "
                                       "sequences need pydecode.generate")
@@ -53,7 +72,7 @@ class SlotTable:
         self.generated[slot] = 0
         self.length[slot] = prompt.shape[0]
         eos = self._eos_of(params)
-        if params.repetition_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+        if STEP_USED["penalties"](params):
             self._ensure("counts")[slot] = 0
             self._ensure("prompt_mask")[slot] = prompt_token_mask(prompt[None], self.vocab)[0]
         elif self.counts is not None:
@@ -68,15 +87,20 @@ class SlotTable:
         if params.no_repeat_ngram_size or any(len(w) > 1 for w in params.bad_words_ids or ()):
             self._store_prompt(slot, prompt, params)
         self.active[slot] = params
+        self._uses = None
         self._set_words(slot, params)
 
     def remove(self, slot: int) -> None:
         self.active.pop(slot, None)
+        self._uses = None
         if self.word_member is not None:
             self.word_member[slot] = False
 
-    def any_active(self, test) -> bool:
-        return any(test(p) for p in self.active.values())
+    def uses(self, step: str) -> bool:
+        """Whether any active request needs ``step`` (a key of :data:`STEP_USED`); cached until slots change."""
+        if self._uses is None:
+            self._uses = {name: any(test(p) for p in self.active.values()) for name, test in STEP_USED.items()}
+        return self._uses[step]
 
     def ngram_sizes(self) -> set[int]:
         return {p.no_repeat_ngram_size for p in self.active.values() if p.no_repeat_ngram_size}
