@@ -166,21 +166,22 @@ class Sampler:
         table, vocab = self.slots, self.vocab_size
         scores = logits[:, :vocab].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         if table.uses("bias"):
-            scores += table.bias.index_select(0, slots)
+            table.add_bias(scores, slots)
         if table.uses("penalties"):
-            prompt_mask = table.prompt_mask.index_select(0, slots) if table.uses("repetition_penalty") else None
-            penalties_unchecked(scores, table.counts.index_select(0, slots), prompt_mask,
+            # (N, V) rows of the tables by advanced indexing: several times faster than index_select on CPU
+            prompt_mask = table.prompt_mask[slots] if table.uses("repetition_penalty") else None
+            penalties_unchecked(scores, table.counts[slots], prompt_mask,
                                 table.gather("repetition_penalty", slots), table.gather("frequency_penalty", slots),
                                 table.gather("presence_penalty", slots), self.backend)
         banned = table.history_bans(slots, vocab)
         if table.ban is not None and table.uses("bans"):
-            static = table.ban.index_select(0, slots)
+            static = table.ban[slots]
             banned = static if banned is None else banned | static
         if banned is not None:
             scores.masked_fill_(banned, _NEG_INF)
         if table.eos is not None and table.uses("min_new_tokens"):
             short = table.generated.index_select(0, slots) < table.gather("min_new_tokens", slots)
-            scores.masked_fill_(table.eos.index_select(0, slots) & short[:, None], _NEG_INF)
+            scores.masked_fill_(table.eos[slots] & short[:, None], _NEG_INF)
         return scores
 
     def _warpers(self, slots: torch.Tensor) -> dict:

@@ -1,6 +1,6 @@
 """The per-slot state of :class:`~pydecode.sampler.Sampler`, on the device: one row per request slot.
 
-Per-slot parameters are (max_slots,) tensors; the token tables (counts, prompt presence, bans, biases, eos ids) are
+Per-slot parameters are (max_slots,) tensors; the token tables (counts, prompt presence, bans, eos ids) are
 (max_slots, V) and allocated on first use, so a batch of plain requests pays for none of them. The host keeps each
 active slot's :class:`~.params.SamplingParams` (set in :meth:`SlotTable.add`, never read back from the device) to
 know which steps any active request needs: a step no active request uses is skipped.
@@ -54,7 +54,8 @@ class SlotTable:
         self.params = {name: torch.zeros(max_slots, dtype=dtype, device=device) for name, dtype in _PER_SLOT.items()}
         self.generated = torch.zeros(max_slots, dtype=torch.int64, device=device)  # tokens appended per slot
         self.length = torch.zeros(max_slots, dtype=torch.int64, device=device)  # prompt + appended, in history
-        self.counts = self.prompt_mask = self.ban = self.bias = self.eos = self.history = self.word_member = None
+        self.counts = self.prompt_mask = self.ban = self.eos = self.history = self.word_member = None
+        self._bias = None  # (slots, tokens, values) of every active one-token bias, rebuilt when slots change
         self.words: list[tuple[tuple[int, ...], int]] = []  # multi-token bad words of all slots: (prefix, last)
         self.word_prefixes: list[torch.Tensor] = []
         self.active: dict[int, SamplingParams] = {}
@@ -81,18 +82,17 @@ class SlotTable:
         single = [w[0] for w in params.bad_words_ids or () if len(w) == 1 and w[0] not in eos]  # eos is never banned so
         banned = single + list(params.suppress_tokens or ())
         self._set_row("ban", slot, banned, True)
-        self._set_row("bias", slot, [ids[0] for ids, _ in params.sequence_bias or ()],
-                      [bias for _, bias in params.sequence_bias or ()])
+        self._check_tokens([ids[0] for ids, _ in params.sequence_bias or ()])
         self._set_row("eos", slot, eos, True)
         if params.no_repeat_ngram_size or any(len(w) > 1 for w in params.bad_words_ids or ()):
             self._store_prompt(slot, prompt, params)
         self.active[slot] = params
-        self._uses = None
+        self._uses = self._bias = None
         self._set_words(slot, params)
 
     def remove(self, slot: int) -> None:
         self.active.pop(slot, None)
-        self._uses = None
+        self._uses = self._bias = None
         if self.word_member is not None:
             self.word_member[slot] = False
 
@@ -126,14 +126,17 @@ class SlotTable:
 
     def _ensure(self, name: str) -> torch.Tensor:
         if getattr(self, name) is None:
-            dtype = {"counts": torch.int32, "bias": torch.float32}.get(name, torch.bool)
+            dtype = torch.int32 if name == "counts" else torch.bool
             setattr(self, name, torch.zeros(self.max_slots, self.vocab, dtype=dtype, device=self.device))
         return getattr(self, name)
 
-    def _set_row(self, table: str, slot: int, tokens: list[int], value) -> None:
+    def _check_tokens(self, tokens: list[int]) -> None:
         if any(not 0 <= t < self.vocab for t in tokens):
             raise ValueError(f"token ids of bad_words_ids, suppress_tokens and sequence_bias must lie in "
                              f"[0, {self.vocab}), got {tokens}")
+
+    def _set_row(self, table: str, slot: int, tokens: list[int], value) -> None:
+        self._check_tokens(tokens)
         if not tokens:
             if getattr(self, table) is not None:
                 getattr(self, table)[slot] = 0
@@ -173,12 +176,22 @@ class SlotTable:
     def gather(self, name: str, slots: torch.Tensor) -> torch.Tensor:
         return self.params[name].index_select(0, slots)
 
+    def add_bias(self, scores: torch.Tensor, slots: torch.Tensor) -> None:
+        """Add each row's one-token biases to ``scores`` (N, V) in place, from the (few) active entries: no
+        (N, V) table is gathered."""
+        if self._bias is None:
+            entries = [(slot, ids[0], bias) for slot, p in self.active.items() for ids, bias in p.sequence_bias or ()]
+            self._bias = tuple(torch.tensor(column, device=self.device) for column in zip(*entries))
+        entry_slots, tokens, values = self._bias
+        match = slots[:, None] == entry_slots[None, :]  # (N, E)
+        scores.index_add_(1, tokens, torch.where(match, values.to(scores.dtype), 0.0))
+
     def history_bans(self, slots: torch.Tensor, vocab: int) -> torch.Tensor | None:
         """(N, V) bool of the tokens the rows' histories ban (n-gram repeats, multi-token bad words), or None."""
         sizes, banned = self.ngram_sizes(), None
         if not sizes and not self.words:
             return None
-        history = self.history.index_select(0, slots)
+        history = self.history[slots]
         at = self.length.index_select(0, slots)[:, None]  # (N, 1): the position being predicted
         banned = torch.zeros(slots.shape[0], vocab, dtype=torch.bool, device=self.device)
         for n in sorted(sizes):
@@ -187,7 +200,7 @@ class SlotTable:
             hit = ngram_completions(grams, history_tail(history, at, n - 1), vocab, inside)[:, 0]
             banned |= hit & (self.params["no_repeat_ngram_size"].index_select(0, slots) == n)[:, None]
         if self.words:
-            member = self.word_member.index_select(0, slots)
+            member = self.word_member[slots]
             for w, ((_, last), prefix) in enumerate(zip(self.words, self.word_prefixes)):
                 n = prefix.shape[0]
                 ends = (history_tail(history, at, n)[:, 0] == prefix).all(-1) & (at[:, 0] >= n)
