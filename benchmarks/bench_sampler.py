@@ -13,7 +13,7 @@ Each step's logits are the same for every provider. Providers:
 - ``vllm``: not measured yet; the script says whether ``vllm.v1.sample.sampler.Sampler`` imports (it is not
   installed in pydecode's environment)
 
-Writes ``benchmarks/results/sampler_<device>.csv`` and prints a markdown table headed by the machine, versions and
+Writes ``benchmarks/results/sampler_<device>.csv``, a plot next to it (matplotlib, if installed) and prints a markdown table headed by the machine, versions and
 command. Run: ``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pydecode import Sampler, SamplingParams
 
 from bench_generate import machine
 from bench_sampling import captured_rows, make_logits
+from plot_results import plot_csv
 
 PARAMETER_MIX = [
     SamplingParams(temperature=0.0),
@@ -183,6 +184,7 @@ def write(results: list[dict], args, source: str, argv) -> None:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
+    plot_csv(path)
     command = "python benchmarks/bench_sampler.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\nMachine: {machine(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"pydecode {pydecode.__version__}; inputs: {source}\nCommand: `{command.strip()}`\n")
