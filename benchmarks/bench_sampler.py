@@ -13,8 +13,8 @@ Each step's logits are the same for every provider. Providers:
 - ``vllm``: not measured yet; the script says whether ``vllm.v1.sample.sampler.Sampler`` imports (it is not
   installed in pydecode's environment)
 
-Writes ``benchmarks/results/sampler_<device>.csv``, a plot next to it (matplotlib, if installed) and prints a markdown table headed by the machine, versions and
-command. Run: ``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
+Writes ``benchmarks/results/sampler_<device>.csv``, a plot next to it (matplotlib, if installed) and prints a
+markdown table headed by the machine, versions and command. Run: ``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
 """
 from __future__ import annotations
 

@@ -3,5 +3,6 @@ from .generation import GenerateOutput, GenerationConfig, generate, patch, unpat
 from .ops.backends import backends
 from .sampler import SampleOutput, Sampler, SamplingParams
 
-__all__ = ["GenerateOutput", "GenerationConfig", "SampleOutput", "Sampler", "SamplingParams", "backends", "generate", "patch", "unpatch"]
+__all__ = ["GenerateOutput", "GenerationConfig", "SampleOutput", "Sampler", "SamplingParams", "backends", "generate",
+           "patch", "unpatch"]
 __version__ = "0.1.0"
