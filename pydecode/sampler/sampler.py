@@ -109,6 +109,9 @@ class Sampler:
         how many were appended so far; pass ``generated + j`` for the j-th draft token of a slot repeated over
         rows). ``num_logprobs``: None for no logprobs, 0 for the drawn tokens' only, k for the top k too.
         """
+        if num_logprobs is not None and (isinstance(num_logprobs, bool) or not isinstance(num_logprobs, int)
+                                         or num_logprobs < 0):
+            raise ValueError(f"num_logprobs must be None or an integer >= 0, got {num_logprobs!r}")
         slots = self._slots(slots, logits)
         scores = self._processed_scores(logits, slots)
         t = self.slots.gather("temperature", slots)
@@ -127,8 +130,6 @@ class Sampler:
             torch.distributed.broadcast(tokens, src=0, group=self.group)
         out = SampleOutput(tokens)
         if num_logprobs is not None:
-            if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, int) or num_logprobs < 0:
-                raise ValueError(f"num_logprobs must be None or an integer >= 0, got {num_logprobs!r}")
             out.logprobs, top_values, top_ids = token_logprobs(logits[:, : self.vocab_size], tokens, num_logprobs,
                                                                backend=self.backend)
             if num_logprobs:
