@@ -161,6 +161,16 @@ def sampling_chart(rows: list[Row], where: str):
     return fig
 
 
+def sampler_chart(rows: list[Row], where: str):
+    fig, panels = _panels(rows, "vocab", f"Sampler on a continuous-batching trace, ms per step ({where})", ncols=2)
+    for ax, vocab, part in panels:
+        _lines(ax, part, lambda r: f"B{r['batch']}", "provider", "ms", "ms / step")
+        _log_y(ax)
+        ax.set_title(f"vocab {vocab}")
+    _figure_legend(fig, panels[0][0])
+    return fig
+
+
 def beam_chart(rows: list[Row], where: str):
     long = _melt(rows, {"transformers_tok_s": "transformers", "pydecode_tok_s": "pydecode"})
     return _bar_figure(long, f"Beam search, {rows[0]['model']} ({where})", ("beams", "batch", "prompt_len"),
@@ -218,7 +228,7 @@ def _save(fig, png: Path) -> None:
 
 # file-name prefix -> chart(rows, the rest of the stem: device or models) returning a matplotlib Figure
 FAMILIES: dict[str, Callable[[list[Row], str], object]] = {
-    "sampling_": sampling_chart, "beam_": beam_chart, "contrastive_": contrastive_chart,
+    "sampling_": sampling_chart, "sampler_": sampler_chart, "beam_": beam_chart, "contrastive_": contrastive_chart,
     "generate_": generate_chart, "speculative_": speculative_chart,
     "kv_cache_attention_": kv_attention_chart, "kv_cache_decode_": kv_decode_chart,
     "kv_cache_perplexity_": kv_perplexity_chart, "kv_cache_sinks_": kv_sinks_chart,

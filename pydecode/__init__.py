@@ -7,7 +7,8 @@ import importlib
 _EXPORTS = {
     "GenerateOutput": ".generation", "GenerationConfig": ".generation", "generate": ".generation",
     "patch": ".generation", "unpatch": ".generation", "backends": ".ops.backends",
-    "SamplingParams": ".sampler", "LLM": ".llm", "Completion": ".completion",
+    "SamplingParams": ".sampler", "Sampler": ".sampler", "SampleOutput": ".sampler",
+    "LLM": ".llm", "Completion": ".completion",
 }
 
 __all__ = sorted(_EXPORTS)

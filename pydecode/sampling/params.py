@@ -76,9 +76,9 @@ class RowParams:
     def temperature_of(self, scores: torch.Tensor, repeat: int = 1):
         """The temperature to divide ``scores`` (rows * repeat, V) by: the plain one, or with ``dynatemp_range``
         set the entropy-scaled one of each row (a (rows * repeat,) tensor, computed on the device)."""
-        if _is_off(self.dynatemp_range, 0.0):
-            return self.temperature
         rows = (lambda v: v.repeat_interleave(repeat) if isinstance(v, torch.Tensor) and repeat > 1 else v)
+        if _is_off(self.dynatemp_range, 0.0):
+            return rows(self.temperature)
         return dynamic_temperature(scores, rows(self.temperature), rows(self.dynatemp_range),
                                    rows(self.dynatemp_exponent))
 
