@@ -4,9 +4,13 @@
 The names are pydecode's own (= transformers') parameter names. Parsing needs no engine, so validation runs where
 the request is admitted and a bad value is a clear error (HTTP 400) instead of a failed step. Keys that are not
 pydecode's are ignored: they may belong to another plugin.
+
+``bad_words_ids`` and ``sequence_bias`` are nested lists, which vLLM's ``vllm_xargs`` cannot carry over HTTP (it takes
+flat lists only): there they may also be given as JSON text, e.g. ``"bad_words_ids": "[[17, 42], [9]]"``.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from dataclasses import dataclass
@@ -32,6 +36,17 @@ def _float_in(extras: dict, name: str, default: float, low: float, high: float, 
         bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
     return float(value)
+
+
+def _nested(extras: dict, name: str):
+    """The nested-list field ``name`` (``[]`` when absent), decoding JSON text."""
+    value = extras.get(name, [])
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} given as text must be JSON ({error}), got {value!r}") from None
+    return value
 
 
 def _token_ids(value) -> tuple[int, ...] | None:
@@ -75,12 +90,12 @@ def parse_request_args(extras: dict | None) -> RequestArgs:
     size = extras.get("no_repeat_ngram_size", 0)
     if not (_is_int(size) and size >= 0):
         raise ValueError(f"no_repeat_ngram_size must be an int >= 0, got {size!r}")
-    bad_words = extras.get("bad_words_ids", [])
+    bad_words = _nested(extras, "bad_words_ids")
     parsed_words = [_token_ids(word) for word in bad_words] if isinstance(bad_words, (list, tuple)) else [None]
     if any(word is None for word in parsed_words):
         raise ValueError("bad_words_ids must be a list of token-id sequences (non-empty lists of ints >= 0), got "
                          f"{bad_words!r}")
-    bias = extras.get("sequence_bias", [])
+    bias = _nested(extras, "sequence_bias")
     pairs = list(bias) if isinstance(bias, (list, tuple)) else [None]
     parsed_bias = []
     for pair in pairs:
