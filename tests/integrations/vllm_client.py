@@ -27,10 +27,14 @@ def main(base_url, model, out_path):
         "length": complete(max_tokens=4, temperature=0),
         "logprobs": complete(max_tokens=4, temperature=0, logprobs=3),
     }
-    hosted = dict(max_tokens=12, temperature=0.9, top_p=0.95, repetition_penalty=1.2, seed=42, n=2,
-                  extra_body={"top_k": 40})
+    # top_k and repetition_penalty are vLLM's additions to the API: the openai client sends them in extra_body
+    hosted = dict(max_tokens=12, temperature=0.9, top_p=0.95, seed=42, n=2,
+                  extra_body={"top_k": 40, "repetition_penalty": 1.2})
     runs["seeded"] = complete(**hosted)
     runs["seeded_again"] = complete(**hosted)
+    # vllm_offline.py's seeded request: pydecode's sampler draws other tokens than vLLM's for the same seed
+    runs["offline_seeded"] = complete(max_tokens=16, temperature=0.8, top_p=0.9, seed=1234,
+                                      extra_body={"top_k": 50, "return_token_ids": True})
     streamed = client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0, stream=True)
     runs["stream_text"] = "".join(chunk.choices[0].text for chunk in streamed if chunk.choices)
     runs["plain_greedy"] = complete(max_tokens=12, temperature=0, extra_body={"return_token_ids": True})

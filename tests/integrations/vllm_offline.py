@@ -43,6 +43,7 @@ def main(model, out_path):
     runs["vllm_greedy"] = outputs(llm.generate(PROMPTS, greedy, use_tqdm=False))
     runs["vllm_penalties"] = outputs(llm.generate(PROMPTS, SamplingParams(
         temperature=0, repetition_penalty=1.5, frequency_penalty=0.5, max_tokens=MAX_TOKENS), use_tqdm=False))
+    runs["vllm_seeded"] = outputs(llm.generate(PROMPTS[:1], seeded, use_tqdm=False))
     runs["samplers"] += llm.collective_rpc(use_sampler, args=("pydecode",))
     runs["pydecode_greedy"] = outputs(llm.generate(PROMPTS, greedy, use_tqdm=False))
     runs["pydecode_penalties"] = outputs(llm.generate(PROMPTS, SamplingParams(

@@ -6,6 +6,7 @@ class the v1 model runner module instantiates, which is not a stable vLLM API: i
 """
 from __future__ import annotations
 
+import logging
 import os
 
 TESTED_VLLM_VERSIONS = ("0.32.0",)
@@ -30,3 +31,5 @@ def register() -> None:
     from .sampler import PydecodeVllmSampler
 
     gpu_model_runner.Sampler = PydecodeVllmSampler
+    logging.getLogger("vllm.plugins.pydecode").info(
+        "%s=1: vLLM's model runner samples with pydecode's PydecodeVllmSampler", ENABLE_VARIABLE)
