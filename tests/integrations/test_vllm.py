@@ -45,6 +45,14 @@ def offline(smollm2_converted, tmp_path_factory):
     return json.loads(out.read_text())
 
 
+def test_processor_interfaces_inside_the_vllm_venv():
+    """tests/integrations/vllm_inside/ (vLLM's real interfaces, stand-in batches), run by the side venv's pytest."""
+    run = subprocess.run([str(PYTHON), "-m", "pytest", str(HERE / "vllm_inside"), "-q", "-p", "no:cacheprovider"],
+                         cwd=HERE.parent.parent, env=_side_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout
+
+
 def test_the_runs_swapped_the_sampler(offline):
     assert offline["samplers"] == ["Sampler", "PydecodeVllmSampler"]
 
