@@ -15,10 +15,6 @@ import math
 import numbers
 from dataclasses import dataclass
 
-# fields applied before the penalties (they can change the argmax) and after the temperature (warpers)
-BAN_FIELDS = ("no_repeat_ngram_size", "bad_words_ids", "sequence_bias")
-WARPER_FIELDS = ("typical_p", "top_h", "epsilon_cutoff", "eta_cutoff", "dynatemp_range", "dynatemp_exponent")
-
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -28,8 +28,8 @@ from vllm.v1.sample.sampler import Sampler as VllmSampler
 from ...ops.logprobs import token_logprobs
 from ...ops.penalties import penalties_unchecked
 from ...ops.sampling import sample_unchecked
+from ..processors import GREEDY_BELOW
 
-_GREEDY_BELOW = 1e-5  # vLLM's threshold for a greedy row
 _KEY_HIGH = 1 << 62
 
 
@@ -79,7 +79,7 @@ class PydecodeVllmSampler(torch.nn.Module):
         if metadata.all_greedy:
             return logits
         temperature = metadata.temperature
-        logits = logits / torch.where(temperature < _GREEDY_BELOW, 1.0, temperature)[:, None]
+        logits = logits / torch.where(temperature < GREEDY_BELOW, 1.0, temperature)[:, None]
         for processor in metadata.logitsprocs.argmax_invariant:
             if not isinstance(processor, MinPLogitsProcessor):
                 logits = processor.apply(logits)
@@ -113,7 +113,7 @@ class PydecodeVllmSampler(torch.nn.Module):
         if metadata.all_greedy:
             return logits.argmax(dim=-1)
         batch = logits.shape[0]
-        greedy = metadata.temperature < _GREEDY_BELOW
+        greedy = metadata.temperature < GREEDY_BELOW
         temperature = torch.where(greedy, 0.0, 1.0)  # the sampling rows are divided already
         top_k = metadata.top_k if metadata.top_k is not None else 0
         top_p = metadata.top_p if metadata.top_p is not None else 1.0
