@@ -7,7 +7,7 @@ import functools
 import torch
 
 from ..cache import KiviCache, activate
-from ..sampling.params import SamplingParams
+from ..sampling.params import RowParams
 from . import seq2seq, strategies
 from .caches import call_cache
 from .config import check_supported, resolve_config
@@ -83,7 +83,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     batch = input_ids.shape[0]
     expand = strategies.expand_factor(name, config)
     device = input_ids.device
-    params = SamplingParams.build(resolved, batch, expand, device)
+    params = RowParams.build(resolved, batch, expand, device)
     if expand > 1:
         input_ids = input_ids.repeat_interleave(expand, dim=0)
         attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None

@@ -80,7 +80,7 @@ def warp_for_beams(scores: torch.Tensor, params, min_keep: int) -> torch.Tensor:
     """Beam sampling's warpers on processed log-probs (temperature -> top-H -> top-k -> top-p -> min-p -> typical ->
     epsilon -> eta), each but top-H keeping at least ``min_keep`` tokens as transformers does for beams. Rows with
     temperature 0 stay as they are."""
-    t = params.temperature
+    t = params.temperature_of(scores)
     out = scores if not isinstance(t, torch.Tensor) and t in (0.0, 1.0) else _divide(scores, t)
     out = top_h_filter(out, params.top_h)
     for fn, value, off in ((top_k_filter, params.top_k, 0), (top_p_filter, params.top_p, 1.0),

@@ -146,8 +146,9 @@ class BlockPipeline:
             return scores
         batch, width, vocab = scores.shape
         rows = _repeat_rows(width)
-        warped = process_logits(scores.reshape(-1, vocab), *[rows(v) for v in (p.temperature, p.top_k, p.top_p,
-                                                                                 p.min_p, p.typical_p)],
+        flat = scores.reshape(-1, vocab)
+        warped = process_logits(flat, p.temperature_of(flat, width),
+                                *[rows(v) for v in (p.top_k, p.top_p, p.min_p, p.typical_p)],
                                 **{name: rows(v) for name, v in p.cutoffs.items()})
         return warped.view(batch, width, vocab)
 

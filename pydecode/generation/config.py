@@ -2,7 +2,7 @@
 
 Resolution order (as ``model.generate``): the ``generation_config`` argument, else ``model.generation_config``;
 then the keyword arguments override. Per-row parameters given as tensors of shape (B,) are kept aside (a config
-holds scalars) and applied on top in :class:`~pydecode.sampling.params.SamplingParams`.
+holds scalars) and applied on top in :class:`~pydecode.sampling.params.RowParams`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import transformers
 # pydecode's additions to transformers' GenerationConfig, with their defaults
 EXTRA_FIELDS = {
     "frequency_penalty": 0.0, "presence_penalty": 0.0, "seed": None, "output_logprobs": False, "top_logprobs": 0,
-    "backend": None,
+    "backend": None, "dynatemp_range": 0.0, "dynatemp_exponent": 1.0,
 }
 
 # cache implementations pydecode provides itself (transformers' config validation does not know them)
@@ -24,7 +24,7 @@ PYDECODE_CACHES = ("kivi",)
 # parameters that may be a tensor of shape (batch,): one value per row
 PER_ROW_FIELDS = (
     "temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff",
-    "repetition_penalty", "frequency_penalty", "presence_penalty", "seed",
+    "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "dynatemp_range", "dynatemp_exponent",
 )
 
 # transformers features pydecode does not implement (yet): a non-default value raises NotImplementedError. Constrained
@@ -41,8 +41,9 @@ class GenerationConfig(transformers.GenerationConfig):
 
     Extra fields: ``frequency_penalty`` and ``presence_penalty`` (OpenAI semantics, default 0), ``seed`` (int; the
     per-row random streams derive from it), ``output_logprobs`` (bool, report each token's logprob),
-    ``top_logprobs`` (int, how many alternatives to report per token) and ``backend``
-    ("auto" | "torch" | "cpp" | "triton" | "cuda").
+    ``top_logprobs`` (int, how many alternatives to report per token), ``backend``
+    ("auto" | "torch" | "cpp" | "triton" | "cuda"), and ``dynatemp_range`` / ``dynatemp_exponent`` (entropy-scaled
+    temperature within ``temperature ± dynatemp_range``, llama.cpp's definition; range 0 = off).
     """
 
     def __init__(self, **kwargs):

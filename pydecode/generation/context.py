@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sampling.params import SamplingParams
+from ..sampling.params import RowParams
 from .logits import LogitsPipeline
 from .runner import ModelRunner
 from .stopping import StopConditions
@@ -23,7 +23,7 @@ class DecodeContext:
 
     model: torch.nn.Module
     config: object
-    params: SamplingParams
+    params: RowParams
     pipeline: LogitsPipeline
     stops: StopConditions
     runner: ModelRunner

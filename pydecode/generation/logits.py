@@ -10,7 +10,7 @@ Order (transformers' processor order, then the warpers, then the draw):
    ``forced_bos_token_id`` (at length 1: the decoder's first step), ``forced_eos_token_id``,
    ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
    ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
-4. sampling rows only: temperature -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
+4. sampling rows only: temperature (entropy-scaled with ``dynatemp_range``) -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
    the argmax — steps 4 run fused in one op on the fastest backend (top-H, epsilon and eta, when set, on the
    reference path)
 5. ``watermarking_config``: transformers' own watermark processor, on the processed scores (then drawn from on the
@@ -28,7 +28,7 @@ from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_tok
 from ..ops.reference.constraints import token_mask
 from ..ops.reference.sampling import process_logits, sample_from_processed
 from ..ops.sampling import sample_unchecked
-from ..sampling.params import SamplingParams
+from ..sampling.params import RowParams
 from .extra_processors import ExtraProcessors
 
 
@@ -38,7 +38,7 @@ class LogitsPipeline:
     Parameters
     ----------
     config : the resolved transformers GenerationConfig
-    params : per-row :class:`SamplingParams`
+    params : per-row :class:`RowParams`
     prompt_ids : (B, L0) int64 prompt (after left padding and expansion)
     attention_mask : (B, L0) or None
     eos_ids : (E,) int64 tensor or None
@@ -50,7 +50,7 @@ class LogitsPipeline:
     constraint : the call's :class:`~.prefix_constraint.PrefixConstraint` or None
     """
 
-    def __init__(self, config, params: SamplingParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
+    def __init__(self, config, params: RowParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
                  backend=None, encoder_ids=None, guidance=None, watermark=None, constraint=None):
         self.config = config
         self.params = params
@@ -154,14 +154,15 @@ class LogitsPipeline:
         """Steps 4-5: the next token of every row, and the processed scores (warpers applied) if asked for;
         ``history`` (B, cur_len) is what a watermark reads."""
         p = self.params
+        temperature = p.temperature_of(scores)
         if not want_processed and self.watermark is None:
-            tokens = sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
+            tokens = sample_unchecked(scores, temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
                                       self.backend, cutoffs=p.cutoffs)
             return tokens, None
-        processed = process_logits(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p, **p.cutoffs)
+        processed = process_logits(scores, temperature, p.top_k, p.top_p, p.min_p, p.typical_p, **p.cutoffs)
         if self.watermark is not None:
             processed = self.watermark(history, processed)
-        tokens = sample_from_processed(processed, p.seeds, step, p.temperature)
+        tokens = sample_from_processed(processed, p.seeds, step, temperature)
         if self.config.renormalize_logits:
             processed = processed.log_softmax(dim=-1)
         return tokens, processed
@@ -170,8 +171,8 @@ class LogitsPipeline:
         """Step 4 with the drawn tokens' log-probabilities from the same fused kernel: ``(tokens, logprob,
         processed_logprob)``, the latter two (B,) float32, under ``scores`` and under the processed distribution."""
         p = self.params
-        return sample_unchecked(scores, p.temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
-                                self.backend, return_logprobs=True, cutoffs=p.cutoffs)
+        return sample_unchecked(scores, p.temperature_of(scores), p.top_k, p.top_p, p.min_p, p.seeds, step,
+                                p.typical_p, self.backend, return_logprobs=True, cutoffs=p.cutoffs)
 
     def changes_scores(self, cur_len: int) -> bool:
         """False when :meth:`process` would return its input unchanged at ``cur_len`` (beam search then fuses

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ops.reference.dynatemp import dynamic_temperature
 from ..ops.validation import check_per_row
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # row seeds of one request's return sequences are spaced by this (mod 2**64)
@@ -27,10 +28,13 @@ _RANGES = {
     "repetition_penalty": ("repetition_penalty", 0.0, float("inf"), True, False, False, 1.0),
     "frequency_penalty": ("frequency_penalty", -2.0, 2.0, False, False, False, 0.0),
     "presence_penalty": ("presence_penalty", -2.0, 2.0, False, False, False, 0.0),
+    "dynatemp_range": ("dynatemp_range", 0.0, float("inf"), False, True, False, 0.0),
+    "dynatemp_exponent": ("dynatemp_exponent", 0.0, float("inf"), False, True, False, 1.0),
 }
 
 
-_WARPERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff")
+_WARPERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff",
+            "dynatemp_range", "dynatemp_exponent")
 
 
 def _wrap_int64(value: int) -> int:
@@ -39,7 +43,7 @@ def _wrap_int64(value: int) -> int:
 
 
 @dataclass
-class SamplingParams:
+class RowParams:
     """Normalised per-row parameters: scalars where uniform, (rows,) tensors otherwise."""
 
     temperature: float | torch.Tensor
@@ -55,6 +59,8 @@ class SamplingParams:
     presence_penalty: float | torch.Tensor
     seeds: torch.Tensor
     do_sample: bool
+    dynatemp_range: float | torch.Tensor = 0.0
+    dynatemp_exponent: float | torch.Tensor = 1.0
 
     @property
     def has_penalties(self) -> bool:
@@ -67,17 +73,26 @@ class SamplingParams:
         values = dict(top_h=self.top_h, epsilon=self.epsilon_cutoff, eta=self.eta_cutoff)
         return values if any(not _is_off(v, 0.0) for v in values.values()) else {}
 
+    def temperature_of(self, scores: torch.Tensor, repeat: int = 1):
+        """The temperature to divide ``scores`` (rows * repeat, V) by: the plain one, or with ``dynatemp_range``
+        set the entropy-scaled one of each row (a (rows * repeat,) tensor, computed on the device)."""
+        if _is_off(self.dynatemp_range, 0.0):
+            return self.temperature
+        rows = (lambda v: v.repeat_interleave(repeat) if isinstance(v, torch.Tensor) and repeat > 1 else v)
+        return dynamic_temperature(scores, rows(self.temperature), rows(self.dynatemp_range),
+                                   rows(self.dynatemp_exponent))
+
     @property
     def has_repetition_penalty(self) -> bool:
         return not _is_off(self.repetition_penalty, 1.0)
 
-    def select_rows(self, rows: torch.Tensor) -> "SamplingParams":
+    def select_rows(self, rows: torch.Tensor) -> "RowParams":
         """The parameters of ``rows`` only (a 1-D index tensor); scalars stay scalars."""
         picked = {name: value[rows] if isinstance(value, torch.Tensor) else value for name, value in vars(self).items()}
-        return SamplingParams(**picked)
+        return RowParams(**picked)
 
     @classmethod
-    def build(cls, resolved, batch: int, expand: int, device) -> "SamplingParams":
+    def build(cls, resolved, batch: int, expand: int, device) -> "RowParams":
         """Read the parameters from a :class:`ResolvedConfig` for ``batch`` prompts, each expanded ``expand`` times."""
         config = resolved.config
         do_sample = bool(config.do_sample)

@@ -14,7 +14,7 @@ from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogit
 import pydecode
 from pydecode.generation.beam import warp_for_beams
 from pydecode.ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
-from pydecode.sampling.params import SamplingParams
+from pydecode.sampling.params import RowParams
 
 from tests.generation.models import EOS, VOCAB, padded_batch, tiny_model
 
@@ -177,7 +177,7 @@ def test_beam_sampling_cutoffs_keep_one_more_token_than_the_eos_ids():
     logits = torch.full((2, 50), -20.0)
     logits[:, 0] = 10.0
     scores = logits.log_softmax(-1)
-    params = SamplingParams(
+    params = RowParams(
         temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, top_h=0.0, epsilon_cutoff=0.1, eta_cutoff=0.0,
         repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, seeds=torch.zeros(2), do_sample=True)
     kept = torch.isfinite(warp_for_beams(scores, params, min_keep=3)).sum(-1)

@@ -13,6 +13,9 @@ or the device. Every backend (torch, C++, CUDA, Triton) computes the same 32-bit
     gumbel    = -log(-log(uniform))
 
 Sampling is Gumbel-max: ``argmax(processed_logits + gumbel)``, which draws from ``softmax(processed_logits)``.
+
+``mix32`` is a bijection of 32-bit words, so a ``(seed, step)`` stream is also the step-0 stream of another seed
+(:func:`position_seeds`): kernels that take one step for the whole batch then draw rows at different positions.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ MIX2 = 0x846CA68B
 SEED_SALT = 0x9E3779B9
 STEP_SALT = 0x85EBCA6B
 TOKEN_SALT = 0xC2B2AE35
+MIX1_INVERSE = pow(MIX1, -1, 1 << 32)
+MIX2_INVERSE = pow(MIX2, -1, 1 << 32)
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -61,3 +66,27 @@ def random_uniform(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Ten
 def gumbel_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
     """(B, V) float32 standard Gumbel noise ``-log(-log(u))``."""
     return -torch.log(-torch.log(random_uniform(seeds, step, vocab_size)))
+
+
+def unmix32(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`mix32`: ``unmix32(mix32(x)) == x`` for int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * MIX2_INVERSE) & MASK32
+    x = x ^ (x >> 15) ^ (x >> 30)
+    x = (x * MIX1_INVERSE) & MASK32
+    return x ^ (x >> 16)
+
+
+def position_seeds(seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 seeds whose step-0 stream is the stream of ``(seeds[b], positions[b])``, on the device.
+
+    The returned seed has a zero high half and the low half that makes its row key
+    ``row_key(seed) ^ mix32(position ^ STEP_SALT) ^ mix32(STEP_SALT)``, so :func:`step_keys` at step 0 gives the
+    key of ``positions[b]``."""
+    seeds = seeds.to(torch.int64)
+    lo, hi = seeds & MASK32, (seeds >> 32) & MASK32
+    row_key = mix32(mix32(hi ^ SEED_SALT) ^ lo)
+    step = positions.to(device=seeds.device, dtype=torch.int64) & MASK32
+    wanted = row_key ^ mix32(step ^ STEP_SALT) ^ mix32(torch.full_like(step, STEP_SALT))
+    zero_hi_key = mix32(torch.full_like(step, SEED_SALT))  # mix32(0 ^ SEED_SALT)
+    return unmix32(wanted) ^ zero_hi_key

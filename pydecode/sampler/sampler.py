@@ -1,0 +1,219 @@
+"""``pydecode.Sampler``: the per-step sampling work of :func:`pydecode.generate`, for engines that own the batch.
+
+A serving engine owns the model, the KV cache and a batch whose rows change every step. It registers each request
+in a slot (:meth:`Sampler.add_request`), then each step hands the logits and the slot of each row to
+:meth:`Sampler.sample` and the accepted tokens to :meth:`Sampler.append`. Each step runs generate()'s order:
+
+1. ``sequence_bias`` / ``logit_bias`` (one-token entries)
+2. penalties: repetition (prompt + generated), then frequency / presence (generated)
+3. bans: ``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``; eos below ``min_new_tokens``
+4. sampling rows: temperature (entropy-scaled with ``dynatemp_range``) -> top-H -> top-k -> top-p -> min-p ->
+   typical -> epsilon -> eta, and the Gumbel-max draw; greedy rows take the argmax
+5. logprobs of the drawn tokens (and the top alternatives) under the logits as given
+
+The draw of row ``i`` uses the counter-based stream of ``(seed of slots[i], positions[i])``, the one generate()
+uses at that step, so a request's tokens depend only on its own seed, prompt and parameters: never on the batch,
+the row order or the neighbours. Nothing in :meth:`sample`, :meth:`process` or :meth:`append` reads a device value
+back to the host. Stop strings and ``max_time`` are the host's to check (they need text or a clock).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..ops.backends import resolve
+from ..ops.logprobs import token_logprobs
+from ..ops.penalties import penalties_unchecked
+from ..ops.reference.dynatemp import dynamic_temperature
+from ..ops.reference.random import position_seeds
+from ..ops.reference.sampling import process_logits
+from ..ops.sampling import sample_unchecked
+from ..ops.validation import check_logits
+from .params import SamplingParams
+from .slots import SlotTable
+
+_NEG_INF = float("-inf")
+
+
+@dataclass
+class SampleOutput:
+    """What :meth:`Sampler.sample` returns, one entry per row: ``token_ids`` (N,) int64; with ``num_logprobs`` set,
+    ``logprobs`` (N,) float32 (log-softmax of the given logits at the token) and, for ``num_logprobs = k > 0``,
+    ``top_ids`` / ``top_logprobs`` (N, k) of the k most likely tokens; otherwise those are None."""
+
+    token_ids: torch.Tensor
+    logprobs: torch.Tensor | None = None
+    top_ids: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+
+
+class Sampler:
+    """Per-request sampling state in ``max_slots`` slots over a vocabulary of ``vocab_size`` tokens on ``device``.
+
+    Parameters
+    ----------
+    max_slots : int >= 1, how many requests can be registered at once (slot ids lie in ``[0, max_slots)``)
+    vocab_size : int >= 1, the tokenizer's vocabulary; logits may be wider (padded LM heads): the extra columns
+        are never drawn
+    device : where the per-slot state lives (the logits' device)
+    backend : "auto" | "torch" | "cpp" | "triton" | "cuda", bound once here
+    sync : None, or "broadcast": after each draw, rank 0's token ids are broadcast to every rank of ``group``
+        (``torch.distributed``), for tensor-parallel hosts that want one source of truth (every rank must then
+        pass its rows in the same order). Without it, ranks that sample the same gathered logits already pick
+        bitwise the same ids, in any row order: the draw depends only on each row's logits, slot and position.
+    group : the process group for ``sync`` (None: the default group)
+    eos_token_id : int or list, the eos ids of requests whose params set none (stop state, ``min_new_tokens``)
+    """
+
+    def __init__(self, max_slots: int, vocab_size: int, device, backend: str = "auto", *, sync: str | None = None,
+                 group=None, eos_token_id=None):
+        for name, value in (("max_slots", max_slots), ("vocab_size", vocab_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if sync not in (None, "broadcast"):
+            raise ValueError(f"sync must be None or 'broadcast', got {sync!r}")
+        self.device = torch.device(device)
+        self.backend, _ = resolve("sample", self.device, backend)
+        self.sync, self.group = sync, group
+        eos = SamplingParams(eos_token_id=eos_token_id).eos_token_id
+        self.slots = SlotTable(max_slots, vocab_size, self.device, eos)
+        self.vocab_size = vocab_size
+
+    # ---- requests ----
+    def add_request(self, slot: int, params: SamplingParams, prompt_ids, sequence_index: int = 0) -> None:
+        """(Re)initialise ``slot`` for a request with ``params`` and its prompt (1-D token ids; the repetition
+        penalty and the n-gram bans read it). ``sequence_index`` j picks the j-th of ``num_return_sequences``
+        streams, the seed generate() gives that sequence. ``params.seed`` None draws a seed from torch's global
+        generator, as generate() does."""
+        self._check_slot(slot)
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a pydecode.SamplingParams, got {type(params).__name__}")
+        if isinstance(sequence_index, bool) or not isinstance(sequence_index, int) or sequence_index < 0:
+            raise ValueError(f"sequence_index must be an integer >= 0, got {sequence_index!r}")
+        prompt = torch.as_tensor(prompt_ids).to(self.device, torch.int64).reshape(-1)
+        if prompt.numel() and not (0 <= int(prompt.min()) and int(prompt.max()) < self.vocab_size):
+            raise ValueError(f"prompt_ids must hold token ids in [0, {self.vocab_size})")
+        self.slots.add(slot, params, prompt, sequence_index)
+
+    def remove(self, slot: int) -> None:
+        """Free ``slot``: its request no longer takes part (the slot can be reused by :meth:`add_request`)."""
+        self._check_slot(slot)
+        self.slots.remove(slot)
+
+    # ---- steps ----
+    def sample(self, logits: torch.Tensor, slots, positions=None, num_logprobs: int | None = None) -> SampleOutput:
+        """Draw one token per row of ``logits`` (N, V >= vocab_size) for the requests in ``slots`` (N,).
+
+        ``positions`` (N,): the index of the token each row draws among its request's generated tokens (default:
+        how many were appended so far; pass ``generated + j`` for the j-th draft token of a slot repeated over
+        rows). ``num_logprobs``: None for no logprobs, 0 for the drawn tokens' only, k for the top k too.
+        """
+        slots = self._slots(slots, logits)
+        scores = self._processed_scores(logits, slots)
+        t = self.slots.gather("temperature", slots)
+        warpers = self._warpers(slots)
+        temperature = self._temperature(scores, slots, t)
+        if positions is None:
+            positions = self.slots.generated.index_select(0, slots)
+        else:
+            positions = torch.as_tensor(positions, device=self.device)
+            if positions.shape != slots.shape:
+                raise ValueError(f"positions must have shape {tuple(slots.shape)}, got {tuple(positions.shape)}")
+        seeds = position_seeds(self.slots.gather("seed", slots), positions)
+        tokens = sample_unchecked(scores, temperature, warpers["top_k"], warpers["top_p"], warpers["min_p"], seeds,
+                                  0, warpers["typical_p"], self.backend, cutoffs=warpers["cutoffs"])
+        if self.sync == "broadcast":
+            torch.distributed.broadcast(tokens, src=0, group=self.group)
+        out = SampleOutput(tokens)
+        if num_logprobs is not None:
+            if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, int) or num_logprobs < 0:
+                raise ValueError(f"num_logprobs must be None or an integer >= 0, got {num_logprobs!r}")
+            out.logprobs, top_values, top_ids = token_logprobs(logits[:, : self.vocab_size], tokens, num_logprobs,
+                                                               backend=self.backend)
+            if num_logprobs:
+                out.top_logprobs, out.top_ids = top_values, top_ids
+        return out
+
+    def process(self, logits: torch.Tensor, slots) -> torch.Tensor:
+        """Apply steps 1-4 but the draw to float32 ``logits`` (N, V) in place (removed tokens and the columns past
+        ``vocab_size`` become ``-inf``; greedy rows get no warpers) and return it, for hosts that draw themselves."""
+        if logits.dtype != torch.float32:
+            raise TypeError(f"logits must be float32 to be processed in place, got {logits.dtype}")
+        slots = self._slots(slots, logits)
+        scores = self._processed_scores(logits, slots)
+        warpers = self._warpers(slots)
+        processed = process_logits(scores, self._temperature(scores, slots, self.slots.gather("temperature", slots)),
+                                   warpers["top_k"], warpers["top_p"], warpers["min_p"], warpers["typical_p"],
+                                   **warpers["cutoffs"])
+        logits[:, : self.vocab_size] = processed
+        logits[:, self.vocab_size:] = _NEG_INF
+        return logits
+
+    def append(self, slots, token_ids: torch.Tensor) -> torch.Tensor:
+        """Record the accepted tokens (rows of one slot in their order) for the penalties, n-gram bans, positions
+        and stop state. Returns (N,) bool: the row's slot finished with this token (an eos id or
+        ``max_new_tokens`` reached); the host removes finished requests."""
+        slots = self._slots(slots)
+        tokens = torch.as_tensor(token_ids, device=self.device).to(torch.int64).reshape(-1)
+        if tokens.shape != slots.shape:
+            raise ValueError(f"token_ids must have shape {tuple(slots.shape)}, got {tuple(tokens.shape)}")
+        return self.slots.append(slots, tokens)
+
+    # ---- helpers ----
+    def _processed_scores(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Steps 1-3 on a float32 copy of the first ``vocab_size`` columns."""
+        table, vocab = self.slots, self.vocab_size
+        scores = logits[:, :vocab].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        if table.uses("bias"):
+            scores += table.bias.index_select(0, slots)
+        if table.uses("penalties"):
+            prompt_mask = table.prompt_mask.index_select(0, slots) if table.uses("repetition_penalty") else None
+            penalties_unchecked(scores, table.counts.index_select(0, slots), prompt_mask,
+                                table.gather("repetition_penalty", slots), table.gather("frequency_penalty", slots),
+                                table.gather("presence_penalty", slots), self.backend)
+        banned = table.history_bans(slots, vocab)
+        if table.ban is not None and table.uses("bans"):
+            static = table.ban.index_select(0, slots)
+            banned = static if banned is None else banned | static
+        if banned is not None:
+            scores.masked_fill_(banned, _NEG_INF)
+        if table.eos is not None and table.uses("min_new_tokens"):
+            short = table.generated.index_select(0, slots) < table.gather("min_new_tokens", slots)
+            scores.masked_fill_(table.eos.index_select(0, slots) & short[:, None], _NEG_INF)
+        return scores
+
+    def _warpers(self, slots: torch.Tensor) -> dict:
+        """Per-row warper tensors, or their "off" scalar when no active request uses them (the fast kernels
+        specialise on scalars; typical-p and the cutoffs run on the reference path only when used)."""
+        table = self.slots
+        out = {}
+        for name, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0), ("typical_p", 1.0)):
+            out[name] = table.gather(name, slots) if table.uses(name) else off
+        out["cutoffs"] = {key: table.gather(name, slots) for name, key in
+                          (("top_h", "top_h"), ("epsilon_cutoff", "epsilon"), ("eta_cutoff", "eta"))
+                          if table.uses(name)}
+        return out
+
+    def _temperature(self, scores: torch.Tensor, slots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.slots.uses("dynatemp"):
+            return t
+        return dynamic_temperature(scores, t, self.slots.gather("dynatemp_range", slots),
+                                   self.slots.gather("dynatemp_exponent", slots))
+
+    def _slots(self, slots, logits: torch.Tensor | None = None) -> torch.Tensor:
+        slots = torch.as_tensor(slots, device=self.device).to(torch.int64).reshape(-1)
+        if logits is not None:
+            check_logits(logits)
+            if logits.shape[0] != slots.shape[0]:
+                raise ValueError(f"slots must hold one slot per row of logits ({logits.shape[0]}), "
+                                 f"got {slots.shape[0]}")
+            if logits.shape[1] < self.vocab_size:
+                raise ValueError(f"logits must have at least vocab_size = {self.vocab_size} columns, "
+                                 f"got {logits.shape[1]}")
+        return slots
+
+    def _check_slot(self, slot) -> None:
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.slots.max_slots:
+            raise ValueError(f"slot must be an integer in [0, {self.slots.max_slots}), got {slot!r}")
+
