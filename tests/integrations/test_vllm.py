@@ -24,10 +24,15 @@ PYTHON = VENV / "bin" / "python"
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
 SERVER_START_S = 300
 
-pytestmark = [pytest.mark.real_model, pytest.mark.skipif(
-    subprocess.run([str(PYTHON), "-c", "import vllm"], capture_output=True, cwd="/").returncode != 0
-    if PYTHON.exists() else True,
-    reason=f"no vLLM venv at {VENV}: run tests/integrations/setup_vllm.sh (or set PYDECODE_VLLM_VENV)")]
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vllm_venv():
+    """Skip (checked once, when a test of this module runs) where the side venv with vLLM is missing."""
+    if not PYTHON.exists() or subprocess.run([str(PYTHON), "-c", "import vllm"], capture_output=True,
+                                             cwd="/").returncode != 0:
+        pytest.skip(f"no vLLM venv at {VENV}: run tests/integrations/setup_vllm.sh (or set PYDECODE_VLLM_VENV)")
 
 
 def _side_env(**extra):
