@@ -45,9 +45,9 @@ class RequestBans:
         self.vocab = vocab
         self.ngram_size = args.no_repeat_ngram_size
         self.bad_words = [(torch.tensor(ids[:-1], dtype=torch.int64, device=device), ids[-1])
-                          for ids in args.bad_words_ids if max(ids) < vocab]
-        self.bias = _sequence_bias([(ids, value) for ids, value in args.sequence_bias if max(ids) < vocab], vocab,
-                                   device)
+                          for ids in args.bad_words_ids or () if max(ids) < vocab]
+        in_vocab = [(ids, value) for ids, value in args.sequence_bias or () if max(ids) < vocab]
+        self.bias = _sequence_bias(in_vocab, vocab, device)
 
     def apply(self, scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """``scores`` (1, V') float logits of the next token after ``history`` (1, H) int64; returns new scores."""
