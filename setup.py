@@ -53,7 +53,15 @@ setup(
         "test": ["pytest", "scipy", "gguf>=0.10", "accelerate>=1.0", "triton>=3.6"],
         "bench": ["matplotlib", "optimum-quanto>=0.2.5", "hqq>=0.2"],  # transformers' QuantizedCache backends
     },
-    entry_points={"console_scripts": ["pydecode=pydecode.cli:main"]},
+    entry_points={
+        "console_scripts": ["pydecode=pydecode.cli:main"],
+        # vLLM (pydecode/integrations/vllm): the sampler swap acts only with PYDECODE_VLLM_SAMPLER=1
+        "vllm.general_plugins": ["pydecode_sampler = pydecode.integrations.vllm.plugin:register"],
+        "vllm.logits_processors": [
+            "pydecode_bans = pydecode.integrations.vllm.logits_processors:PydecodeBansProcessor",
+            "pydecode_warpers = pydecode.integrations.vllm.logits_processors:PydecodeWarpersProcessor",
+        ],
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -188,6 +188,14 @@ def generate_chart(rows: list[Row], where: str):
                        "tokens / s")
 
 
+def vllm_chart(rows: list[Row], where: str):
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(8, 3.6), layout="constrained")
+    _grouped_bars(left, rows, ("prompts",), "sampler", "tokens_per_s", "tokens / s")
+    _grouped_bars(right, rows, ("prompts",), "sampler", "sampling_ms_per_step", "sampling ms / step")
+    fig.suptitle(f"vLLM offline, its sampler vs pydecode's ({where})")
+    return fig
+
+
 def speculative_chart(rows: list[Row], where: str):
     return _bar_figure(rows, f"Speculative decoding, greedy ({where})", ("task",), "provider", "tokens_per_s",
                        "tokens / s")
@@ -232,7 +240,7 @@ FAMILIES: dict[str, Callable[[list[Row], str], object]] = {
     "generate_": generate_chart, "speculative_": speculative_chart,
     "kv_cache_attention_": kv_attention_chart, "kv_cache_decode_": kv_decode_chart,
     "kv_cache_perplexity_": kv_perplexity_chart, "kv_cache_sinks_": kv_sinks_chart,
-    "kv_cache_agreement_": kv_agreement_chart, "kv_cache_memory_": kv_memory_chart,
+    "kv_cache_agreement_": kv_agreement_chart, "kv_cache_memory_": kv_memory_chart, "vllm_": vllm_chart,
 }
 
 

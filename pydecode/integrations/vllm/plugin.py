@@ -1,0 +1,35 @@
+"""vLLM's ``vllm.general_plugins`` entry point: with ``PYDECODE_VLLM_SAMPLER=1`` in the environment, vLLM's model
+runner samples with :class:`~.sampler.PydecodeVllmSampler`; without it, nothing changes.
+
+vLLM calls :func:`register` in each of its processes before it builds the model runner. The hook swaps the sampler
+class the v1 model runner module instantiates, which is not a stable vLLM API: it is pinned to the tested versions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+TESTED_VLLM_VERSIONS = ("0.32.0",)
+ENABLE_VARIABLE = "PYDECODE_VLLM_SAMPLER"
+
+
+def register() -> None:
+    """Install pydecode's sampler into vLLM's v1 model runner when ``PYDECODE_VLLM_SAMPLER=1``."""
+    flag = os.environ.get(ENABLE_VARIABLE, "0")
+    if flag not in ("0", "1"):
+        raise ValueError(f"{ENABLE_VARIABLE} must be 0 or 1, got {flag!r}")
+    if flag == "0":
+        return
+    import vllm
+
+    if vllm.__version__ not in TESTED_VLLM_VERSIONS:
+        raise RuntimeError(f"{ENABLE_VARIABLE}=1: pydecode's vLLM sampler is tested with vLLM "
+                           f"{', '.join(TESTED_VLLM_VERSIONS)}, not {vllm.__version__}; unset {ENABLE_VARIABLE} or "
+                           "install a tested vLLM")
+    from vllm.v1.worker import gpu_model_runner
+
+    from .sampler import PydecodeVllmSampler
+
+    gpu_model_runner.Sampler = PydecodeVllmSampler
+    logging.getLogger("vllm.plugins.pydecode").info(
+        "%s=1: vLLM's model runner samples with pydecode's PydecodeVllmSampler", ENABLE_VARIABLE)
