@@ -18,6 +18,7 @@ from .extra_processors import make_watermark
 from .guidance import make_guidance
 from .prefix_constraint import PrefixConstraint
 from .logits import LogitsPipeline
+from .no_cache import TokenHistory
 from .runner import ModelRunner
 from .seq2seq import EncoderDecoderRunner
 from .stopping import StopConditions
@@ -102,6 +103,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
     cache = call_cache(config, model_kwargs, model, rows, max_length, encoder_decoder)
+    check_without_cache(cache, name, embedded is not None)
     chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
@@ -140,12 +142,21 @@ def heal_prompt(model, input_ids, attention_mask, tokenizer, unsupported: bool):
     return healed
 
 
+def check_without_cache(cache, strategy: str, embedded: bool) -> None:
+    """``use_cache=False`` runs greedy decoding, sampling, the beam family and DoLa on token prompts."""
+    if isinstance(cache, TokenHistory) and (strategy not in ("sample", "beam", "dola") or embedded):
+        raise NotImplementedError("use_cache=False is supported with greedy decoding, sampling, the beam family and "
+                                  "DoLa on prompts given as input_ids")
+
+
 def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> int | None:
     """``prefill_chunk_size`` after checks: an int >= 1, for greedy decoding, sampling and the beam family on a
     decoder-only model with a full-precision cache; None when unset."""
     size = config.prefill_chunk_size
     if size is None:
         return None
+    if isinstance(cache, TokenHistory):
+        raise ValueError("prefill_chunk_size needs a KV cache: it cannot be used with use_cache=False")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"prefill_chunk_size must be an int >= 1, got {size!r}")
     if encoder_decoder or strategy not in ("sample", "beam") or isinstance(cache, KiviCache):

@@ -15,6 +15,7 @@ from transformers.generation.configuration_utils import ALL_STATIC_CACHE_IMPLEME
 
 from ..cache import make_cache
 from .compat import USER_CACHE_KWARGS
+from .no_cache import TokenHistory
 
 
 def call_cache(config, model_kwargs: dict, model, rows: int, max_length: int, encoder_decoder: bool):
@@ -28,6 +29,8 @@ def call_cache(config, model_kwargs: dict, model, rows: int, max_length: int, en
         raise ValueError(f"pass either a cache or cache_implementation (got {name!r}), not both")
     if given:
         return given[0]
+    if config.use_cache is False:  # transformers runs the whole sequence each step, without a cache
+        return TokenHistory()
     if name in (None, "dynamic"):
         return None
     if name == "kivi":

@@ -19,6 +19,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .compat import USER_CACHE_KWARGS, cache_argument
+from .no_cache import TokenHistory
 from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
@@ -117,7 +118,7 @@ class EncoderDecoderRunner:
         if cache is None:
             config = model.config.get_text_config(decoder=True)
             cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-        elif not isinstance(cache, EncoderDecoderCache):
+        elif not isinstance(cache, (EncoderDecoderCache, TokenHistory)):
             cache = EncoderDecoderCache(cache, DynamicCache(config=model.config.get_text_config(decoder=True)))
         self.cache = cache
         self.length = 0
@@ -153,9 +154,12 @@ class EncoderDecoderRunner:
             kwargs["attention_mask"] = encoder_mask
         if decoder_mask is not None:
             kwargs["decoder_attention_mask"] = decoder_mask
-        kwargs[cache_argument(self.model)] = self.cache
+        if isinstance(self.cache, TokenHistory):  # use_cache=False: the decoder runs its whole sequence so far
+            decoder_ids = self.cache.extend(decoder_ids)
+        else:
+            kwargs[cache_argument(self.model)] = self.cache
         out = self.model(decoder_input_ids=decoder_ids, encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                         use_cache=True, return_dict=True, **kwargs)
+                         use_cache=not isinstance(self.cache, TokenHistory), return_dict=True, **kwargs)
         step = DecoderStep(out.logits, out.decoder_attentions, out.decoder_hidden_states, out.cross_attentions,
                            self.cache)
         if self.record_cross:
