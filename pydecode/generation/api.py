@@ -102,14 +102,15 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
-    cache = call_cache(config, model_kwargs, model, rows, max_length, encoder_decoder)
+    extra = embedded.extra_positions if embedded is not None else 0  # embedded positions the history lacks
+    cache = call_cache(config, model_kwargs, model, rows, max_length + extra, encoder_decoder,
+                       seq2seq.encoder_length(encoder_inputs[0], model_kwargs) if encoder_decoder else 0)
     check_without_cache(cache, name, embedded is not None)
     chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
     elif embedded is not None:  # the model sees the embedded positions, the history the tokens (if any)
-        extra = embedded.extra_positions
         runner = ModelRunner(model, embedded.model_mask, rows, prompt_len + extra, max_length + extra, device, cache,
                              model_kwargs, expand, chunk, embedded.embeds)
     else:

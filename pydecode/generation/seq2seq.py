@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .compat import USER_CACHE_KWARGS, cache_argument
@@ -67,6 +67,14 @@ def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
         ids = torch.cat([start, ids], dim=1)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1) if mask is not None else None
     return ids, mask
+
+
+def encoder_length(encoder_ids, model_kwargs: dict) -> int:
+    """How many positions the encoder's outputs have (the given ``encoder_outputs``', else the prompt's)."""
+    given = model_kwargs.get("encoder_outputs")
+    if given is not None:
+        return int(given[0].shape[1])
+    return int(encoder_ids.shape[1])
 
 
 @dataclass
@@ -173,6 +181,18 @@ class EncoderDecoderRunner:
         and cross-attention) and outputs are repeated ``expand`` times.
         """
         self.length = input_ids.shape[1]
+        cached = self.cache.get_seq_length()
+        if cached:  # a cache the caller filled: feed only the decoder positions it does not hold yet, on every row
+            if cached >= self.length:
+                raise ValueError(f"the cache passed to generate already holds {cached} decoder positions, the whole "
+                                 f"decoder prompt of {self.length}: pass at least one position it does not hold")
+            mask = self.mask[:, : self.length] if self.mask is not None else None
+            self._prefill_states = self._prefill_mask = None
+            return self._forward(input_ids[:, cached:], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+        if self.expand > 1 and not _repeatable(self.cache):  # a static cache is sized for every row
+            self._prefill_states = self._prefill_mask = None
+            mask = self.mask[:, : self.length] if self.mask is not None else None
+            return self._forward(input_ids, self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
         first = slice(None, None, self.expand)
         mask = self.mask[first, : self.length] if self.mask is not None else None
         out = self._forward(input_ids[first], self._prefill_states, self._prefill_mask, mask, **forward_kwargs)
@@ -248,6 +268,13 @@ class EncoderDecoderRunner:
         )
         cls = Seq2SeqBeamOutput if isinstance(result, GenerateBeamOutput) else Seq2SeqGenerateOutput
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
+def _repeatable(cache) -> bool:
+    """Whether ``cache`` can be filled for one row per prompt and then repeated (not so a static cache)."""
+    caches = (cache.self_attention_cache, cache.cross_attention_cache) if isinstance(cache, EncoderDecoderCache) \
+        else (cache,)
+    return not any(isinstance(c, StaticCache) for c in caches)
 
 
 def _repeat_all(tensors, expand: int):
