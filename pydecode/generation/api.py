@@ -10,6 +10,7 @@ from ..cache import KiviCache, activate
 from ..sampling.params import SamplingParams
 from . import seq2seq, strategies
 from .caches import call_cache
+from .compiled import compiled_forward
 from .config import check_supported, resolve_config
 from .context import DecodeContext
 from .embeds import embedded_prompt
@@ -116,6 +117,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     else:
         runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
                              expand, chunk)
+    runner.decode_forward = compiled_forward(model, config, runner.cache)
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,

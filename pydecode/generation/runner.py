@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from ..cache import KiviCache
 from .compat import USER_CACHE_KWARGS, cache_argument
+from .compiled import mask_for_compiled_step
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
 from .no_cache import TokenHistory, full_positions
 from .positional import PositionalInputs
@@ -48,6 +49,7 @@ class ModelRunner:
         if "logits_to_keep" in params and "logits_to_keep" not in self.model_kwargs:
             self.model_kwargs["logits_to_keep"] = 1
         self.takes_position_ids = "position_ids" in params
+        self.decode_forward = None  # the model's compiled call for decoding steps, when transformers would use one
         self.cache_argument = cache_argument(model)
         self.length = prompt_len
         has_padding = attention_mask is not None and not bool((attention_mask == 1).all())  # one read, at set-up
@@ -151,7 +153,23 @@ class ModelRunner:
         self.length += 1
         if self.mask is not None:  # a mask made for holes (forward_block) may end at the previous length
             self._reserve_mask(self.length)
+        if self.decode_forward is not None:
+            return self._compiled_step(tokens[:, None], forward_kwargs)
         return self._forward(tokens[:, None], **forward_kwargs)
+
+    def _compiled_step(self, tokens: torch.Tensor, forward_kwargs: dict):
+        """One decoding step through the model's compiled call, with the 4D mask transformers builds for it."""
+        kwargs = dict(self.model_kwargs)
+        if self.takes_position_ids:
+            kwargs["position_ids"] = self.positions
+        if self.positional is not None:
+            kwargs.update(self.positional.window(self.length - 1, 1))
+        kwargs.update(forward_kwargs)
+        mask = self.mask[:, : self.length] if self.mask is not None else None
+        kwargs["attention_mask"] = mask_for_compiled_step(self.model, self.cache, mask, kwargs.get("position_ids"),
+                                                          *tokens.shape, tokens.device)
+        kwargs[self.cache_argument] = self.cache
+        return self.decode_forward(input_ids=tokens, use_cache=True, return_dict=True, **kwargs)
 
     def step_candidates(self, tokens: torch.Tensor, **forward_kwargs) -> CandidateStep:
         """Feed K candidate next tokens per row (B, K), all at the next position; keep none of them yet.

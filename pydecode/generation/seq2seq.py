@@ -19,6 +19,7 @@ from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .compat import USER_CACHE_KWARGS, cache_argument
+from .compiled import mask_for_compiled_step
 from .no_cache import TokenHistory
 from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
@@ -135,6 +136,7 @@ class EncoderDecoderRunner:
             self.mask = torch.ones(decoder_mask.shape[0], max(max_length, decoder_mask.shape[1]),
                                    dtype=decoder_mask.dtype, device=decoder_mask.device)
             self.mask[:, : decoder_mask.shape[1]] = decoder_mask
+        self.decode_forward = None  # the model's compiled call for decoding steps, when transformers would use one
         self.record_cross = bool(self.model_kwargs.get("output_attentions"))
         self.cross_attentions: list = []
 
@@ -156,7 +158,8 @@ class EncoderDecoderRunner:
             return tensor
         return tensor.repeat_interleave(self.expand, dim=0)
 
-    def _forward(self, decoder_ids, states, encoder_mask, decoder_mask, **forward_kwargs) -> DecoderStep:
+    def _forward(self, decoder_ids, states, encoder_mask, decoder_mask, model_call=None,
+                 **forward_kwargs) -> DecoderStep:
         kwargs = dict(self.model_kwargs, **forward_kwargs)
         if encoder_mask is not None:
             kwargs["attention_mask"] = encoder_mask
@@ -166,8 +169,9 @@ class EncoderDecoderRunner:
             decoder_ids = self.cache.extend(decoder_ids)
         else:
             kwargs[cache_argument(self.model)] = self.cache
-        out = self.model(decoder_input_ids=decoder_ids, encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                         use_cache=not isinstance(self.cache, TokenHistory), return_dict=True, **kwargs)
+        out = (model_call or self.model)(decoder_input_ids=decoder_ids,
+                                         encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                                         use_cache=not isinstance(self.cache, TokenHistory), return_dict=True, **kwargs)
         step = DecoderStep(out.logits, out.decoder_attentions, out.decoder_hidden_states, out.cross_attentions,
                            self.cache)
         if self.record_cross:
@@ -210,7 +214,10 @@ class EncoderDecoderRunner:
         """Feed each row's new token (rows,) and return the output for the next position."""
         self.length += 1
         mask = self.mask[:, : self.length] if self.mask is not None else None
-        return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+        if self.decode_forward is not None:  # the compiled call takes the decoder mask 4D, as transformers gives it
+            mask = mask_for_compiled_step(self.model, self.cache, mask, None, tokens.shape[0], 1, tokens.device)
+        return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs,
+                             model_call=self.decode_forward)
 
     def step_candidates(self, tokens: torch.Tensor, **forward_kwargs):
         """Feed K candidate next tokens per row (B, K) in one (B * K)-row forward, keeping none of them yet.
