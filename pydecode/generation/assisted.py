@@ -96,6 +96,7 @@ class AssistantProposer:
             ctx = self.ctx
             self.runner = ModelRunner(self.assistant, ctx.attention_mask, *ctx.input_ids.shape, ctx.max_length,
                                       ctx.input_ids.device)
+            self.runner.positional = ctx.runner.positional  # the assistant gets token_type_ids and the like too
             logits = self.runner.prefill(ctx.input_ids, **last_logits(self.runner, 1)).logits[:, -1:]
         elif self.any_carry:
             fed = torch.stack([self.has_carry & state.active, state.active], 1)

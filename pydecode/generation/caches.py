@@ -40,6 +40,8 @@ def call_cache(config, model_kwargs: dict, model, rows: int, max_length: int, en
     text_config = model.config.get_text_config(decoder=True)
     if name in ALL_STATIC_CACHE_IMPLEMENTATIONS:
         size = max(max_length - 1, config.max_cache_len or 0)  # the last token is never fed back
+        # as transformers: never smaller than the model's previous static cache (a compiled step keeps its shapes)
+        size = model._previous_max_cache_length = max(size, getattr(model, "_previous_max_cache_length", -1))
         offloading = "offloaded" in name
         cache = StaticCache(config=text_config, max_cache_len=size, offloading=offloading)
         if encoder_decoder:  # as transformers: the cross-attention cache is sized for the encoder's outputs
