@@ -73,6 +73,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         embedded = embedded_prompt(model, input_ids, attention_mask, embedded, config, resolved.has_default_max_length,
                                    name, encoder_decoder)
         input_ids, attention_mask = embedded.input_ids, embedded.attention_mask
+        config.use_cache = True  # as transformers: the embedded prompt is read by the first forward only
     else:  # transformers infers an attention mask from pad tokens for decoder-only models only
         input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config,
                                                  infer_mask=not encoder_decoder)
@@ -106,7 +107,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     extra = embedded.extra_positions if embedded is not None else 0  # embedded positions the history lacks
     cache = call_cache(config, model_kwargs, model, rows, max_length + extra, encoder_decoder,
                        seq2seq.encoder_length(encoder_inputs[0], model_kwargs) if encoder_decoder else 0)
-    check_without_cache(cache, name, embedded is not None)
+    check_without_cache(cache, name)
     chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
@@ -145,11 +146,11 @@ def heal_prompt(model, input_ids, attention_mask, tokenizer, unsupported: bool):
     return healed
 
 
-def check_without_cache(cache, strategy: str, embedded: bool) -> None:
-    """``use_cache=False`` runs greedy decoding, sampling, the beam family and DoLa on token prompts."""
-    if isinstance(cache, TokenHistory) and (strategy not in ("sample", "beam", "dola") or embedded):
+def check_without_cache(cache, strategy: str) -> None:
+    """``use_cache=False`` runs greedy decoding, sampling, the beam family and DoLa."""
+    if isinstance(cache, TokenHistory) and strategy not in ("sample", "beam", "dola"):
         raise NotImplementedError("use_cache=False is supported with greedy decoding, sampling, the beam family and "
-                                  "DoLa on prompts given as input_ids")
+                                  f"DoLa, not with the {strategy!r} strategy")
 
 
 def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> int | None:

@@ -84,8 +84,6 @@ class ModelRunner:
     def _call_without_cache(self, inputs: torch.Tensor, kwargs: dict):
         """``use_cache=False``: the model on the whole sequence so far (``inputs`` appended to it), as transformers
         runs it; ``kwargs``' mask already spans it, positions and per-position inputs are widened to it."""
-        if inputs.dim() == 3:
-            raise NotImplementedError("use_cache=False is not supported with inputs_embeds")
         ids = self.cache.extend(inputs)
         rows, total = ids.shape
         if self.takes_position_ids:
