@@ -25,5 +25,9 @@ def compiled_forward(model, config, cache):
 def mask_for_compiled_step(model, cache, attention_mask, position_ids, rows: int, tokens: int, device):
     """The attention mask transformers hands a compiled step: the 2D mask (or None) made 4D over the cache."""
     make = getattr(model, "create_masks_for_generate", create_masks_for_generate)
-    return make(config=model.config, inputs_embeds=torch.empty((rows, tokens, 0), dtype=model.dtype, device=device),
+    mask = make(config=model.config, inputs_embeds=torch.empty((rows, tokens, 0), dtype=model.dtype, device=device),
                 attention_mask=attention_mask, cache=cache, position_ids=position_ids)
+    # contiguous, as transformers hands it over: a stride change would recompile the step
+    if isinstance(mask, dict):
+        return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in mask.items()}
+    return mask.contiguous() if isinstance(mask, torch.Tensor) else mask
