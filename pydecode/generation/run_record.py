@@ -71,7 +71,7 @@ class ForwardRecorder:
         if any(self.want.values()) and batch != 1:
             raise NotImplementedError(f"output_attentions / output_hidden_states with {strategy} decoding are "
                                       "supported for one prompt at a time (as in transformers)")
-        self.store = {name: [] for name in self.want}
+        self.store = {name: [] for name in (*self.want, "cross_attentions")}
 
     def add(self, outputs, start: int, first: int, count: int) -> None:
         """Record new tokens at positions ``first .. first + count - 1`` from ``outputs``, a forward whose first query
@@ -81,6 +81,8 @@ class ForwardRecorder:
                 slice(position - 1 - start, position - start)
             if self.want["attentions"]:
                 self.store["attentions"].append(tuple(a[:, :, rows, :position] for a in outputs.attentions))
+                if getattr(outputs, "cross_attentions", None) is not None:  # an encoder-decoder's: every encoder key
+                    self.store["cross_attentions"].append(tuple(a[:, :, rows] for a in outputs.cross_attentions))
             if self.want["hidden_states"]:
                 self.store["hidden_states"].append(tuple(h[:, rows] for h in outputs.hidden_states))
 

@@ -27,7 +27,7 @@ _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attenti
             *USER_CACHE_KWARGS, "use_cache", "cache_position", "return_dict")
 _NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", *USER_CACHE_KWARGS, "cache_params")
 # strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache / step_candidates
-SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive")
+SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive", "assisted", "prompt_lookup")
 
 
 def check_strategy(name: str) -> None:
@@ -35,7 +35,7 @@ def check_strategy(name: str) -> None:
     if name not in SUPPORTED_STRATEGIES:
         raise NotImplementedError(f"pydecode.generate does not run the {name!r} strategy on encoder-decoder models yet "
                                   f"(supported: greedy, sampling, beam search, beam sampling, diverse beam search, "
-                                  f"contrastive search)")
+                                  f"contrastive search, assisted decoding, prompt lookup)")
 
 
 def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
@@ -112,6 +112,8 @@ class EncoderDecoderRunner:
                  model_kwargs=None):
         self.model = model
         self.expand = expand
+        self.encoder_inputs = (encoder_ids, encoder_mask)  # what an assistant's own encoder reads
+        self.positional = None  # per-position inputs are the encoder's here
         kwargs = dict(model_kwargs or {})
         encoder_outputs = kwargs.get("encoder_outputs")
         self.model_kwargs = {k: v for k, v in kwargs.items() if k not in _MANAGED}
@@ -248,6 +250,43 @@ class EncoderDecoderRunner:
             chosen = rows * step.k + index
             self.cross_attentions.append(tuple(a[chosen] for a in step.outputs.cross_attentions))
         self.length += 1
+
+    def set_prompt_mask(self, mask: torch.Tensor) -> None:
+        """Use ``mask`` (rows, L) as the decoder mask of the prompt the next :meth:`prefill` feeds."""
+        self.mask = None
+        self._reserve_mask(mask.shape[1])
+        self.mask[:, : mask.shape[1]] = mask
+
+    def forward_block(self, tokens: torch.Tensor, valid: torch.Tensor, **forward_kwargs) -> DecoderStep:
+        """Feed T decoder tokens per row (B, T) in one forward; ``valid`` (B, T) bool marks the real ones (the others
+        are masked holes). Returns the output of all T positions; drop rejected tokens with :meth:`keep_last`."""
+        t = tokens.shape[1]
+        self._reserve_mask(self.length + t)
+        self.mask[:, self.length: self.length + t] = valid
+        self.length += t
+        return self._forward(tokens, self.encoder_states, self.encoder_mask, self.mask[:, : self.length],
+                             **forward_kwargs)
+
+    def keep_last(self, t: int, keep: torch.Tensor, longest: int) -> None:
+        """Of the last ``t`` decoder slots keep the first ``keep[b]`` (B,) of each row, the rest become holes; the
+        self-attention cache is cropped to the slots before them plus ``longest`` (the host value of ``keep.max()``)."""
+        start = self.length - t
+        self._reserve_mask(self.length)
+        slot = torch.arange(t, device=keep.device)
+        self.mask[:, start: self.length] *= (slot[None, :] < keep[:, None]).to(self.mask.dtype)
+        if start + longest < self.length:
+            self.cache.crop(start + longest - self.length)  # transformers 5: a negative count of slots to drop
+        self.mask[:, start + longest: self.length] = 1
+        self.length = start + longest
+
+    def _reserve_mask(self, length: int) -> None:
+        """Make sure the decoder mask buffer exists (holes need one) and has at least ``length`` slots."""
+        if self.mask is None:
+            rows = self.encoder_states.shape[0]
+            self.mask = torch.ones(rows, max(length, self.length), dtype=torch.long, device=self.encoder_states.device)
+        if self.mask.shape[1] < length:
+            grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor): the caches, encoder states and masks shrink with it."""

@@ -42,6 +42,7 @@ from .output_head import fast_output_head
 from .run_record import ForwardRecorder, RunRecorder
 from .run_stopping import RunStops
 from .runner import ModelRunner
+from .seq2seq import EncoderDecoderRunner
 
 
 @dataclass
@@ -94,6 +95,9 @@ def last_logits(runner: ModelRunner, count: int) -> dict:
 def check_supported(ctx: DecodeContext) -> None:
     """Raise for what the speculative loop does not run: stopping rows of a batch early with no pad token to fill
     them (plain decoding keeps extending such rows)."""
+    if isinstance(ctx.runner, EncoderDecoderRunner) and ctx.input_ids.shape[0] != 1:
+        raise NotImplementedError(f"{ctx.strategy} decoding on encoder-decoder models runs one prompt at a time (as "
+                                  "in transformers): their decoder positions do not skip the holes of ragged rows")
     if ctx.pad_id is None and ctx.stops.criteria and ctx.input_ids.shape[0] > 1:
         raise NotImplementedError(f"{ctx.strategy} decoding with stop_strings / stopping_criteria and a batch needs "
                                   "a pad_token_id (or an eos_token_id) to pad the rows that stop")
@@ -189,6 +193,8 @@ def run_speculative(ctx: DecodeContext, proposer):
             proposer.accept(Verified(num_draft, accepted, kept, active, longest, bool(all_accepted)))
     if streamer is not None:
         streamer.end()
+    if isinstance(runner, EncoderDecoderRunner) and forwards.want["attentions"]:
+        runner.cross_attentions = forwards.store["cross_attentions"]  # per token, as the decoder's
     sequences = history[:, : int(lengths.max())]
     if not config.return_dict_in_generate:
         return sequences
@@ -206,6 +212,9 @@ def _prefill_with_drafts(ctx: DecodeContext, drafts: torch.Tensor, fed: torch.Te
     real ones (the others are masked holes), as transformers' assisted decoding runs its first forward."""
     prompt = ctx.attention_mask if ctx.attention_mask is not None else torch.ones_like(ctx.input_ids)
     mask = torch.cat([prompt, fed.to(prompt.dtype)], 1)
+    if isinstance(ctx.runner, EncoderDecoderRunner):  # the decoder's prompt then the drafts, over the call's runner
+        ctx.runner.set_prompt_mask(mask)
+        return ctx.runner
     runner = ModelRunner(ctx.model, mask, mask.shape[0], mask.shape[1], ctx.max_length, ctx.input_ids.device,
                          ctx.runner.cache, ctx.runner.model_kwargs)
     runner.positional = ctx.runner.positional  # token_type_ids and the like: the drafts get the generated value
