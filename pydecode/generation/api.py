@@ -10,6 +10,7 @@ from ..cache import KiviCache, activate
 from ..sampling.params import RowParams
 from . import seq2seq, strategies
 from .caches import call_cache
+from .compiled import compiled_forward
 from .config import check_supported, resolve_config
 from .context import DecodeContext
 from .embeds import embedded_prompt
@@ -18,6 +19,7 @@ from .extra_processors import make_watermark
 from .guidance import make_guidance
 from .prefix_constraint import PrefixConstraint
 from .logits import LogitsPipeline
+from .no_cache import TokenHistory
 from .runner import ModelRunner
 from .seq2seq import EncoderDecoderRunner
 from .stopping import StopConditions
@@ -71,6 +73,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         embedded = embedded_prompt(model, input_ids, attention_mask, embedded, config, resolved.has_default_max_length,
                                    name, encoder_decoder)
         input_ids, attention_mask = embedded.input_ids, embedded.attention_mask
+        config.use_cache = True  # as transformers: the embedded prompt is read by the first forward only
     else:  # transformers infers an attention mask from pad tokens for decoder-only models only
         input_ids, attention_mask = check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config,
                                                  infer_mask=not encoder_decoder)
@@ -101,18 +104,21 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     backend = resolved.extra("backend")
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
     rows, prompt_len = input_ids.shape
-    cache = call_cache(config, model_kwargs, model, rows, max_length, encoder_decoder)
+    extra = embedded.extra_positions if embedded is not None else 0  # embedded positions the history lacks
+    cache = call_cache(config, model_kwargs, model, rows, max_length + extra, encoder_decoder,
+                       seq2seq.encoder_length(encoder_inputs[0], model_kwargs) if encoder_decoder else 0)
+    check_without_cache(cache, name)
     chunk = check_prefill_chunk(config, name, cache, encoder_decoder)
     if encoder_decoder:
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, attention_mask, expand, max_length, cache,
                                               model_kwargs)
     elif embedded is not None:  # the model sees the embedded positions, the history the tokens (if any)
-        extra = embedded.extra_positions
         runner = ModelRunner(model, embedded.model_mask, rows, prompt_len + extra, max_length + extra, device, cache,
                              model_kwargs, expand, chunk, embedded.embeds)
     else:
         runner = ModelRunner(model, attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
                              expand, chunk)
+    runner.decode_forward = compiled_forward(model, config, runner.cache)
     ctx = DecodeContext(
         model=model, config=config, params=params,
         pipeline=LogitsPipeline(config, params, input_ids, attention_mask, eos_tensor, logits_processor, backend,
@@ -140,12 +146,21 @@ def heal_prompt(model, input_ids, attention_mask, tokenizer, unsupported: bool):
     return healed
 
 
+def check_without_cache(cache, strategy: str) -> None:
+    """``use_cache=False`` runs greedy decoding, sampling, the beam family and DoLa."""
+    if isinstance(cache, TokenHistory) and strategy not in ("sample", "beam", "dola"):
+        raise NotImplementedError("use_cache=False is supported with greedy decoding, sampling, the beam family and "
+                                  f"DoLa, not with the {strategy!r} strategy")
+
+
 def check_prefill_chunk(config, strategy: str, cache, encoder_decoder: bool) -> int | None:
     """``prefill_chunk_size`` after checks: an int >= 1, for greedy decoding, sampling and the beam family on a
     decoder-only model with a full-precision cache; None when unset."""
     size = config.prefill_chunk_size
     if size is None:
         return None
+    if isinstance(cache, TokenHistory):
+        raise ValueError("prefill_chunk_size needs a KV cache: it cannot be used with use_cache=False")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"prefill_chunk_size must be an int >= 1, got {size!r}")
     if encoder_decoder or strategy not in ("sample", "beam") or isinstance(cache, KiviCache):

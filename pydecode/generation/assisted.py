@@ -14,6 +14,7 @@ import transformers
 from ..ops.reference.sampling import sample_from_processed
 from .context import DecodeContext
 from .runner import ModelRunner
+from .seq2seq import EncoderDecoderRunner
 from .speculative import DraftState, Verified, last_logits, run_speculative
 from .validate import _vocab_size
 
@@ -54,8 +55,10 @@ def _settings(config, assistant) -> tuple[int, str]:
 def _check_assistant(model, assistant) -> None:
     if not isinstance(assistant, torch.nn.Module) or not hasattr(assistant, "config"):
         raise ValueError(f"assistant_model must be a transformers causal LM, got {type(assistant).__name__}")
-    if getattr(assistant.config, "is_encoder_decoder", False):
-        raise ValueError("assistant_model must be a decoder-only model")
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    if bool(getattr(assistant.config, "is_encoder_decoder", False)) != encoder_decoder:
+        raise ValueError("assistant_model must be " + ("an encoder-decoder model, as the main model" if encoder_decoder
+                                                       else "a decoder-only model, as the main model"))
     ours, theirs = _vocab_size(model), _vocab_size(assistant)
     if ours != theirs:
         raise ValueError(f"assistant_model must share the main model's vocabulary: its logits have {theirs} "
@@ -94,8 +97,13 @@ class AssistantProposer:
         params = self.ctx.params
         if self.runner is None:  # the first step: the prompt, whose last token is the pending one
             ctx = self.ctx
-            self.runner = ModelRunner(self.assistant, ctx.attention_mask, *ctx.input_ids.shape, ctx.max_length,
-                                      ctx.input_ids.device)
+            if isinstance(ctx.runner, EncoderDecoderRunner):  # an encoder-decoder assistant encodes the prompt itself
+                self.runner = EncoderDecoderRunner(self.assistant, *ctx.runner.encoder_inputs, ctx.attention_mask, 1,
+                                                   ctx.max_length)
+            else:
+                self.runner = ModelRunner(self.assistant, ctx.attention_mask, *ctx.input_ids.shape, ctx.max_length,
+                                          ctx.input_ids.device)
+                self.runner.positional = ctx.runner.positional  # the assistant gets token_type_ids and the like too
             logits = self.runner.prefill(ctx.input_ids, **last_logits(self.runner, 1)).logits[:, -1:]
         elif self.any_carry:
             fed = torch.stack([self.has_carry & state.active, state.active], 1)

@@ -7,6 +7,8 @@ import inspect
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from .no_cache import TokenHistory
+
 # the field of generate's output classes that holds the KV cache
 OUTPUT_CACHE_FIELD = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 # what a caller may pass to generate as its own KV cache, the current name first
@@ -25,5 +27,6 @@ def cache_argument(model) -> str:
 
 
 def with_cache(cache) -> dict:
-    """Keyword arguments that put ``cache`` into one of generate's output classes."""
-    return {OUTPUT_CACHE_FIELD: cache}
+    """Keyword arguments that put ``cache`` into one of generate's output classes (None with ``use_cache=False``,
+    whose runners hold a token history in the cache's place)."""
+    return {OUTPUT_CACHE_FIELD: None if isinstance(cache, TokenHistory) else cache}

@@ -56,3 +56,35 @@ class RunRecorder:
         for name in ("logprobs", "processed_logprobs", "top_logprobs", "top_logprob_ids"):
             fields[name] = self.buffers[name][:, :length] if name in self.buffers else None
         return fields
+
+
+class ForwardRecorder:
+    """Per emitted token, the main model's attentions / hidden states for ``return_dict_in_generate``, split out of
+    the verification forwards as transformers' assisted decoding splits them (it runs one prompt at a time): the
+    first token gets the prompt's forward (every prompt position), each later token the query of the position that
+    predicted it, over the keys up to it."""
+
+    def __init__(self, config, batch: int, strategy: str):
+        on = bool(config.return_dict_in_generate)
+        self.want = {"attentions": on and bool(config.output_attentions),
+                     "hidden_states": on and bool(config.output_hidden_states)}
+        if any(self.want.values()) and batch != 1:
+            raise NotImplementedError(f"output_attentions / output_hidden_states with {strategy} decoding are "
+                                      "supported for one prompt at a time (as in transformers)")
+        self.store = {name: [] for name in (*self.want, "cross_attentions")}
+
+    def add(self, outputs, start: int, first: int, count: int) -> None:
+        """Record new tokens at positions ``first .. first + count - 1`` from ``outputs``, a forward whose first query
+        is position ``start`` (0: the prompt's forward)."""
+        for position in range(first, first + count):
+            rows = slice(0, position) if position == first and start == 0 else \
+                slice(position - 1 - start, position - start)
+            if self.want["attentions"]:
+                self.store["attentions"].append(tuple(a[:, :, rows, :position] for a in outputs.attentions))
+                if getattr(outputs, "cross_attentions", None) is not None:  # an encoder-decoder's: every encoder key
+                    self.store["cross_attentions"].append(tuple(a[:, :, rows] for a in outputs.cross_attentions))
+            if self.want["hidden_states"]:
+                self.store["hidden_states"].append(tuple(h[:, rows] for h in outputs.hidden_states))
+
+    def fields(self) -> dict:
+        return {name: tuple(self.store[name]) if on else None for name, on in self.want.items()}

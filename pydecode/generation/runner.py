@@ -14,7 +14,10 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from ..cache import KiviCache
 from .compat import USER_CACHE_KWARGS, cache_argument
+from .compiled import mask_for_compiled_step
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
+from .no_cache import TokenHistory, full_positions
+from .positional import PositionalInputs
 from .preallocated_cache import PreallocatedLayer, mark_shared_prefix, preallocate
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", *USER_CACHE_KWARGS, "use_cache", "cache_position")
@@ -39,11 +42,14 @@ class ModelRunner:
         self.prefill_chunk = prefill_chunk
         self.prompt_embeds = prompt_embeds
         self.cache = cache if cache is not None else preallocate(DynamicCache(config=model.config), max_length)
-        self.model_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _MANAGED}
+        model_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _MANAGED}
+        self.positional = PositionalInputs.take(model_kwargs, batch, expand, prompt_len)
+        self.model_kwargs = model_kwargs
         params = inspect.signature(model.forward).parameters
         if "logits_to_keep" in params and "logits_to_keep" not in self.model_kwargs:
             self.model_kwargs["logits_to_keep"] = 1
         self.takes_position_ids = "position_ids" in params
+        self.decode_forward = None  # the model's compiled call for decoding steps, when transformers would use one
         self.cache_argument = cache_argument(model)
         self.length = prompt_len
         has_padding = attention_mask is not None and not bool((attention_mask == 1).all())  # one read, at set-up
@@ -62,14 +68,29 @@ class ModelRunner:
             kwargs["position_ids"] = self.positions
         if self.mask is not None:
             kwargs["attention_mask"] = self.mask[:, : self.length]
+        if self.positional is not None:
+            kwargs.update(self.positional.window(self.length - input_ids.shape[1], input_ids.shape[1]))
         kwargs.update(forward_kwargs)
         return self._call(input_ids, kwargs)
 
     def _call(self, inputs: torch.Tensor, kwargs: dict):
         """The model on ``inputs``: token ids (B, T), or embeddings (B, T, H)."""
+        if isinstance(self.cache, TokenHistory):
+            return self._call_without_cache(inputs, kwargs)
         kwargs[self.cache_argument] = self.cache
         kwargs["inputs_embeds" if inputs.dim() == 3 else "input_ids"] = inputs
         return self.model(use_cache=True, return_dict=True, **kwargs)
+
+    def _call_without_cache(self, inputs: torch.Tensor, kwargs: dict):
+        """``use_cache=False``: the model on the whole sequence so far (``inputs`` appended to it), as transformers
+        runs it; ``kwargs``' mask already spans it, positions and per-position inputs are widened to it."""
+        ids = self.cache.extend(inputs)
+        rows, total = ids.shape
+        if self.takes_position_ids:
+            kwargs["position_ids"] = full_positions(kwargs.get("attention_mask"), rows, total, ids.device)
+        if self.positional is not None:
+            kwargs.update(self.positional.window(0, total))
+        return self.model(input_ids=ids, use_cache=False, return_dict=True, **kwargs)
 
     def prefill(self, input_ids: torch.Tensor, **forward_kwargs):
         """Run the whole prompt (B, L0); returns the model output (``.logits`` of the last position).
@@ -79,6 +100,9 @@ class ModelRunner:
         """
         if self.prompt_embeds is not None:
             input_ids, self.prompt_embeds = self.prompt_embeds, None
+        cached = self._cached_prefix(input_ids.shape[1])
+        if cached:  # a cache the caller filled: feed only the positions it does not hold yet
+            input_ids, self.positions = input_ids[:, cached:], self.positions[:, cached:]
         if not self._can_share_prefill():
             return self._prefill_forward(input_ids, forward_kwargs)
         first = slice(None, None, self.expand)
@@ -86,6 +110,9 @@ class ModelRunner:
             forward_kwargs.setdefault("position_ids", self.positions[first])
         if self.mask is not None:
             forward_kwargs.setdefault("attention_mask", self.mask[first, : self.length])
+        if self.positional is not None:
+            for name, value in self.positional.window(0, self.length, first).items():
+                forward_kwargs.setdefault(name, value)
         outputs = self._prefill_forward(input_ids[first], forward_kwargs)
         self.cache.batch_repeat_interleave(self.expand)
         mark_shared_prefix(self.cache, self.length)
@@ -102,15 +129,19 @@ class ModelRunner:
         length, size = input_ids.shape[1], self.prefill_chunk
         if not size or length <= size:
             return self._forward(input_ids, **forward_kwargs)
+        offset = self.length - length  # positions a caller's cache already holds
         positions = forward_kwargs.pop("position_ids", self.positions if self.takes_position_ids else None)
-        mask = forward_kwargs.pop("attention_mask", self.mask[:, :length] if self.mask is not None else None)
+        mask = forward_kwargs.pop("attention_mask", self.mask[:, : self.length] if self.mask is not None else None)
+        per_position = self.positional.window(offset, length) if self.positional is not None else {}
+        per_position.update({name: forward_kwargs.pop(name) for name in per_position if name in forward_kwargs})
         for start in range(0, length, size):
             end = min(start + size, length)
             kwargs = dict(self.model_kwargs, **forward_kwargs)
+            kwargs.update({name: value[..., start:end] for name, value in per_position.items()})
             if positions is not None:
                 kwargs["position_ids"] = positions[:, start:end]
             if mask is not None:
-                kwargs["attention_mask"] = mask[:, :end]
+                kwargs["attention_mask"] = mask[:, : offset + end]
             outputs = self._call(input_ids[:, start:end], kwargs)
         return outputs
 
@@ -120,7 +151,23 @@ class ModelRunner:
         self.length += 1
         if self.mask is not None:  # a mask made for holes (forward_block) may end at the previous length
             self._reserve_mask(self.length)
+        if self.decode_forward is not None:
+            return self._compiled_step(tokens[:, None], forward_kwargs)
         return self._forward(tokens[:, None], **forward_kwargs)
+
+    def _compiled_step(self, tokens: torch.Tensor, forward_kwargs: dict):
+        """One decoding step through the model's compiled call, with the 4D mask transformers builds for it."""
+        kwargs = dict(self.model_kwargs)
+        if self.takes_position_ids:
+            kwargs["position_ids"] = self.positions
+        if self.positional is not None:
+            kwargs.update(self.positional.window(self.length - 1, 1))
+        kwargs.update(forward_kwargs)
+        mask = self.mask[:, : self.length] if self.mask is not None else None
+        kwargs["attention_mask"] = mask_for_compiled_step(self.model, self.cache, mask, kwargs.get("position_ids"),
+                                                          *tokens.shape, tokens.device)
+        kwargs[self.cache_argument] = self.cache
+        return self.decode_forward(input_ids=tokens, use_cache=True, return_dict=True, **kwargs)
 
     def step_candidates(self, tokens: torch.Tensor, **forward_kwargs) -> CandidateStep:
         """Feed K candidate next tokens per row (B, K), all at the next position; keep none of them yet.
@@ -133,15 +180,18 @@ class ModelRunner:
         past = self.length
         position = self.positions[:, -1:] + 1
         kwargs = dict(self.model_kwargs, **forward_kwargs)
+        per_position = self.positional.window(past, 1) if self.positional is not None else {}
         if self._candidates_in_query():
             if "logits_to_keep" in kwargs:
                 kwargs["logits_to_keep"] = 0
+            kwargs.update({name: value.expand(*value.shape[:-1], k) for name, value in per_position.items()})
             if self.takes_position_ids:
                 kwargs["position_ids"] = position.expand(batch, k)
             kwargs["attention_mask"] = self._candidate_mask(batch, k, past)
             out = self._call(tokens, kwargs)
             return CandidateStep(out, True, batch, k, past)
         self.cache.batch_repeat_interleave(k)
+        kwargs.update({name: value.repeat_interleave(k, dim=0) for name, value in per_position.items()})
         if self.takes_position_ids:
             kwargs["position_ids"] = position.repeat_interleave(k, dim=0)
         if self.mask is not None:
@@ -169,6 +219,8 @@ class ModelRunner:
         self.positions = self.positions[rows]
         if self.mask is not None:
             self.mask = self.mask[rows]
+        if self.positional is not None:
+            self.positional.select_rows(rows)
 
     def forward_block(self, tokens: torch.Tensor, valid: torch.Tensor, **forward_kwargs):
         """Feed T tokens per row (B, T) in one forward and return the logits of all T positions.
@@ -206,6 +258,15 @@ class ModelRunner:
         if self.mask.shape[1] < length:
             grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+
+    def _cached_prefix(self, length: int) -> int:
+        """How many of the prompt's ``length`` positions a cache given by the caller already holds (0 for a fresh
+        cache); transformers feeds only the others."""
+        cached = self.cache.get_seq_length()
+        if cached >= length:
+            raise ValueError(f"the cache passed to generate already holds {cached} positions, the whole prompt of "
+                             f"{length}: pass the prompt with at least one position the cache does not hold")
+        return cached
 
     def _can_share_prefill(self) -> bool:
         """Rows repeat prompts and the (still empty) cache repeats every layer's state: dense or sliding-window

@@ -15,17 +15,19 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .compat import USER_CACHE_KWARGS, cache_argument
+from .compiled import mask_for_compiled_step
+from .no_cache import TokenHistory
 from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
             *USER_CACHE_KWARGS, "use_cache", "cache_position", "return_dict")
 _NOT_FOR_ENCODER = ("decoder_", "cross_attn", "use_cache", *USER_CACHE_KWARGS, "cache_params")
 # strategies whose loop only uses prefill / step / select_rows / cache.reorder_cache / step_candidates
-SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive")
+SUPPORTED_STRATEGIES = ("sample", "beam", "contrastive", "assisted", "prompt_lookup")
 
 
 def check_strategy(name: str) -> None:
@@ -33,7 +35,7 @@ def check_strategy(name: str) -> None:
     if name not in SUPPORTED_STRATEGIES:
         raise NotImplementedError(f"pydecode.generate does not run the {name!r} strategy on encoder-decoder models yet "
                                   f"(supported: greedy, sampling, beam search, beam sampling, diverse beam search, "
-                                  f"contrastive search)")
+                                  f"contrastive search, assisted decoding, prompt lookup)")
 
 
 def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
@@ -66,6 +68,14 @@ def decoder_prompt(model, config, model_kwargs: dict, batch: int, device):
         ids = torch.cat([start, ids], dim=1)
         mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1) if mask is not None else None
     return ids, mask
+
+
+def encoder_length(encoder_ids, model_kwargs: dict) -> int:
+    """How many positions the encoder's outputs have (the given ``encoder_outputs``', else the prompt's)."""
+    given = model_kwargs.get("encoder_outputs")
+    if given is not None:
+        return int(given[0].shape[1])
+    return int(encoder_ids.shape[1])
 
 
 @dataclass
@@ -102,6 +112,8 @@ class EncoderDecoderRunner:
                  model_kwargs=None):
         self.model = model
         self.expand = expand
+        self.encoder_inputs = (encoder_ids, encoder_mask)  # what an assistant's own encoder reads
+        self.positional = None  # per-position inputs are the encoder's here
         kwargs = dict(model_kwargs or {})
         encoder_outputs = kwargs.get("encoder_outputs")
         self.model_kwargs = {k: v for k, v in kwargs.items() if k not in _MANAGED}
@@ -117,7 +129,7 @@ class EncoderDecoderRunner:
         if cache is None:
             config = model.config.get_text_config(decoder=True)
             cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-        elif not isinstance(cache, EncoderDecoderCache):
+        elif not isinstance(cache, (EncoderDecoderCache, TokenHistory)):
             cache = EncoderDecoderCache(cache, DynamicCache(config=model.config.get_text_config(decoder=True)))
         self.cache = cache
         self.length = 0
@@ -126,6 +138,7 @@ class EncoderDecoderRunner:
             self.mask = torch.ones(decoder_mask.shape[0], max(max_length, decoder_mask.shape[1]),
                                    dtype=decoder_mask.dtype, device=decoder_mask.device)
             self.mask[:, : decoder_mask.shape[1]] = decoder_mask
+        self.decode_forward = None  # the model's compiled call for decoding steps, when transformers would use one
         self.record_cross = bool(self.model_kwargs.get("output_attentions"))
         self.cross_attentions: list = []
 
@@ -147,15 +160,20 @@ class EncoderDecoderRunner:
             return tensor
         return tensor.repeat_interleave(self.expand, dim=0)
 
-    def _forward(self, decoder_ids, states, encoder_mask, decoder_mask, **forward_kwargs) -> DecoderStep:
+    def _forward(self, decoder_ids, states, encoder_mask, decoder_mask, model_call=None,
+                 **forward_kwargs) -> DecoderStep:
         kwargs = dict(self.model_kwargs, **forward_kwargs)
         if encoder_mask is not None:
             kwargs["attention_mask"] = encoder_mask
         if decoder_mask is not None:
             kwargs["decoder_attention_mask"] = decoder_mask
-        kwargs[cache_argument(self.model)] = self.cache
-        out = self.model(decoder_input_ids=decoder_ids, encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                         use_cache=True, return_dict=True, **kwargs)
+        if isinstance(self.cache, TokenHistory):  # use_cache=False: the decoder runs its whole sequence so far
+            decoder_ids = self.cache.extend(decoder_ids)
+        else:
+            kwargs[cache_argument(self.model)] = self.cache
+        out = (model_call or self.model)(decoder_input_ids=decoder_ids,
+                                         encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                                         use_cache=not isinstance(self.cache, TokenHistory), return_dict=True, **kwargs)
         step = DecoderStep(out.logits, out.decoder_attentions, out.decoder_hidden_states, out.cross_attentions,
                            self.cache)
         if self.record_cross:
@@ -169,6 +187,18 @@ class EncoderDecoderRunner:
         and cross-attention) and outputs are repeated ``expand`` times.
         """
         self.length = input_ids.shape[1]
+        cached = self.cache.get_seq_length()
+        if cached:  # a cache the caller filled: feed only the decoder positions it does not hold yet, on every row
+            if cached >= self.length:
+                raise ValueError(f"the cache passed to generate already holds {cached} decoder positions, the whole "
+                                 f"decoder prompt of {self.length}: pass at least one position it does not hold")
+            mask = self.mask[:, : self.length] if self.mask is not None else None
+            self._prefill_states = self._prefill_mask = None
+            return self._forward(input_ids[:, cached:], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+        if self.expand > 1 and not _repeatable(self.cache):  # a static cache is sized for every row
+            self._prefill_states = self._prefill_mask = None
+            mask = self.mask[:, : self.length] if self.mask is not None else None
+            return self._forward(input_ids, self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
         first = slice(None, None, self.expand)
         mask = self.mask[first, : self.length] if self.mask is not None else None
         out = self._forward(input_ids[first], self._prefill_states, self._prefill_mask, mask, **forward_kwargs)
@@ -186,7 +216,10 @@ class EncoderDecoderRunner:
         """Feed each row's new token (rows,) and return the output for the next position."""
         self.length += 1
         mask = self.mask[:, : self.length] if self.mask is not None else None
-        return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs)
+        if self.decode_forward is not None:  # the compiled call takes the decoder mask 4D, as transformers gives it
+            mask = mask_for_compiled_step(self.model, self.cache, mask, None, tokens.shape[0], 1, tokens.device)
+        return self._forward(tokens[:, None], self.encoder_states, self.encoder_mask, mask, **forward_kwargs,
+                             model_call=self.decode_forward)
 
     def step_candidates(self, tokens: torch.Tensor, **forward_kwargs):
         """Feed K candidate next tokens per row (B, K) in one (B * K)-row forward, keeping none of them yet.
@@ -218,6 +251,43 @@ class EncoderDecoderRunner:
             self.cross_attentions.append(tuple(a[chosen] for a in step.outputs.cross_attentions))
         self.length += 1
 
+    def set_prompt_mask(self, mask: torch.Tensor) -> None:
+        """Use ``mask`` (rows, L) as the decoder mask of the prompt the next :meth:`prefill` feeds."""
+        self.mask = None
+        self._reserve_mask(mask.shape[1])
+        self.mask[:, : mask.shape[1]] = mask
+
+    def forward_block(self, tokens: torch.Tensor, valid: torch.Tensor, **forward_kwargs) -> DecoderStep:
+        """Feed T decoder tokens per row (B, T) in one forward; ``valid`` (B, T) bool marks the real ones (the others
+        are masked holes). Returns the output of all T positions; drop rejected tokens with :meth:`keep_last`."""
+        t = tokens.shape[1]
+        self._reserve_mask(self.length + t)
+        self.mask[:, self.length: self.length + t] = valid
+        self.length += t
+        return self._forward(tokens, self.encoder_states, self.encoder_mask, self.mask[:, : self.length],
+                             **forward_kwargs)
+
+    def keep_last(self, t: int, keep: torch.Tensor, longest: int) -> None:
+        """Of the last ``t`` decoder slots keep the first ``keep[b]`` (B,) of each row, the rest become holes; the
+        self-attention cache is cropped to the slots before them plus ``longest`` (the host value of ``keep.max()``)."""
+        start = self.length - t
+        self._reserve_mask(self.length)
+        slot = torch.arange(t, device=keep.device)
+        self.mask[:, start: self.length] *= (slot[None, :] < keep[:, None]).to(self.mask.dtype)
+        if start + longest < self.length:
+            self.cache.crop(start + longest - self.length)  # transformers 5: a negative count of slots to drop
+        self.mask[:, start + longest: self.length] = 1
+        self.length = start + longest
+
+    def _reserve_mask(self, length: int) -> None:
+        """Make sure the decoder mask buffer exists (holes need one) and has at least ``length`` slots."""
+        if self.mask is None:
+            rows = self.encoder_states.shape[0]
+            self.mask = torch.ones(rows, max(length, self.length), dtype=torch.long, device=self.encoder_states.device)
+        if self.mask.shape[1] < length:
+            grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor): the caches, encoder states and masks shrink with it."""
         self.cache.batch_select_indices(rows)
@@ -244,6 +314,13 @@ class EncoderDecoderRunner:
         )
         cls = Seq2SeqBeamOutput if isinstance(result, GenerateBeamOutput) else Seq2SeqGenerateOutput
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
+def _repeatable(cache) -> bool:
+    """Whether ``cache`` can be filled for one row per prompt and then repeated (not so a static cache)."""
+    caches = (cache.self_attention_cache, cache.cross_attention_cache) if isinstance(cache, EncoderDecoderCache) \
+        else (cache,)
+    return not any(isinstance(c, StaticCache) for c in caches)
 
 
 def _repeat_all(tensors, expand: int):

@@ -39,9 +39,10 @@ from .compat import with_cache
 from .context import DecodeContext
 from .output import GenerateOutput
 from .output_head import fast_output_head
-from .run_record import RunRecorder
+from .run_record import ForwardRecorder, RunRecorder
 from .run_stopping import RunStops
 from .runner import ModelRunner
+from .seq2seq import EncoderDecoderRunner
 
 
 @dataclass
@@ -92,12 +93,11 @@ def last_logits(runner: ModelRunner, count: int) -> dict:
 
 
 def check_supported(ctx: DecodeContext) -> None:
-    """Raise for what the speculative loop does not run: per-step attentions and hidden states, and stopping rows of
-    a batch early with no pad token to fill them (plain decoding keeps extending such rows)."""
-    config = ctx.config
-    if config.return_dict_in_generate and (config.output_attentions or config.output_hidden_states):
-        raise NotImplementedError(f"pydecode does not support output_attentions / output_hidden_states with "
-                                  f"{ctx.strategy} decoding")
+    """Raise for what the speculative loop does not run: stopping rows of a batch early with no pad token to fill
+    them (plain decoding keeps extending such rows)."""
+    if isinstance(ctx.runner, EncoderDecoderRunner) and ctx.input_ids.shape[0] != 1:
+        raise NotImplementedError(f"{ctx.strategy} decoding on encoder-decoder models runs one prompt at a time (as "
+                                  "in transformers): their decoder positions do not skip the holes of ragged rows")
     if ctx.pad_id is None and ctx.stops.criteria and ctx.input_ids.shape[0] > 1:
         raise NotImplementedError(f"{ctx.strategy} decoding with stop_strings / stopping_criteria and a batch needs "
                                   "a pad_token_id (or an eos_token_id) to pad the rows that stop")
@@ -123,6 +123,8 @@ def run_speculative(ctx: DecodeContext, proposer):
     blocks, stops = BlockPipeline(ctx, history), RunStops(ctx, history, fill)
     one_length = blocks.needs_common_length or stops.needs_common_length
     record = RunRecorder(config, batch, max_length - prompt_len, ctx.backend)
+    forwards = ForwardRecorder(config, batch, ctx.strategy)
+    length = prompt_len  # host copy of lengths[0], for the forward recorder (one row)
     proposer.begin(input_ids)
 
     # the prompt's last token is the first step's pending token: the first step runs the prompt and the first drafts
@@ -148,10 +150,10 @@ def run_speculative(ctx: DecodeContext, proposer):
         with fast_output_head(ctx.model, batch * (width + 1)):
             if runner is None:
                 runner = _prefill_with_drafts(ctx, drafts, fed[:, 1:])
-                raw = runner.prefill(torch.cat([input_ids, drafts], 1), **last_logits(runner, width + 1))
-                raw = raw.logits[:, -(width + 1):].float()
+                outputs, start = runner.prefill(torch.cat([input_ids, drafts], 1), **last_logits(runner, width + 1)), 0
             else:
-                raw = runner.forward_block(torch.cat([pending[:, None], drafts], 1), fed).logits.float()
+                outputs, start = runner.forward_block(torch.cat([pending[:, None], drafts], 1), fed), length - 1
+            raw = outputs.logits[:, -(width + 1):].float()
         target = blocks.process(raw, lengths)
         if width:
             accepted, next_tokens = verify_unchecked(drafts, draft_scores, target, num_draft, params.temperature,
@@ -182,6 +184,8 @@ def run_speculative(ctx: DecodeContext, proposer):
         ]).tolist()
         host_syncs += 1
         blocks.common_length += longest  # the running rows' length, when they keep one
+        forwards.add(outputs, start, length, longest)
+        length += longest
         if streamer is not None:
             streamer.put(history[0, int(lengths[0]) - longest: int(lengths[0])].cpu())
         runner.keep_last(width + 1, count, longest)  # the pending token and the kept drafts stay cached
@@ -189,12 +193,15 @@ def run_speculative(ctx: DecodeContext, proposer):
             proposer.accept(Verified(num_draft, accepted, kept, active, longest, bool(all_accepted)))
     if streamer is not None:
         streamer.end()
+    if isinstance(runner, EncoderDecoderRunner) and forwards.want["attentions"]:
+        runner.cross_attentions = forwards.store["cross_attentions"]  # per token, as the decoder's
     sequences = history[:, : int(lengths.max())]
     if not config.return_dict_in_generate:
         return sequences
     proposed, accepted_total, verifications = (int(x) for x in (proposed, accepted_total, verifications))
     return GenerateOutput(
-        sequences=sequences, **record.fields(sequences.shape[1] - prompt_len), **with_cache(runner.cache),
+        sequences=sequences, **record.fields(sequences.shape[1] - prompt_len), **forwards.fields(),
+        **with_cache(runner.cache),
         host_syncs=host_syncs + stops.host_reads, acceptance_rate=accepted_total / proposed if proposed else 0.0,
         mean_accepted_tokens=accepted_total / verifications if verifications else 0.0,
     )
@@ -205,5 +212,10 @@ def _prefill_with_drafts(ctx: DecodeContext, drafts: torch.Tensor, fed: torch.Te
     real ones (the others are masked holes), as transformers' assisted decoding runs its first forward."""
     prompt = ctx.attention_mask if ctx.attention_mask is not None else torch.ones_like(ctx.input_ids)
     mask = torch.cat([prompt, fed.to(prompt.dtype)], 1)
-    return ModelRunner(ctx.model, mask, mask.shape[0], mask.shape[1], ctx.max_length, ctx.input_ids.device,
-                       ctx.runner.cache, ctx.runner.model_kwargs)
+    if isinstance(ctx.runner, EncoderDecoderRunner):  # the decoder's prompt then the drafts, over the call's runner
+        ctx.runner.set_prompt_mask(mask)
+        return ctx.runner
+    runner = ModelRunner(ctx.model, mask, mask.shape[0], mask.shape[1], ctx.max_length, ctx.input_ids.device,
+                         ctx.runner.cache, ctx.runner.model_kwargs)
+    runner.positional = ctx.runner.positional  # token_type_ids and the like: the drafts get the generated value
+    return runner

@@ -48,21 +48,22 @@ def _vocab_size(model) -> int | None:
 
 
 def special_tokens(config, model) -> tuple[list[int], int | None]:
-    """``(eos ids, pad id)`` as transformers resolves them: pad defaults to the first eos id."""
+    """``(eos ids, pad id)`` as transformers resolves them: pad defaults to the first eos id. A negative eos id
+    (transformers' ``-1`` idiom) never matches a token: it is dropped, and generation runs to its length limit."""
     eos = config.eos_token_id
     if isinstance(eos, torch.Tensor):
         eos = eos.tolist()
-    eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+    given = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
     vocab = _vocab_size(model)
-    for e in eos_ids:
-        if e < 0 or (vocab is not None and e >= vocab):
-            raise ValueError(f"eos_token_id must lie in [0, {vocab}), got {e}")
+    for e in given:
+        if vocab is not None and e >= vocab:
+            raise ValueError(f"eos_token_id must lie in [0, {vocab}) (or be negative: never stop), got {e}")
     pad = config.pad_token_id
     if isinstance(pad, torch.Tensor):
         pad = int(pad)
-    if pad is None and eos_ids:
-        pad = eos_ids[0]
-    return eos_ids, pad
+    if pad is None and given:
+        pad = given[0]
+    return [e for e in given if e >= 0], pad
 
 
 def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config, infer_mask: bool = True):
