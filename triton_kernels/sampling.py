@@ -17,8 +17,8 @@ With logprobs, the kernel then adds one log-sum-exp pass over the input row and 
 top-p rows first find the nucleus pivot exactly (radix select with mass histograms, one pass per key byte).
 
 A greedy row (temperature 0) takes one argmax pass. Scalar parameters are compile-time: a disabled stage is not
-compiled in. Differences from the reference, at float boundaries only: top-p keeps or drops a whole tie group at the
-pivot (the reference's unstable sort may split it), and its mass sums run in a different order; min-p compares
+compiled in. Top-k and top-p keep or drop a whole tie group at their pivot (the reference's tie rule). Differences
+from the reference, at float boundaries only: the top-p mass sums run in a different order; min-p compares
 ``exp(x - m)`` with ``min_p`` instead of ``p / p_max``. A masked token is never drawn.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@
 //      can still win: a token with x + max_gumbel below the best noisy value so far is skipped without a log;
 //   5. only when asked for: the drawn token's logprob (one log-sum-exp pass over the input row) and processed
 //      logprob (the kept entries' mass, over the top-k survivors when top-k is on).
-// No sort. Top-p ties at the pivot value are all kept (the reference keeps a sort-order-dependent subset).
+// No sort. Top-p ties at the pivot value are all kept: the tie rule of pydecode/ops/reference/sampling.py.
 #pragma once
 #include <algorithm>
 #include <cmath>
