@@ -160,7 +160,8 @@ def test_any_valid_config_runs_with_valid_ids(data):
     new = sequences.shape[1] - (1 if kind == "t5" else ids.shape[1])
     assert 1 <= new <= kwargs["max_new_tokens"]
     if kwargs.get("output_scores"):
-        assert len(out.scores) == new and all(s.shape == (rows, vocab_of(kind)) for s in out.scores)
+        scored_rows = ids.shape[0] * kwargs.get("num_beams", kwargs["num_return_sequences"])
+        assert len(out.scores) == new and all(s.shape == (scored_rows, vocab_of(kind)) for s in out.scores)
     if kwargs.get("output_logprobs"):
         assert out.logprobs.shape == (rows, new) and out.processed_logprobs.shape == (rows, new)
         assert bool((out.logprobs <= 1e-5).all()), "a log-probability above 0"
