@@ -315,3 +315,17 @@ def test_compiled_op_passes_opcheck():
     logits = make_logits(3, 100)
     torch.library.opcheck(op, (logits, torch.tensor([0.0, 1.0, 0.5]), 1.0, None, 10, None, 0.9, None, 0.0,
                                make_seeds(3), 2))
+
+
+def test_logprobs_when_logit_over_temperature_overflows(backend):
+    """Regression (found by tests/properties): finite logits whose ``logit / T`` overflows to -inf or +inf still report
+    the input's logprob (NaN only for the processed one), on every backend; large logits lose no float32 ulps."""
+    logits = torch.tensor([[-1.7e38], [-3e38], [3e38], [56896.0]])
+    logits = torch.cat([logits, torch.full((4, 3), -3.4e38)], dim=1)
+    logits[3, 1:] = torch.tensor([32752.0, -48672.0, 56000.0])
+    seeds = make_seeds(4)
+    temperature = torch.tensor([1e-3, 1e-3, 1e-3, 1.0])
+    tokens, logprob, processed = sample(logits, backend, seeds, 2, temperature=temperature, return_logprobs=True)
+    expected = sanitize(logits).double().log_softmax(-1).gather(1, tokens.view(-1, 1))[:, 0].float()
+    torch.testing.assert_close(logprob, expected, rtol=1e-6, atol=1e-5)
+    assert bool(processed[:3].isnan().all()) and bool(processed[3] <= 0)

@@ -84,4 +84,6 @@ def test_fused_logprobs_draw_the_same_ids(backend, data):
     error = (logprob.double() - raw)[finite_row].abs()
     assert bool((error <= 1e-4 + 1e-5 * raw[finite_row].abs() + float_error(logits)[finite_row]).all()), error.max()
     assert bool(torch.isnan(logprob[~finite_row]).all())
-    assert bool((processed[finite_row] <= 1e-4).all()), "a processed logprob above 0"
+    # NaN where logit / T overflows (nothing finite left to normalise over)
+    processed = processed[finite_row]
+    assert bool(((processed <= 1e-4) | processed.isnan()).all()), "a processed logprob above 0"
