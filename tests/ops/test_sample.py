@@ -329,3 +329,16 @@ def test_logprobs_when_logit_over_temperature_overflows(backend):
     expected = sanitize(logits).double().log_softmax(-1).gather(1, tokens.view(-1, 1))[:, 0].float()
     torch.testing.assert_close(logprob, expected, rtol=1e-6, atol=1e-5)
     assert bool(processed[:3].isnan().all()) and bool(processed[3] <= 0)
+
+
+def test_signed_zeros_are_one_tie_group(backend):
+    """Regression (found by tests/properties): a float16 row of +0.0 and -0.0 (tiny logits that underflowed) is one
+    group of equal values; top-k 1 keeps all of it on every backend (the CUDA kernel's radix select used to drop
+    the -0.0 entries)."""
+    logits = torch.zeros(44, 32, dtype=torch.float16)
+    logits[:, ::3] = -0.0
+    seeds = make_seeds(44)
+    for params in (dict(top_k=1), dict(top_k=1, top_p=0.5, min_p=0.5), dict(top_k=3, top_p=0.25)):
+        params = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | params
+        expected = reference_sample(logits, seeds=seeds, step=7, **params)
+        assert torch.equal(sample(logits, backend, seeds, step=7, **params), expected), params
