@@ -112,13 +112,14 @@ def main():
         writer.writeheader()
         writer.writerows(rows)
     first, last = after[0] if after else rows[0], rows[-1]
-    print(f"| calls | seconds | RSS after warm-up -> end (MiB) | RSS slope (KiB/call) | fds | OS threads |")
+    print("| calls | seconds | RSS after warm-up -> end (MiB) | RSS slope (KiB/call) | fds | OS threads |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.calls} | {last['seconds']} | {first['rss_mib']} -> {last['rss_mib']} | {per_call_kib:.2f} | "
           f"{rows[0]['fds']} -> {last['fds']} | {rows[0]['os_threads']} -> {last['os_threads']} |")
     kivi_slope = slope(list(range(len(kivi_rss))), kivi_rss) if len(kivi_rss) > 1 else 0.0
     print(f"\nKIVI cache, {args.kivi_tokens} tokens, {args.kivi_cycles} allocate/free cycles: RSS "
-          f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), KV memory {footprint['total_bytes'] / 2**20:.1f} MiB")
+          f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), "
+          f"KV memory {footprint['total_bytes'] / 2**20:.1f} MiB")
     print(f"wrote {out}")
 
 
