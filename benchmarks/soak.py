@@ -96,21 +96,22 @@ def main():
     model, tokenizer = load_model(args.model)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "soak_cpu.csv"
     rows, start = [], time.perf_counter()
-    for i in range(args.calls):
-        one_call(model, vocab, i, gen)
-        if i % args.sample_every == 0 or i == args.calls - 1:
-            rows.append(dict(call=i, rss_mib=round(resident_mib(), 2), fds=open_fds(), os_threads=os_threads(),
-                             py_threads=threading.active_count(), seconds=round(time.perf_counter() - start, 1)))
+    with out.open("w", newline="") as f:  # written as it goes: a run cut short still leaves its samples
+        writer = csv.DictWriter(f, fieldnames=["call", "rss_mib", "fds", "os_threads", "py_threads", "seconds"])
+        writer.writeheader()
+        for i in range(args.calls):
+            one_call(model, vocab, i, gen)
+            if i % args.sample_every == 0 or i == args.calls - 1:
+                rows.append(dict(call=i, rss_mib=round(resident_mib(), 2), fds=open_fds(), os_threads=os_threads(),
+                                 py_threads=threading.active_count(), seconds=round(time.perf_counter() - start, 1)))
+                writer.writerow(rows[-1])
+                f.flush()
     after = [r for r in rows if r["call"] >= args.warmup]
     per_call_kib = slope([r["call"] for r in after], [r["rss_mib"] for r in after]) * 1024 if len(after) > 1 else 0.0
     kivi_rss, footprint = kivi_cycles(model, args.kivi_cycles, args.kivi_tokens)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "soak_cpu.csv"
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     first, last = after[0] if after else rows[0], rows[-1]
     print("| calls | seconds | RSS after warm-up -> end (MiB) | RSS slope (KiB/call) | fds | OS threads |")
     print("|---|---|---|---|---|---|")
