@@ -50,7 +50,7 @@ setup(
     extras_require={
         "triton": ["triton>=3.6"],
         "real": ["gguf>=0.10", "accelerate>=1.0"],
-        "test": ["pytest", "scipy", "gguf>=0.10", "accelerate>=1.0", "triton>=3.6",
+        "test": ["pytest", "scipy", "hypothesis>=6.100", "gguf>=0.10", "accelerate>=1.0", "triton>=3.6",
                  # transformers' generation test suite (shared/conformance): its imports and pytest plugins
                  "parameterized", "pytest-timeout", "pytest-xdist", "httpx", "timeout-decorator"],
         "bench": ["matplotlib", "optimum-quanto>=0.2.5", "hqq>=0.2"],  # transformers' QuantizedCache backends

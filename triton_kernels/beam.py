@@ -19,7 +19,7 @@ LOW32 = 0xFFFFFFFF
 
 @triton.jit
 def _pack(x, index):
-    bits = x.to(tl.int32, bitcast=True)
+    bits = tl.where(x == 0.0, 0, x.to(tl.int32, bitcast=True))  # -0.0 packs as +0.0: they compare equal
     ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     return (ordered.to(tl.int64) << 32) | (0xFFFFFFFF - index.to(tl.int64))
 

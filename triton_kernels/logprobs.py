@@ -29,15 +29,15 @@ def _logprobs_kernel(logits_ptr, tokens_ptr, chosen_ptr, all_ptr, V, stride, WRI
         z = z * tl.where(m == m_new, 1.0, tl.exp(m - m_new))
         z += tl.sum(tl.where(x > neg_inf, tl.exp(x - m_new), 0.0), 0)
         m = m_new
-    lse = m + tl.log(z)
+    log_z = tl.log(z)  # (x - m) - log_z: m + log_z rounded at m's scale would lose ulps of large logits
     token = tl.load(tokens_ptr + row).to(tl.int64)
     x_t = tl.load(row_ptr + token, mask=(token >= 0) & (token < V), other=neg_inf).to(tl.float32)
-    tl.store(chosen_ptr + row, tl.where(x_t == x_t, x_t, neg_inf) - lse)
+    tl.store(chosen_ptr + row, (tl.where(x_t == x_t, x_t, neg_inf) - m) - log_z)
     if WRITE_ALL:
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             x = tl.load(row_ptr + offs, mask=offs < V, other=neg_inf).to(tl.float32)
-            tl.store(all_ptr + row.to(tl.int64) * V + offs, tl.where(x == x, x, neg_inf) - lse, mask=offs < V)
+            tl.store(all_ptr + row.to(tl.int64) * V + offs, (tl.where(x == x, x, neg_inf) - m) - log_z, mask=offs < V)
 
 
 @custom_op("pydecode_triton::token_logprobs", mutates_args=())

@@ -17,8 +17,8 @@ With logprobs, the kernel then adds one log-sum-exp pass over the input row and 
 top-p rows first find the nucleus pivot exactly (radix select with mass histograms, one pass per key byte).
 
 A greedy row (temperature 0) takes one argmax pass. Scalar parameters are compile-time: a disabled stage is not
-compiled in. Differences from the reference, at float boundaries only: top-p keeps or drops a whole tie group at the
-pivot (the reference's unstable sort may split it), and its mass sums run in a different order; min-p compares
+compiled in. Top-k and top-p keep or drop a whole tie group at their pivot (the reference's tie rule). Differences
+from the reference, at float boundaries only: the top-p mass sums run in a different order; min-p compares
 ``exp(x - m)`` with ``min_p`` instead of ``p / p_max``. A masked token is never drawn.
 """
 from __future__ import annotations
@@ -180,7 +180,8 @@ def _draw_row(row_ptr, V, key, t, kth, p, min_p, TOP_P: tl.constexpr, MIN_P: tl.
 
 @device_function
 def _log_normalizer(row_ptr, V, BLOCK: tl.constexpr):
-    """The row's max and log-sum-exp (NaN logits as -inf), online in one pass."""
+    """The row's max and ``log(sum(exp(x - max)))`` (NaN logits as -inf), online in one pass; a logprob is
+    ``(x - max) - log_z``, which keeps the float32 ulps that ``x - (max + log_z)`` loses on large logits."""
     m = tl.full([], float("-inf"), tl.float32)
     z = tl.full([], 0.0, tl.float32)
     for start in range(0, V, BLOCK):
@@ -189,7 +190,7 @@ def _log_normalizer(row_ptr, V, BLOCK: tl.constexpr):
         m_new = tl.maximum(m, tl.max(x, 0))
         z = z * tl.where(m == m_new, 1.0, tl.exp(m - m_new)) + tl.sum(tl.exp(x - m_new), 0)
         m = m_new
-    return m, m + tl.log(z)
+    return m, tl.log(z)
 
 
 @device_function
@@ -266,9 +267,9 @@ def _sample_kernel(
             token = _draw_row(row_ptr, V, step_key(seed_ptr, row, step), t, kth, p, min_p, TOP_P, MIN_P, BLOCK)
     tl.store(out_ptr + row, token.to(tl.int64))
     if WITH_LOGPROBS:
-        raw_max, lse = _log_normalizer(row_ptr, V, BLOCK)
+        raw_max, log_z = _log_normalizer(row_ptr, V, BLOCK)
         x_raw = tl.load(row_ptr + token).to(tl.float32)
-        logprob = tl.where(x_raw == x_raw, x_raw, float("-inf")) - lse
+        logprob = (tl.where(x_raw == x_raw, x_raw, float("-inf")) - raw_max) - log_z
         processed = logprob
         if SAMPLING:
             if t > 0:

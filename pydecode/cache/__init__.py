@@ -18,6 +18,7 @@ reports the KV bytes.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import torch
@@ -82,16 +83,30 @@ def make_cache(name: str, cache_config: dict | None, model, batch_size: int, max
     return cache
 
 
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: dict[int, tuple[int, str]] = {}  # id(model) -> (blocks open on it, its attention before the first)
+
+
 @contextlib.contextmanager
 def activate(model) -> Iterator[torch.nn.Module]:
     """Run ``model`` with the ``"kivi"`` attention inside the block; restore its attention afterwards.
 
-    Layers whose cache returns plain tensors (sliding windows, or no KIVI cache at all) still run SDPA.
+    Layers whose cache returns plain tensors (sliding windows, or no KIVI cache at all) still run SDPA, so calls
+    without a KIVI cache may run while the block is open. Blocks on one model may overlap (threads): the first
+    switches the attention, the last restores the one from before the first.
     """
     check_model(model)
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTENTION_NAME)
+    with _ACTIVE_LOCK:
+        open_blocks, previous = _ACTIVE.get(id(model), (0, model.config._attn_implementation))
+        if open_blocks == 0:
+            model.set_attn_implementation(ATTENTION_NAME)
+        _ACTIVE[id(model)] = (open_blocks + 1, previous)
     try:
         yield model
     finally:
-        model.set_attn_implementation(previous)
+        with _ACTIVE_LOCK:
+            open_blocks, previous = _ACTIVE.pop(id(model))
+            if open_blocks == 1:
+                model.set_attn_implementation(previous)
+            else:
+                _ACTIVE[id(model)] = (open_blocks - 1, previous)

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import importlib
 import os
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -69,19 +70,37 @@ def cpu_isa() -> str | None:
     return str(torch.ops.pydecode.cpu_isa()) if extension_loaded() else None
 
 
+_ISA_HOLDER = threading.Lock()
+_isa_owner: list = [None, 0]  # [thread ident holding the switch, how deep its blocks nest]
+
+
 @contextlib.contextmanager
 def forced_cpu_isa(isa: str) -> Iterator[str]:
     """Within the block the ``cpp`` kernels use ``isa``: ``"baseline"`` (the portable loops) or ``"auto"`` (the
-    fastest the CPU runs). Yields the instruction set in use; a process-wide switch, not thread-local."""
+    fastest the CPU runs). Yields the instruction set in use.
+
+    A process-wide switch, not thread-local (it is meant for tests and comparisons): blocks nest in one thread, but
+    while one thread holds the switch another thread entering a block raises ``RuntimeError`` instead of changing
+    the first one's kernels."""
     if isa not in ("auto", "baseline"):
         raise ValueError(f"isa must be 'auto' or 'baseline', got {isa!r}")
     if not extension_loaded():
         raise RuntimeError("the compiled extension pydecode._C is not available")
-    previous = str(torch.ops.pydecode.set_cpu_isa(isa))
+    me = threading.get_ident()
+    with _ISA_HOLDER:
+        if _isa_owner[0] not in (None, me):
+            raise RuntimeError("forced_cpu_isa is a process-wide switch held by another thread; it cannot be used "
+                               "from two threads at once")
+        _isa_owner[:] = [me, _isa_owner[1] + 1]
     try:
-        yield cpu_isa()
+        previous = str(torch.ops.pydecode.set_cpu_isa(isa))
+        try:
+            yield cpu_isa()
+        finally:
+            torch.ops.pydecode.set_cpu_isa(previous)
     finally:
-        torch.ops.pydecode.set_cpu_isa(previous)
+        with _ISA_HOLDER:
+            _isa_owner[:] = [me, _isa_owner[1] - 1] if _isa_owner[1] > 1 else [None, 0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -87,3 +87,28 @@ def test_bad_arguments():
         beam_topk(logits, torch.zeros(6), 0, 2)
     with pytest.raises(ValueError, match="beam_scores"):
         beam_topk(logits, torch.zeros(5), 3, 2)
+
+
+def test_absorbed_ties_keep_the_rows_larger_logits(backend, device):
+    """Regression (found by tests/properties): a beam score of -1e9 rounds every candidate of a row to one float32
+    score; the row's larger logits win on every backend (the reference used to pick the smallest token ids)."""
+    g = torch.Generator().manual_seed(1317)
+    logits = (torch.randn(4, 128, generator=g) * 1e-3).to(torch.bfloat16)
+    logits[2] = float("-inf")
+    logits[3, ::5] = float("nan")
+    scores = torch.tensor([-1e9, -3.2, -1e9, -1e9])
+    for log_softmax in (False, True):
+        _check(logits.to(device), scores.to(device), 2, 4, log_softmax, backend)
+    tokens = beam_topk(logits.to(device), scores.to(device), 2, 4, log_softmax=False, backend=backend)[1].cpu()
+    largest = torch.sort(logits[3].float().nan_to_num(float("-inf")), descending=True, stable=True).indices[:4]
+    assert torch.equal(tokens[1].sort().values, largest.sort().values)
+
+
+def test_signed_zeros_tie(backend, device):
+    """Regression (found by tests/properties): -0.0 and +0.0 are equal logits, so ties go to the smaller token (the
+    Triton kernel used to rank -0.0 below +0.0)."""
+    logits = torch.zeros(4, 40)
+    logits[:, ::2] = -0.0
+    scores = torch.tensor([-3.0, -1.0, 0.0, -2.0])
+    for log_softmax in (False, True):
+        _check(logits.to(device), scores.to(device), 2, 3, log_softmax, backend)

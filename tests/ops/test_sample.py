@@ -1,8 +1,8 @@
 """The fused sampler on every backend against the reference (pydecode.ops.reference.sampling).
 
 Deterministic: the draw equals the reference's draw for the same seeds and step, except at a near-tie of the noisy
-values (|difference| <= 1e-4, float rounding of log/exp/softmax differs between backends) or a top-p boundary tie
-(backends keep every entry equal to the pivot value; the reference keeps a sort-order-dependent subset).
+values (|difference| <= 1e-4, float rounding of log/exp/softmax differs between backends). Exact ties follow the one
+tie rule of the reference's docstring (a cut keeps or drops a group of equal values whole) on every backend.
 Statistical: every draw lies in the allowed set; frequencies over many rows with identical logits and distinct seeds
 pass a chi-square test at the 0.1% level (fixed seeds: the outcome is deterministic, it cannot flake).
 """
@@ -144,11 +144,25 @@ def test_fused_logprobs_edge_rows(backend):
 def test_frequencies_match_reference_distribution(backend, params):
     if backend == "triton" and params is not FILTERS:
         pytest.skip("the Triton interpreter is slow: one statistical case")
-    rows = 150 if backend == "triton" else 4000
-    vocab = 1000
-    logits = make_logits(1, vocab, seed=7, scale=2.0).expand(rows, vocab).contiguous()
-    tokens = sample(logits, backend, make_seeds(rows, offset=99), step=1, **params)
-    probs = process_logits(logits[:1], **params).softmax(dim=-1)[0].double()
+    assert_frequencies(make_logits(1, 1000, seed=7, scale=2.0), backend, 150 if backend == "triton" else 4000, params)
+
+
+@pytest.mark.parametrize("params", [dict(temperature=1.0, top_k=7), dict(temperature=1.0, top_p=0.6),
+                                    dict(temperature=0.8, top_k=40, top_p=0.5, min_p=0.1)],
+                         ids=["top-k", "top-p", "all-filters"])
+def test_frequencies_on_tied_rows(backend, params):
+    """bfloat16 logits rounded to halves: top-k and top-p cut through groups of equal values."""
+    if backend == "triton" and "top_p" in params:
+        pytest.skip("the Triton interpreter is slow: one statistical case")
+    logits = (make_logits(1, 200, seed=21, scale=2.0) * 2).round().div(2).to(torch.bfloat16)
+    assert_frequencies(logits, backend, 150 if backend == "triton" else 3000, params)
+
+
+def assert_frequencies(logits, backend, rows, params):
+    """Draws from ``rows`` copies of the row ``logits`` (1, V) pass a chi-square test against the reference."""
+    vocab = logits.shape[1]
+    tokens = sample(logits.expand(rows, vocab).contiguous(), backend, make_seeds(rows, offset=99), step=1, **params)
+    probs = process_logits(logits, **params).softmax(dim=-1)[0].double()
     assert bool((probs[tokens] > 0).all()), "a draw has zero probability under the reference"
     observed = torch.bincount(tokens, minlength=vocab).double()
     expected = probs * rows
@@ -224,19 +238,31 @@ def test_per_row_tensors_match_scalars(backend):
 
 def test_top_p_pivot_inside_a_tie_group(backend):
     """Integer logits: top-k and top-p pivots fall inside groups of equal values, which are kept whole; every backend
-    draws what the C++ one draws (the CUDA kernel takes its shared-memory path here: top-k keeps <= 1024 entries).
-    The reference keeps a sort-order-dependent part of such a group instead."""
-    from pydecode.ops.backends import active_backends
-
-    if backend == "torch" or "cpp" not in active_backends("cpu"):
-        pytest.skip("the reference splits tie groups; the C++ backend is the comparison")
+    draws exactly what the reference draws (the CUDA kernel takes its shared-memory path here: top-k keeps <= 1024
+    entries)."""
     logits = make_logits(37, 3000, seed=12, scale=2.0).round()
     seeds = make_seeds(37)
     for params in (dict(temperature=1.0, top_k=100, top_p=0.6), dict(temperature=0.7, top_k=1000, top_p=0.3),
                    dict(temperature=1.0, top_k=40, top_p=0.95, min_p=0.2)):
         tokens = sample(logits, backend, seeds, step=3, **params)
         assert bool(allowed_set(logits, **params).gather(1, tokens.view(-1, 1)).all())
-        assert torch.equal(tokens, top_k_top_p_sample(logits, seeds=seeds, step=3, backend="cpp", **params))
+        assert torch.equal(tokens, reference_sample(logits, seeds=seeds, step=3, **(dict(min_p=0.0) | params)))
+
+
+@pytest.mark.parametrize("rows", ["bfloat16", "float16", "all-equal"])
+def test_tied_rows_draw_the_reference_ids(backend, rows):
+    """Regression (issue #21): on rows with exact ties, where top-k / top-p cut through a group of equal values, the
+    same seeds give the same ids on every backend (the reference used to keep a sort-order-dependent part of the
+    group: a third of all-equal rows differed)."""
+    batch = 24 if backend == "triton" else 200
+    logits = {"bfloat16": make_logits(batch, 64, torch.bfloat16, seed=5, scale=3.0),
+              "float16": make_logits(batch, 64, seed=5, scale=3.0).mul(4).round().to(torch.float16),
+              "all-equal": torch.zeros(batch, 64)}[rows]
+    seeds = make_seeds(batch)
+    for params in (dict(top_k=5), dict(top_p=0.5), dict(top_k=10, top_p=0.7), dict(top_p=0.9, min_p=0.3)):
+        params = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | params
+        expected = reference_sample(logits, seeds=seeds, step=3, **params)
+        assert torch.equal(sample(logits, backend, seeds, step=3, **params), expected), params
 
 
 def test_top_k_among_many_close_values(backend):
@@ -289,3 +315,30 @@ def test_compiled_op_passes_opcheck():
     logits = make_logits(3, 100)
     torch.library.opcheck(op, (logits, torch.tensor([0.0, 1.0, 0.5]), 1.0, None, 10, None, 0.9, None, 0.0,
                                make_seeds(3), 2))
+
+
+def test_logprobs_when_logit_over_temperature_overflows(backend):
+    """Regression (found by tests/properties): finite logits whose ``logit / T`` overflows to -inf or +inf still report
+    the input's logprob (NaN only for the processed one), on every backend; large logits lose no float32 ulps."""
+    logits = torch.tensor([[-1.7e38], [-3e38], [3e38], [56896.0]])
+    logits = torch.cat([logits, torch.full((4, 3), -3.4e38)], dim=1)
+    logits[3, 1:] = torch.tensor([32752.0, -48672.0, 56000.0])
+    seeds = make_seeds(4)
+    temperature = torch.tensor([1e-3, 1e-3, 1e-3, 1.0])
+    tokens, logprob, processed = sample(logits, backend, seeds, 2, temperature=temperature, return_logprobs=True)
+    expected = sanitize(logits).double().log_softmax(-1).gather(1, tokens.view(-1, 1))[:, 0].float()
+    torch.testing.assert_close(logprob, expected, rtol=1e-6, atol=1e-5)
+    assert bool(processed[:3].isnan().all()) and bool(processed[3] <= 0)
+
+
+def test_signed_zeros_are_one_tie_group(backend):
+    """Regression (found by tests/properties): a float16 row of +0.0 and -0.0 (tiny logits that underflowed) is one
+    group of equal values; top-k 1 keeps all of it on every backend (the CUDA kernel's radix select used to drop
+    the -0.0 entries)."""
+    logits = torch.zeros(44, 32, dtype=torch.float16)
+    logits[:, ::3] = -0.0
+    seeds = make_seeds(44)
+    for params in (dict(top_k=1), dict(top_k=1, top_p=0.5, min_p=0.5), dict(top_k=3, top_p=0.25)):
+        params = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | params
+        expected = reference_sample(logits, seeds=seeds, step=7, **params)
+        assert torch.equal(sample(logits, backend, seeds, step=7, **params), expected), params

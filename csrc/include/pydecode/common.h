@@ -45,7 +45,8 @@ PYDECODE_HD float gumbel_from_bits(uint32_t bits) {
 // noisy value so far cannot win, so its random bits need not be computed.
 constexpr float kGumbelMax = 17.0f;
 
-// Order-preserving map of a non-NaN float to uint32 (larger float -> larger key).
+// Order-preserving map of a non-NaN float to uint32 (larger float -> larger key). -0.0 gets the key of +0.0: they
+// compare equal, so a select on keys must not split them (a top-k cut through a row of signed zeros would).
 PYDECODE_HD uint32_t order_key(float x) {
   uint32_t u;
 #ifdef __CUDA_ARCH__
@@ -53,6 +54,7 @@ PYDECODE_HD uint32_t order_key(float x) {
 #else
   __builtin_memcpy(&u, &x, sizeof(u));
 #endif
+  if (u == 0x80000000u) u = 0u;
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

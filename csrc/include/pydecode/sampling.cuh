@@ -243,13 +243,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   const float row_max = best.value;
   if (greedy || row_max == -INFINITY || row_max == INFINITY) {
     const int64_t token = row_max == -INFINITY ? 0 : best.index;
-    if (logprob) {  // greedy: one distribution; a sampling row without a finite maximum reports NaN
-      float lp = NAN;
-      if (greedy) {
-        const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
-        lp = (sanitized(row, token) - norm.max) - norm.log_z;
+    if (logprob) {  // greedy: one distribution; a sampling row without a finite maximum of logit / T reports the
+                    // input's logprob and a NaN processed one
+      const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
+      const float lp = (sanitized(row, token) - norm.max) - norm.log_z;
+      if (threadIdx.x == 0) {
+        logprob[row_index] = lp;
+        processed_logprob[row_index] = greedy ? lp : NAN;
       }
-      if (threadIdx.x == 0) logprob[row_index] = processed_logprob[row_index] = lp;
     }
     if (threadIdx.x == 0) out[row_index] = token;
     return;

@@ -11,7 +11,7 @@
 //      can still win: a token with x + max_gumbel below the best noisy value so far is skipped without a log;
 //   5. only when asked for: the drawn token's logprob (one log-sum-exp pass over the input row) and processed
 //      logprob (the kept entries' mass, over the top-k survivors when top-k is on).
-// No sort. Top-p ties at the pivot value are all kept (the reference keeps a sort-order-dependent subset).
+// No sort. Top-p ties at the pivot value are all kept: the tie rule of pydecode/ops/reference/sampling.py.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -119,15 +119,21 @@ int64_t greedy_row(const T* logits, int64_t vocab) {
   return 0;
 }
 
-// log(sum(exp(logits))) of the sanitized row; NaN when no logit is finite or one is +inf (as log_softmax gives).
+// log_softmax(row)[i] = (x_i - max) - log_z, in that order: max + log_z rounded at max's scale would lose float32
+// ulps of a large logit. NaN log_z when no logit is finite or one is +inf (as log_softmax gives).
+struct LogNormalizer {
+  float max, log_z;
+  float at(float x) const { return (x - max) - log_z; }
+};
+
 template <typename T>
-float row_logsumexp(const T* logits, int64_t vocab) {
+LogNormalizer row_log_normalizer(const T* logits, int64_t vocab) {
   float row_max = kNegInf;  // std::max(m, NaN) keeps m, and exp_nonpositive counts NaN as -inf: no sanitizing needed
 #pragma omp simd reduction(max : row_max)
   for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, to_float(logits[i]));
-  if (!std::isfinite(row_max)) return std::numeric_limits<float>::quiet_NaN();
+  if (!std::isfinite(row_max)) return {row_max, std::numeric_limits<float>::quiet_NaN()};
   const double z = exp_sum(vocab, row_max, [logits](int64_t i) { return to_float(logits[i]); });
-  return row_max + static_cast<float>(std::log(z));
+  return {row_max, static_cast<float>(std::log(z))};
 }
 
 // The drawn token and, when asked for, its log-probability under the input and under the processed distribution.
@@ -142,7 +148,7 @@ Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k
   constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
   if (!(temperature > 0.0f)) {
     const int64_t token = greedy_row(logits, vocab);
-    const float lp = with_logprobs ? sanitized(logits[token]) - row_logsumexp(logits, vocab) : kNaN;
+    const float lp = with_logprobs ? row_log_normalizer(logits, vocab).at(sanitized(logits[token])) : kNaN;
     return {token, lp, lp};
   }
   float* x = s.x.data();
@@ -151,9 +157,13 @@ Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k
     x[i] = sanitized(logits[i]) / temperature;
     row_max = std::max(row_max, x[i]);
   }
-  if (row_max == kNegInf) return {0, kNaN, kNaN};
+  // logit / T without a finite maximum (nothing finite, or an overflow): the input's logprob is still reported
+  const auto input_logprob = [&](int64_t token) {
+    return with_logprobs ? row_log_normalizer(logits, vocab).at(sanitized(logits[token])) : kNaN;
+  };
+  if (row_max == kNegInf) return {0, input_logprob(0), kNaN};
   const int64_t argmax = std::find(x, x + vocab, row_max) - x;
-  if (row_max == kPosInf) return {argmax, kNaN, kNaN};
+  if (row_max == kPosInf) return {argmax, input_logprob(argmax), kNaN};
 
   const float* cand = x;  // candidate values; ids are cand_id[j], or j when cand_id is null
   const int32_t* cand_id = nullptr;
@@ -197,7 +207,7 @@ Draw sample_row(const T* logits, int64_t vocab, float temperature, int64_t top_k
     const float e = s.weight[j];
     if (cand[j] >= tau && !(min_p > 0.0f && e < min_p)) kept_mass += e;
   }
-  return {best_i, sanitized(logits[best_i]) - row_logsumexp(logits, vocab),
+  return {best_i, row_log_normalizer(logits, vocab).at(sanitized(logits[best_i])),
           (x[best_i] - row_max) - static_cast<float>(std::log(kept_mass))};
 }
 
@@ -262,9 +272,9 @@ void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t
 #pragma omp parallel for schedule(dynamic, 1) if (batch > 1)
   for (int64_t b = 0; b < batch; ++b) {
     const T* row = logits + b * vocab;
-    const float log_z = row_logsumexp(row, vocab);
+    const LogNormalizer norm = row_log_normalizer(row, vocab);
     const int64_t tok = tokens[b];
-    chosen[b] = (tok >= 0 && tok < vocab) ? sanitized(row[tok]) - log_z : std::numeric_limits<float>::quiet_NaN();
+    chosen[b] = (tok >= 0 && tok < vocab) ? norm.at(sanitized(row[tok])) : std::numeric_limits<float>::quiet_NaN();
     if (top_n == 0) continue;
     float* vals = top_values + b * top_n;
     int64_t* ids = top_ids + b * top_n;
@@ -278,7 +288,7 @@ void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t
       ids[pos] = i;
       filled = std::min(filled + 1, top_n);
     }
-    for (int64_t j = 0; j < top_n; ++j) vals[j] -= log_z;
+    for (int64_t j = 0; j < top_n; ++j) vals[j] = norm.at(vals[j]);
   }
 }
 

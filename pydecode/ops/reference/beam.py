@@ -5,6 +5,10 @@ For each batch item b the candidates are the ``num_beams * V`` pairs (beam j, to
 ``logits[row, t] + beam_scores[row]`` with ``log_softmax=False``). The op returns the ``k`` best candidates in
 descending score; ties go to the smaller flat index ``j * V + t``. NaN scores count as ``-inf`` (so does every
 candidate of a row whose logits are all ``-inf``), and ``-0.0`` counts as ``0.0``.
+
+The tie rule, followed by every backend: the candidates are each row's ``k`` largest logits (ties to the smaller
+token), so where adding the beam score rounds different logits to one float32 score (a beam score of -1e9 absorbs
+them), the row's larger logits win, not its smaller token ids.
 """
 from __future__ import annotations
 
@@ -37,8 +41,17 @@ def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k
     scores (B, k) float32, tokens (B, k) int64, beams (B, k) int64 (the source beam in [0, num_beams))
     """
     rows, vocab = logits.shape
-    flat = beam_scores_of(logits, beam_scores, log_softmax).reshape(rows // num_beams, num_beams * vocab)
-    # a stable descending sort keeps equal scores in index order; the oracle may afford the full sort
-    values, order = torch.sort(flat, dim=1, descending=True, stable=True)
-    order = order[:, :k]
-    return values[:, :k].contiguous(), order % vocab, order // vocab
+    per_row = min(k, vocab)
+    raw = logits.to(torch.float32)
+    raw = raw.masked_fill(torch.isnan(raw), float("-inf")) + 0.0
+    # each row's candidates: its per_row largest logits, equal ones in token order (stable sorts; the oracle may
+    # afford them)
+    tokens = torch.sort(raw, dim=1, descending=True, stable=True).indices[:, :per_row]
+    scores = beam_scores_of(logits, beam_scores, log_softmax).gather(1, tokens)
+    flat = (torch.arange(rows, device=logits.device)[:, None] % num_beams) * vocab + tokens
+    flat, scores = flat.reshape(rows // num_beams, -1), scores.reshape(rows // num_beams, -1)
+    by_index = torch.sort(flat, dim=1, stable=True)  # then equal scores stay in flat-index order
+    scores = scores.gather(1, by_index.indices)
+    values, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    chosen = by_index.values.gather(1, order[:, :k])
+    return values[:, :k].contiguous(), chosen % vocab, chosen // vocab

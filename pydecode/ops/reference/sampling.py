@@ -2,10 +2,15 @@
 epsilon -> eta -> draw (top-H, epsilon and eta: :mod:`.cutoffs`, off unless asked for).
 
 Each filter has the semantics of the transformers warper of the same name (sequential: each sees the output of the
-previous one, masked entries are ``-inf``; ties at the top-k boundary are kept; top-p keeps the smallest set of most
-probable tokens whose mass reaches ``top_p``; min-p keeps ``p >= min_p * p_max``). Parameters are per row: a Python
+previous one, masked entries are ``-inf``; top-p keeps the smallest set of most probable tokens whose mass reaches
+``top_p``; min-p keeps ``p >= min_p * p_max``). Parameters are per row: a Python
 scalar for every row, or a tensor of shape (B,). A row with ``temperature == 0`` is greedy: its warpers are skipped
 and the draw is the argmax. NaN logits count as ``-inf``; a row with no finite logit draws token 0.
+
+The tie rule, followed by every backend: a cut keeps or drops a group of equal values whole. Top-k keeps every
+entry ``>=`` the k-th largest value (so more than k entries when ties straddle the k-th place); top-p keeps every
+entry ``>=`` its pivot, the smallest value of the kept set, which depends only on the values, not on the order a
+sort puts equal values in; min-p decides on the value alone. Among equal noisy values the draw takes the lowest id.
 """
 from __future__ import annotations
 
@@ -46,8 +51,9 @@ def top_p_filter(logits: torch.Tensor, top_p) -> torch.Tensor:
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     sorted_remove = cumulative <= (1 - p)
     sorted_remove[:, -1] = False
-    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove) & active
-    return logits.masked_fill(remove, float("-inf"))
+    # the pivot: the smallest kept value; everything equal to it is kept too, whatever order the sort gave ties
+    pivot = sorted_logits.gather(1, sorted_remove.sum(dim=1, keepdim=True))
+    return logits.masked_fill(active & (logits < pivot), float("-inf"))
 
 
 def min_p_filter(logits: torch.Tensor, min_p) -> torch.Tensor:

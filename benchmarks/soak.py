@@ -1,0 +1,128 @@
+"""Soak run: many consecutive ``pydecode.generate`` calls with varying shapes and strategies on one model, watching
+resident memory, open file descriptors and threads; then the KIVI cache at a long context allocated and freed
+repeatedly. A script, not a test: it prints a table and writes ``results/soak_<device>.csv`` (one row per sample).
+
+    python benchmarks/soak.py                               # 2,000 calls on SmolLM2, KIVI at 32k tokens x 20
+    python benchmarks/soak.py --calls 300 --kivi-cycles 5   # a shorter run
+
+Memory is flat when the least-squares slope of RSS over the calls after ``--warmup`` is near 0 (reported in KiB per
+call: a leak of one 49152-entry float32 row per call would show as 192 KiB/call).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import os
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+import pydecode
+from pydecode.cache import make_cache
+from pydecode.models import load_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STRATEGIES = [  # cycled through, with the shapes below
+    dict(do_sample=False),
+    dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.9),
+    dict(do_sample=True, min_p=0.1, repetition_penalty=1.2, frequency_penalty=0.3),
+    dict(num_beams=3, num_return_sequences=2, do_sample=False),
+    dict(do_sample=True, output_logprobs=True, top_logprobs=3, return_dict_in_generate=True),
+    dict(do_sample=False, no_repeat_ngram_size=2, output_scores=True, return_dict_in_generate=True),
+]
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def os_threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of ys over xs."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+
+
+def one_call(model, vocab, i, gen):
+    """Call ``i``: batch 1-4, prompt 4-64 tokens with left padding, 1-16 new tokens, the i-th strategy."""
+    batch, length = 1 + i % 4, 4 + (i * 7) % 61
+    ids = torch.randint(10, vocab, (batch, length), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, : length // 3] = 0
+    kwargs = dict(STRATEGIES[i % len(STRATEGIES)], max_new_tokens=1 + (i * 5) % 16, seed=i)
+    if not kwargs.get("do_sample"):
+        kwargs.pop("seed")
+    pydecode.generate(model, ids, attention_mask=mask, pad_token_id=0, **kwargs)
+
+
+def kivi_cycles(model, cycles, tokens):
+    """Allocate the KIVI cache (its store preallocated for ``tokens`` tokens, batch 1) and free it; RSS after each."""
+    rss = []
+    for _ in range(cycles):
+        cache = make_cache("kivi", {"nbits": 4, "group_size": 32, "residual_length": 128}, model, 1, tokens)
+        footprint = cache.memory_footprint()
+        del cache
+        gc.collect()
+        rss.append(resident_mib())
+    return rss, footprint
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--sample-every", type=int, default=10)
+    parser.add_argument("--kivi-cycles", type=int, default=20)
+    parser.add_argument("--kivi-tokens", type=int, default=32768)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "soak_cpu.csv"
+    rows, start = [], time.perf_counter()
+    with out.open("w", newline="") as f:  # written as it goes: a run cut short still leaves its samples
+        writer = csv.DictWriter(f, fieldnames=["call", "rss_mib", "fds", "os_threads", "py_threads", "seconds"])
+        writer.writeheader()
+        for i in range(args.calls):
+            one_call(model, vocab, i, gen)
+            if i % args.sample_every == 0 or i == args.calls - 1:
+                rows.append(dict(call=i, rss_mib=round(resident_mib(), 2), fds=open_fds(), os_threads=os_threads(),
+                                 py_threads=threading.active_count(), seconds=round(time.perf_counter() - start, 1)))
+                writer.writerow(rows[-1])
+                f.flush()
+    after = [r for r in rows if r["call"] >= args.warmup]
+    per_call_kib = slope([r["call"] for r in after], [r["rss_mib"] for r in after]) * 1024 if len(after) > 1 else 0.0
+    kivi_rss, footprint = kivi_cycles(model, args.kivi_cycles, args.kivi_tokens)
+    first, last = after[0] if after else rows[0], rows[-1]
+    print("| calls | seconds | RSS after warm-up -> end (MiB) | RSS slope (KiB/call) | fds | OS threads |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {args.calls} | {last['seconds']} | {first['rss_mib']} -> {last['rss_mib']} | {per_call_kib:.2f} | "
+          f"{rows[0]['fds']} -> {last['fds']} | {rows[0]['os_threads']} -> {last['os_threads']} |")
+    kivi_slope = slope(list(range(len(kivi_rss))), kivi_rss) if len(kivi_rss) > 1 else 0.0
+    print(f"\nKIVI cache, {args.kivi_tokens} tokens, {args.kivi_cycles} allocate/free cycles: RSS "
+          f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), "
+          f"KV memory {footprint['total_bytes'] / 2**20:.1f} MiB")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
