@@ -195,7 +195,7 @@ class _BeamSearch:
             self.keep["logits"].append(logits.clone())
         running = self.running_scores.view(-1)
         fused = not (self.do_sample or self.keep["scores"] is not None or ctx.config.renormalize_logits
-                     or ctx.pipeline.changes_scores(cur_len))
+                     or ctx.pipeline.watermark is not None or ctx.pipeline.any_active(cur_len, logits))
         if fused:
             return (*beam_topk_unchecked(logits, running, N, self.k, True, ctx.backend), None)
         scores = ctx.pipeline.process(torch.log_softmax(logits, dim=-1), self.running[:, :cur_len], cur_len)

@@ -1,21 +1,12 @@
-"""The per-step logits pipeline shared by the decoding strategies.
+"""The per-step logits pipeline shared by the decoding strategies: the call's processors
+(:mod:`.processors`, where their order is stated), then the warpers and the draw:
 
-Order (transformers' processor order, then the warpers, then the draw):
-
-0. classifier-free guidance (``guidance_scale``, :mod:`.guidance`), then ``sequence_bias`` and
-   ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
-1. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
-2. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids``
-3. ``min_length`` / ``min_new_tokens`` (eos banned), ``prefix_allowed_tokens_fn`` (:mod:`.prefix_constraint`),
-   ``forced_bos_token_id`` (at length 1: the decoder's first step), ``forced_eos_token_id``,
-   ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
-   ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
-4. sampling rows only: temperature (entropy-scaled with ``dynatemp_range``) -> top-k -> top-p -> min-p -> typical, and the Gumbel-max draw; greedy rows take
-   the argmax — steps 4 run fused in one op on the fastest backend (top-H, epsilon and eta, when set, on the
-   reference path)
-5. ``watermarking_config``: transformers' own watermark processor, on the processed scores (then drawn from on the
-   reference path)
-6. ``renormalize_logits`` (log-softmax) for the reported scores
+- sampling rows only: temperature (entropy-scaled with ``dynatemp_range``) -> top-k -> top-p -> min-p -> typical,
+  and the Gumbel-max draw; greedy rows take the argmax — run fused in one op on the fastest backend (top-H,
+  epsilon and eta, when set, on the reference path)
+- ``watermarking_config``: transformers' own watermark processor, on the processed scores (then drawn from on the
+  reference path)
+- ``renormalize_logits`` (log-softmax) for the reported scores
 
 Nothing here reads tensors back to the host.
 """
@@ -23,13 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.penalties import penalties_unchecked, record_tokens_
-from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
-from ..ops.reference.constraints import token_mask
 from ..ops.reference.sampling import process_logits, sample_from_processed
 from ..ops.sampling import sample_unchecked
 from ..sampling.params import RowParams
 from .extra_processors import ExtraProcessors
+from .processors import StepView, build_processors
 
 
 class LogitsPipeline:
@@ -60,95 +49,38 @@ class LogitsPipeline:
         self.eos_ids = eos_ids
         self.logits_processor = logits_processor
         self.backend = backend
-        self.token_counts = None
-        self.prompt_mask = None
         self.guidance = guidance
         self.watermark = watermark
         self.constraint = constraint
-        self.word_ban = self.suppress_ban = None
-        self.bad_words = None
         self.extra = ExtraProcessors(config, prompt_ids if encoder_ids is None else encoder_ids, self.prompt_len,
                                      eos_ids)
-        self._ready = False
-
-    def _lazy_init(self, vocab: int, device) -> None:
-        """Allocate the per-row state once the vocabulary size (the logits' width) is known."""
-        batch = self.prompt_ids.shape[0]
-        if self.params.has_penalties:
-            self.token_counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
-            if self.params.has_repetition_penalty:
-                self.prompt_mask = prompt_token_mask(self.prompt_ids.to(device), vocab, self.attention_mask)
-        suppress = [t for t in self.config.suppress_tokens or [] if 0 <= t < vocab]
-        words = [list(w) for w in (self.config.bad_words_ids or [])]
-        eos = set(self.eos_ids.tolist()) if self.eos_ids is not None else set()
-        words = [w for w in words if not (len(w) == 1 and w[0] in eos)]  # transformers never bans eos this way
-        for word in words:
-            if any(not (0 <= t < vocab) for t in word):
-                raise ValueError(f"bad_words_ids must hold token ids in [0, {vocab}), got {word}")
-        self.bad_words = [(torch.tensor(w[:-1], dtype=torch.long, device=device), w[-1]) for w in words if len(w) > 1]
-        self.word_ban = token_mask([w[0] for w in words if len(w) == 1], vocab, device)
-        self.suppress_ban = token_mask(suppress, vocab, device)
-        self.extra.prepare(vocab, device)
-        self._ready = True
+        self.steps = self.penalties = None  # built once the vocabulary (the logits' width) is known
 
     def prepare(self, vocab: int, device) -> None:
-        """Allocate the per-row state now, for callers that read it without going through :meth:`process`."""
-        if not self._ready:
-            self._lazy_init(vocab, device)
+        """Build the call's processors (once), for callers that use them without going through :meth:`process`."""
+        if self.steps is None:
+            self.steps, self.penalties = build_processors(
+                self.config, self.params, self.prompt_ids, self.attention_mask, self.eos_ids, self.logits_processor,
+                self.backend, self.extra, self.guidance, self.constraint, vocab, device)
 
     def process(self, logits: torch.Tensor, history: torch.Tensor, cur_len: int) -> torch.Tensor:
-        """Steps 1-3 on a float32 copy of the raw logits (B, V); ``history`` is (B, cur_len) of all tokens so far."""
-        scores = logits
-        if not self._ready:
-            self._lazy_init(scores.shape[-1], scores.device)
-        vocab = scores.shape[-1]
-        p, config, extra = self.params, self.config, self.extra
-        if self.guidance is not None:
-            scores = self.guidance(scores, history)
-        positioned = extra.active or self.constraint is not None
-        at = torch.full((scores.shape[0], 1), cur_len, device=scores.device) if positioned else None
-        if extra.active:
-            scores = extra.before_penalties(scores[:, None], history, at)[:, 0]
-        if self.token_counts is not None:
-            penalties_unchecked(scores, self.token_counts, self.prompt_mask, p.repetition_penalty,
-                                p.frequency_penalty, p.presence_penalty, self.backend)
-        if config.no_repeat_ngram_size:
-            scores.masked_fill_(no_repeat_ngram_banned(history, config.no_repeat_ngram_size, vocab), float("-inf"))
-        if extra.active and (banned := extra.encoder_ngram_banned(history, at, vocab)) is not None:
-            scores.masked_fill_(banned[:, 0], float("-inf"))
-        if self.bad_words:
-            scores.masked_fill_(bad_words_banned(history, self.bad_words, vocab), float("-inf"))
-        if self.word_ban is not None:
-            scores.masked_fill_(self.word_ban, float("-inf"))
-        if self.eos_ids is not None and self._eos_banned(cur_len):
-            scores[:, self.eos_ids] = float("-inf")
-        if self.constraint is not None:
-            scores = self.constraint(scores[:, None], history, at)[:, 0]
-        if config.forced_bos_token_id is not None and cur_len == 1:
-            scores.fill_(float("-inf"))
-            scores[:, config.forced_bos_token_id] = 0.0
-        if config.forced_eos_token_id is not None and cur_len == config.max_length - 1:
-            forced = config.forced_eos_token_id
-            forced = [forced] if isinstance(forced, int) else list(forced)
-            scores.fill_(float("-inf"))
-            scores[:, forced] = 0.0
-        if config.remove_invalid_values:
-            scores = torch.nan_to_num(scores, nan=0.0, posinf=torch.finfo(scores.dtype).max,
-                                      neginf=torch.finfo(scores.dtype).min)
-        if extra.active:
-            scores = extra.decay_eos(scores[:, None], at)[:, 0]
-        if self.suppress_ban is not None:
-            scores.masked_fill_(self.suppress_ban, float("-inf"))
-        if extra.active:
-            scores = extra.suppress_at_begin(scores[:, None], at)[:, 0]
-        if self.logits_processor:
-            scores = self.logits_processor(history, scores)
-        return scores
+        """The processors on a float32 copy of the raw logits (B, V); ``history`` is (B, cur_len) of all tokens so
+        far."""
+        self.prepare(logits.shape[-1], logits.device)
+        at = torch.full((logits.shape[0], 1), cur_len, device=logits.device)
+        view = StepView(history, at, at[:, 0], cur_len=cur_len)
+        scores = logits[:, None]
+        for step in self.steps:
+            if step.active(cur_len):
+                scores = step.apply(scores, view)
+        return scores[:, 0]
 
-    def _eos_banned(self, cur_len: int) -> bool:
-        min_length = self.config.min_length or 0
-        min_new = self.config.min_new_tokens or 0
-        return cur_len < min_length or cur_len - self.prompt_len < min_new
+    def any_active(self, cur_len: int, logits: torch.Tensor) -> bool:
+        """Whether a processor may change the scores at ``cur_len`` (False: :meth:`process` returns its input
+        unchanged, and beam search fuses the log-softmax into its top-k kernel); ``logits`` (B, V) size the
+        processors on first use."""
+        self.prepare(logits.shape[-1], logits.device)
+        return any(step.active(cur_len) for step in self.steps)
 
     def select(self, scores: torch.Tensor, step: int, want_processed: bool = False, history=None):
         """Steps 4-5: the next token of every row, and the processed scores (warpers applied) if asked for;
@@ -174,41 +106,19 @@ class LogitsPipeline:
         return sample_unchecked(scores, p.temperature_of(scores), p.top_k, p.top_p, p.min_p, p.seeds, step,
                                 p.typical_p, self.backend, return_logprobs=True, cutoffs=p.cutoffs)
 
-    def changes_scores(self, cur_len: int) -> bool:
-        """False when :meth:`process` would return its input unchanged at ``cur_len`` (beam search then fuses
-        the log-softmax into its top-k kernel)."""
-        c = self.config
-        return bool(
-            self.params.has_penalties or c.no_repeat_ngram_size or c.bad_words_ids or c.suppress_tokens
-            or (self.eos_ids is not None and self._eos_banned(cur_len)) or c.forced_eos_token_id is not None
-            or (c.forced_bos_token_id is not None and cur_len == 1)
-            or c.remove_invalid_values or self.logits_processor or self.extra.active or self.guidance is not None
-            or self.watermark is not None or self.constraint is not None
-        )
-
     def reorder(self, rows: torch.Tensor) -> None:
-        """Beam search moved row ``rows[i]`` to row i: carry the per-row token counts along.
-
-        The prompt mask needs no move: beams only ever come from rows of the same prompt.
-        """
-        if self.token_counts is not None:
-            self.token_counts = self.token_counts.index_select(0, rows)
+        """Beam search moved row ``rows[i]`` to row i: the processors' per-row state follows."""
+        for step in self.steps or ():
+            step.reorder(rows)
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (a 1-D index tensor) of the per-row state (after the first :meth:`process`)."""
+        """Keep only ``rows`` (a 1-D index tensor) of the per-row state (after :meth:`prepare`)."""
         self.params = self.params.select_rows(rows)
-        if self.token_counts is not None:
-            self.token_counts = self.token_counts[rows]
-        if self.prompt_mask is not None:
-            self.prompt_mask = self.prompt_mask[rows]
         self.extra.select_rows(rows)
-        if self.constraint is not None:
-            self.constraint.select_rows(rows)
-        if self.guidance is not None:
-            self.guidance.select_rows(rows)
+        for step in self.steps or ():
+            step.select_rows(rows)
 
     def record(self, tokens: torch.Tensor) -> None:
         """Count the chosen tokens for the frequency / presence / repetition penalties."""
-        if self.token_counts is not None:
-            record_tokens_(self.token_counts, tokens, backend=self.backend)
-
+        if self.penalties is not None:
+            self.penalties.record(tokens)

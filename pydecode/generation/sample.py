@@ -31,7 +31,7 @@ def run(ctx: DecodeContext):
         scores = pipeline.process(logits.clone() if record.keeps_raw else logits, state.past(), state.cur_len)
         if fused_logprobs:
             # the kernel's input logprob is the raw one unless the pipeline changed the logits this step
-            raw_is_input = not pipeline.changes_scores(state.cur_len)
+            raw_is_input = not pipeline.any_active(state.cur_len, scores)
             tokens, input_logprob, processed_logprob = pipeline.select_with_logprobs(scores, state.step)
             drawn = (input_logprob if raw_is_input else None, processed_logprob)
             processed = None

@@ -2,14 +2,11 @@
 
 A serving engine owns the model, the KV cache and a batch whose rows change every step. It registers each request
 in a slot (:meth:`Sampler.add_request`), then each step hands the logits and the slot of each row to
-:meth:`Sampler.sample` and the accepted tokens to :meth:`Sampler.append`. Each step runs generate()'s order:
-
-1. ``sequence_bias`` / ``logit_bias`` (one-token entries)
-2. penalties: repetition (prompt + generated), then frequency / presence (generated)
-3. bans: ``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``; eos below ``min_new_tokens``
-4. sampling rows: temperature (entropy-scaled with ``dynatemp_range``) -> top-H -> top-k -> top-p -> min-p ->
-   typical -> epsilon -> eta, and the Gumbel-max draw; greedy rows take the argmax
-5. logprobs of the drawn tokens (and the top alternatives) under the logits as given
+:meth:`Sampler.sample` and the accepted tokens to :meth:`Sampler.append`. Each step runs the steps of generate()'s
+order (:mod:`pydecode.generation.processors`, then the warpers and the draw) that per-request state supports: the
+one-token biases, the penalties, the bans (``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``, eos
+below ``min_new_tokens``), then on sampling rows the warpers (temperature, entropy-scaled with ``dynatemp_range``,
+first) and the draw; greedy rows take the argmax. Logprobs are those of the logits as given.
 
 The draw of row ``i`` uses the counter-based stream of ``(seed of slots[i], positions[i])``, the one generate()
 uses at that step, so a request's tokens depend only on its own seed, prompt and parameters: never on the batch,
@@ -137,7 +134,7 @@ class Sampler:
         return out
 
     def process(self, logits: torch.Tensor, slots) -> torch.Tensor:
-        """Apply steps 1-4 but the draw to float32 ``logits`` (N, V) in place (removed tokens and the columns past
+        """Apply every step but the draw to float32 ``logits`` (N, V) in place (removed tokens and the columns past
         ``vocab_size`` become ``-inf``; greedy rows get no warpers) and return it, for hosts that draw themselves."""
         if logits.dtype != torch.float32:
             raise TypeError(f"logits must be float32 to be processed in place, got {logits.dtype}")
@@ -163,7 +160,7 @@ class Sampler:
 
     # ---- helpers ----
     def _processed_scores(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Steps 1-3 on a float32 copy of the first ``vocab_size`` columns."""
+        """Biases, penalties and bans on a float32 copy of the first ``vocab_size`` columns."""
         table, vocab = self.slots, self.vocab_size
         scores = logits[:, :vocab].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         if table.uses("bias"):
