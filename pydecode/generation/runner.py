@@ -18,12 +18,13 @@ from .compiled import mask_for_compiled_step
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
 from .no_cache import TokenHistory, full_positions
 from .positional import PositionalInputs
+from .slot_mask import SlotMask
 from .preallocated_cache import PreallocatedLayer, mark_shared_prefix, preallocate
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", *USER_CACHE_KWARGS, "use_cache", "cache_position")
 
 
-class ModelRunner:
+class ModelRunner(SlotMask):
     """Runs a decoder-only model over its KV cache.
 
     ``attention_mask`` (B, L0) may be None (no padding). ``max_length`` sizes the preallocated mask buffer.
@@ -238,26 +239,12 @@ class ModelRunner:
         return self._forward(tokens, **forward_kwargs)
 
     def keep_last(self, t: int, keep: torch.Tensor, longest: int) -> None:
-        """Of the last ``t`` cache slots keep the first ``keep[b]`` (B,) of each row, the rest become holes; the
-        cache is cropped to the slots before them plus ``longest`` (the host value of ``keep.max()``)."""
-        start = self.length - t
-        self._reserve_mask(self.length)
-        slot = torch.arange(t, device=keep.device)
-        self.mask[:, start: self.length] *= (slot[None, :] < keep[:, None]).to(self.mask.dtype)
-        if start + longest < self.length:
-            self.cache.crop(start + longest - self.length)  # transformers 5: a negative count of slots to drop
-        self.mask[:, start + longest: self.length] = 1  # slots past the cache are reused by later steps
-        self.length = start + longest
+        """:meth:`SlotMask.keep_last`, then each row's next position follows its kept slots."""
+        super().keep_last(t, keep, longest)
         self.positions = self.mask[:, : self.length].sum(-1, keepdim=True) - 1
 
-    def _reserve_mask(self, length: int) -> None:
-        """Make sure the mask buffer exists (holes need one) and has at least ``length`` slots."""
-        if self.mask is None:
-            batch = self.positions.shape[0]
-            self.mask = torch.ones(batch, max(length, self.length), dtype=torch.long, device=self.positions.device)
-        if self.mask.shape[1] < length:
-            grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
-            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+    def _mask_rows(self):
+        return self.positions.shape[0], self.positions.device
 
     def _cached_prefix(self, length: int) -> int:
         """How many of the prompt's ``length`` positions a cache given by the caller already holds (0 for a fresh

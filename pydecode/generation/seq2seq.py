@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from .compat import USER_CACHE_KWARGS, cache_argument
 from .compiled import mask_for_compiled_step
 from .no_cache import TokenHistory
+from .slot_mask import SlotMask
 from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
@@ -90,7 +91,7 @@ class DecoderStep:
     past_key_values: object = None
 
 
-class EncoderDecoderRunner:
+class EncoderDecoderRunner(SlotMask):
     """Runs an encoder-decoder model: the encoder once, then the decoder over an ``EncoderDecoderCache``.
 
     Same interface as :class:`~pydecode.generation.runner.ModelRunner` for the strategies that use ``prefill``,
@@ -267,26 +268,8 @@ class EncoderDecoderRunner:
         return self._forward(tokens, self.encoder_states, self.encoder_mask, self.mask[:, : self.length],
                              **forward_kwargs)
 
-    def keep_last(self, t: int, keep: torch.Tensor, longest: int) -> None:
-        """Of the last ``t`` decoder slots keep the first ``keep[b]`` (B,) of each row, the rest become holes; the
-        self-attention cache is cropped to the slots before them plus ``longest`` (the host value of ``keep.max()``)."""
-        start = self.length - t
-        self._reserve_mask(self.length)
-        slot = torch.arange(t, device=keep.device)
-        self.mask[:, start: self.length] *= (slot[None, :] < keep[:, None]).to(self.mask.dtype)
-        if start + longest < self.length:
-            self.cache.crop(start + longest - self.length)  # transformers 5: a negative count of slots to drop
-        self.mask[:, start + longest: self.length] = 1
-        self.length = start + longest
-
-    def _reserve_mask(self, length: int) -> None:
-        """Make sure the decoder mask buffer exists (holes need one) and has at least ``length`` slots."""
-        if self.mask is None:
-            rows = self.encoder_states.shape[0]
-            self.mask = torch.ones(rows, max(length, self.length), dtype=torch.long, device=self.encoder_states.device)
-        if self.mask.shape[1] < length:
-            grow = max(length - self.mask.shape[1], self.mask.shape[1] // 2)
-            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+    def _mask_rows(self):
+        return self.encoder_states.shape[0], self.encoder_states.device
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor): the caches, encoder states and masks shrink with it."""
