@@ -5,17 +5,22 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, settings
+
+try:
+    from hypothesis import HealthCheck, Phase, settings
+except ImportError:  # the vLLM side venv runs tests/integrations/vllm_inside with pytest alone
+    settings = None
 
 # Property suites (tests/properties): ``ci`` is the default (the whole directory in a few minutes on 2 cores);
 # ``--hypothesis-profile=long`` runs thousands of examples per property, before a release (README: Reliability).
-_PROPERTY_SETTINGS = dict(deadline=None, print_blob=True, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
-settings.register_profile("ci", max_examples=30, derandomize=True, **_PROPERTY_SETTINGS)
-settings.register_profile("long", max_examples=2000, **_PROPERTY_SETTINGS)
-settings.register_profile("dev", max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                          **_PROPERTY_SETTINGS)  # ci without shrinking: a quick first look at a failure
-settings.load_profile("ci")
+if settings is not None:
+    _PROPERTY_SETTINGS = dict(deadline=None, print_blob=True, suppress_health_check=[
+        HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+    settings.register_profile("ci", max_examples=30, derandomize=True, **_PROPERTY_SETTINGS)
+    settings.register_profile("long", max_examples=2000, **_PROPERTY_SETTINGS)
+    settings.register_profile("dev", max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                              **_PROPERTY_SETTINGS)  # ci without shrinking: a quick first look at a failure
+    settings.load_profile("ci")
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

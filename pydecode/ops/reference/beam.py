@@ -49,7 +49,8 @@ def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k
     tokens = torch.sort(raw, dim=1, descending=True, stable=True).indices[:, :per_row]
     scores = beam_scores_of(logits, beam_scores, log_softmax).gather(1, tokens)
     flat = (torch.arange(rows, device=logits.device)[:, None] % num_beams) * vocab + tokens
-    flat, scores = flat.reshape(rows // num_beams, -1), scores.reshape(rows // num_beams, -1)
+    batch, width = rows // num_beams, num_beams * per_row  # explicit: -1 is ambiguous on an empty batch
+    flat, scores = flat.reshape(batch, width), scores.reshape(batch, width)
     by_index = torch.sort(flat, dim=1, stable=True)  # then equal scores stay in flat-index order
     scores = scores.gather(1, by_index.indices)
     values, order = torch.sort(scores, dim=1, descending=True, stable=True)
