@@ -19,7 +19,6 @@ markdown table headed by the machine, versions and command. Run: ``python benchm
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import statistics
 import sys
@@ -36,9 +35,7 @@ from transformers.generation.logits_process import (
 import pydecode
 from pydecode import Sampler, SamplingParams
 
-from bench_generate import machine
-from bench_sampling import captured_rows, make_logits
-from plot_results import plot_csv
+from bench_sampling import captured_rows, make_logits, save_and_describe
 
 PARAMETER_MIX = [
     SamplingParams(temperature=0.0),
@@ -177,17 +174,7 @@ def main(argv=None) -> None:
 
 
 def write(results: list[dict], args, source: str, argv) -> None:
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"sampler_{args.device}.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-    plot_csv(path)
-    command = "python benchmarks/bench_sampler.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"\nMachine: {machine(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"pydecode {pydecode.__version__}; inputs: {source}\nCommand: `{command.strip()}`\n")
+    path = save_and_describe(results, args, source, argv, "sampler")
     print("| vocab | batch | pydecode Sampler ms/step | transformers chains ms/step | speed-up |")
     print("|---|---|---|---|---|")
     by_case = {}

@@ -188,18 +188,26 @@ def main(argv=None) -> None:
     write(results, args, source, argv)
 
 
-def write(results: list[dict], args, source: str, argv) -> None:
+
+def save_and_describe(results: list[dict], args, source: str, argv, name: str) -> Path:
+    """Write ``results`` to ``<out_dir>/<name>_<device>.csv``, plot it, and print the machine, the versions, the
+    inputs and the command that made them (above the table the caller prints). Returns the CSV's path."""
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"sampling_{args.device}.csv"
+    path = out_dir / f"{name}_{args.device}.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
     plot_csv(path)
-    command = "python benchmarks/bench_sampling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = f"python benchmarks/bench_{name}.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\nMachine: {machine(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"pydecode {pydecode.__version__}; inputs: {source}\nCommand: `{command.strip()}`\n")
+    return path
+
+
+def write(results: list[dict], args, source: str, argv) -> None:
+    path = save_and_describe(results, args, source, argv, "sampling")
     print("| mode | batch | vocab | provider | ms / step | x transformers | logits GB/s |")
     print("|---|---|---|---|---|---|---|")
     base = {(r["mode"], r["batch"], r["vocab"]): r["ms"] for r in results if r["provider"] == "transformers"}
