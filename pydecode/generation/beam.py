@@ -360,7 +360,7 @@ def candidate_logprobs(raw_lp: torch.Tensor, processed: torch.Tensor | None, row
     values["processed"] = (values["logprob"] if processed is None
                            else processed.log_softmax(dim=-1)[rows, flat].view_as(tokens))
     if top_n:
-        top = raw_lp.topk(top_n, dim=-1)
+        top = raw_lp.topk(min(top_n, raw_lp.shape[-1]), dim=-1)  # at most the vocabulary, as token_logprobs
         values["top_values"] = top.values.index_select(0, rows).view(*tokens.shape, -1)
         values["top_ids"] = top.indices.index_select(0, rows).view(*tokens.shape, -1)
     return values

@@ -293,7 +293,12 @@ def build_processors(config, params, prompt_ids, attention_mask, eos_ids, logits
     if extra.encoder_ngram:
         steps.append(EncoderNgram(extra))
     eos = set(eos_ids.tolist()) if eos_ids is not None else set()
-    words = [list(w) for w in (config.bad_words_ids or [])]
+    words = config.bad_words_ids or []
+    if not isinstance(words, (list, tuple)) or not all(
+            isinstance(w, (list, tuple)) and w and all(isinstance(t, int) and not isinstance(t, bool) for t in w)
+            for w in words):
+        raise ValueError(f"bad_words_ids must be a list of non-empty lists of token ids, got {words!r}")
+    words = [list(w) for w in words]
     words = [w for w in words if not (len(w) == 1 and w[0] in eos)]  # transformers never bans eos this way
     for word in words:
         if any(not (0 <= t < vocab) for t in word):

@@ -110,6 +110,10 @@ def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) 
     _check_count("num_return_sequences", config.num_return_sequences, 1)
     _check_count("no_repeat_ngram_size", config.no_repeat_ngram_size, 0)
     _check_count("top_logprobs", getattr(config, "top_logprobs", 0), 0)
+    vocab = getattr(model.config.get_text_config(), "vocab_size", None)
+    if vocab and (getattr(config, "top_logprobs", 0) or 0) > vocab:
+        raise ValueError(f"top_logprobs must be an integer in [0, {vocab}] (the vocabulary's size), "
+                         f"got {config.top_logprobs}")
     if config.max_time is not None and not config.max_time > 0:
         raise ValueError(f"max_time must be > 0 seconds, got {config.max_time}")
     if config.max_new_tokens is not None:

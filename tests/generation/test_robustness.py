@@ -21,6 +21,11 @@ BAD = [
     (dict(do_sample=True, top_k=torch.tensor([1, 2, -3])), "top_k"),
     (dict(do_sample=True, seed=torch.tensor([1, 2])), "seed"),
     (dict(top_logprobs=-1), "top_logprobs"),
+    # found by the generate() fuzzer (tests/properties/test_generate_fuzz.py)
+    (dict(top_logprobs=VOCAB + 1, num_beams=2), "top_logprobs"),
+    (dict(top_logprobs=VOCAB + 1), "top_logprobs"),
+    (dict(bad_words_ids=[5]), "bad_words_ids"),
+    (dict(bad_words_ids=[[]]), "bad_words_ids"),
 ]
 
 
