@@ -23,7 +23,7 @@ import torch
 import transformers
 
 import pydecode
-from pydecode.generation.runner import ModelRunner
+from pydecode.generation.model.runner import ModelRunner
 from pydecode.models import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -8,20 +8,21 @@ import torch
 
 from ..cache import KiviCache, activate
 from ..sampling.params import RowParams
-from . import seq2seq, strategies
-from .caches import call_cache
-from .compiled import compiled_forward
+from . import strategies
+from .model import seq2seq
+from .model.caches import call_cache
+from .model.compiled import compiled_forward
 from .config import check_supported, resolve_config
 from .context import DecodeContext
-from .embeds import embedded_prompt
-from .contrastive import check_contrastive_args
-from .extra_processors import make_watermark
-from .guidance import make_guidance
-from .prefix_constraint import PrefixConstraint
-from .logits import LogitsPipeline
-from .no_cache import TokenHistory
-from .runner import ModelRunner
-from .seq2seq import EncoderDecoderRunner
+from .model.embeds import embedded_prompt
+from .strategies.contrastive import check_contrastive_args
+from .logits.extra_processors import make_watermark
+from .logits.guidance import make_guidance
+from .logits.prefix_constraint import PrefixConstraint
+from .logits.pipeline import LogitsPipeline
+from .model.no_cache import TokenHistory
+from .model.runner import ModelRunner
+from .model.seq2seq import EncoderDecoderRunner
 from .stopping import StopConditions
 from .validate import check_inputs, check_lengths, check_model_kwargs, special_tokens
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ..sampling.params import RowParams
-from .logits import LogitsPipeline
-from .runner import ModelRunner
+from .logits.pipeline import LogitsPipeline
+from .model.runner import ModelRunner
 from .stopping import StopConditions
 
 

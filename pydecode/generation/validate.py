@@ -6,7 +6,7 @@ import inspect
 import torch
 from transformers.utils.generic import TransformersKwargs
 
-from .compat import USER_CACHE_KWARGS
+from .model.compat import USER_CACHE_KWARGS
 
 # generate() keywords pydecode itself consumes (beside its named parameters and the config's fields)
 OWN_KWARGS = ("assistant_model", "inputs_embeds", "negative_prompt_ids", "negative_prompt_attention_mask",

@@ -6,7 +6,7 @@ step's logits rows and the request's token history (prompt + generated tokens).
 - :func:`apply_warpers`: dynamic temperature, ``top_h``, ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff`` (pydecode's
   order) on logits already divided by each row's temperature.
 
-Both run pydecode's reference ops (:mod:`pydecode.ops.reference`, :mod:`pydecode.generation.extra_processors`).
+Both run pydecode's reference ops (:mod:`pydecode.ops.reference`, :mod:`pydecode.generation.logits.extra_processors`).
 Token ids outside the vocabulary can never occur, so a bad word or biased sequence holding one is dropped.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 
-from ..generation.extra_processors import ExtraProcessors
+from ..generation.logits.extra_processors import ExtraProcessors
 from ..ops.reference import bad_words_banned, no_repeat_ngram_banned
 from ..ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
 from ..ops.reference.dynatemp import dynamic_temperature

@@ -3,7 +3,7 @@
 A serving engine owns the model, the KV cache and a batch whose rows change every step. It registers each request
 in a slot (:meth:`Sampler.add_request`), then each step hands the logits and the slot of each row to
 :meth:`Sampler.sample` and the accepted tokens to :meth:`Sampler.append`. Each step runs the steps of generate()'s
-order (:mod:`pydecode.generation.processors`, then the warpers and the draw) that per-request state supports: the
+order (:mod:`pydecode.generation.logits.processors`, then the warpers and the draw) that per-request state supports: the
 one-token biases, the penalties, the bans (``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``, eos
 below ``min_new_tokens``), then on sampling rows the warpers (temperature, entropy-scaled with ``dynatemp_range``,
 first) and the draw; greedy rows take the argmax. Logprobs are those of the logits as given.

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import pydecode
-from pydecode.generation.runner import ModelRunner
+from pydecode.generation.model.runner import ModelRunner
 
 from tests.generation.models import EOS, padded_batch, tiny_model
 

@@ -9,10 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import pydecode
-from pydecode.generation import contrastive
+from pydecode.generation.strategies import contrastive
 from pydecode.generation.api import prepare
-from pydecode.generation.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
-from pydecode.generation.runner import ModelRunner
+from pydecode.generation.strategies.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
+from pydecode.generation.model.runner import ModelRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_path  # noqa: E402

@@ -7,7 +7,8 @@ import torch
 from transformers.integrations import sdpa_attention
 
 import pydecode
-from pydecode.generation import contrastive, grouped_attention
+from pydecode.generation.model import grouped_attention
+from pydecode.generation.strategies import contrastive
 
 from tests.generation.models import padded_batch, tiny_model
 

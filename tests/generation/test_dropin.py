@@ -10,7 +10,7 @@ import torch
 from transformers import CompileConfig
 
 import pydecode
-from pydecode.generation.positional import PositionalInputs
+from pydecode.generation.model.positional import PositionalInputs
 from tests.generation.models import padded_batch, tiny_model
 from tests.generation.test_seq2seq import encoder_batch, seq2seq_model
 

@@ -12,7 +12,7 @@ from transformers import SynthIDTextWatermarkingConfig, WatermarkingConfig
 from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper
 
 import pydecode
-from pydecode.generation.beam import warp_for_beams
+from pydecode.generation.strategies.beam.beam import warp_for_beams
 from pydecode.ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
 from pydecode.sampling.params import RowParams
 

@@ -6,7 +6,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 import pydecode
-from pydecode.generation.preallocated_cache import PreallocatedLayer, mark_shared_prefix
+from pydecode.generation.model.preallocated_cache import PreallocatedLayer, mark_shared_prefix
 
 from tests.generation.models import padded_batch, tiny_model
 

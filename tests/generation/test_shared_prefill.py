@@ -5,7 +5,7 @@ import torch
 from transformers import StaticCache
 
 import pydecode
-from pydecode.generation.runner import ModelRunner
+from pydecode.generation.model.runner import ModelRunner
 
 from tests.generation.models import padded_batch, tiny_model
 

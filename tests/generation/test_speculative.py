@@ -219,7 +219,7 @@ def test_lookup_backs_off_after_failed_drafts(monkeypatch):
     """A row that accepts fewer than 2 of its drafts drafts nothing for the next 1, 2, 4, 8 steps (doubling with each
     failure, reset by a success; the first step, the prompt's forward, excepted): those steps run a one-token
     forward. Tokens stay plain greedy's."""
-    import pydecode.generation.speculative as speculative
+    import pydecode.generation.strategies.speculative.speculative as speculative
     model = tiny_model("llama")
     ids = padded_batch(1, 7, seed=4)[0]  # failures, successes, and failures in a row
     events = []  # ("forward", width) and ("verify", drafted, accepted), in order
@@ -278,7 +278,7 @@ def test_fast_output_head_reroutes_only_the_head(monkeypatch):
     model's own within float error; other shapes and devices get no mode."""
     import contextlib
 
-    from pydecode.generation.output_head import fast_output_head
+    from pydecode.generation.model.output_head import fast_output_head
     model = tiny_model("llama")
     ids = torch.randint(6, VOCAB, (2, 3), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

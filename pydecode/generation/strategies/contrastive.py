@@ -17,12 +17,12 @@ from types import SimpleNamespace
 
 import torch
 
-from ..ops.contrastive import degeneration_score_unchecked
-from ..ops.reference.contrastive import normalize_rows
+from ...ops.contrastive import degeneration_score_unchecked
+from ...ops.reference.contrastive import normalize_rows
 from . import sample
-from .context import DecodeContext
-from .grouped_attention import grouped_attention
-from .state import DecodeState
+from ..context import DecodeContext
+from ..model.grouped_attention import grouped_attention
+from ..state import DecodeState
 
 
 def check_contrastive_args(config) -> None:

@@ -32,17 +32,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops.reference.sampling import sample_from_processed
-from ..ops.verify import verify_unchecked
+from ....ops.reference.sampling import sample_from_processed
+from ....ops.verify import verify_unchecked
 from .block_pipeline import BlockPipeline
-from .compat import with_cache
-from .context import DecodeContext
-from .output import GenerateOutput
-from .output_head import fast_output_head
-from .run_record import ForwardRecorder, RunRecorder
-from .run_stopping import RunStops
-from .runner import ModelRunner
-from .seq2seq import EncoderDecoderRunner
+from ...model.compat import with_cache
+from ...context import DecodeContext
+from ...output import GenerateOutput
+from ...model.output_head import fast_output_head
+from ...run_record import ForwardRecorder, RunRecorder
+from ...run_stopping import RunStops
+from ...model.runner import ModelRunner
+from ...model.seq2seq import EncoderDecoderRunner
 
 
 @dataclass

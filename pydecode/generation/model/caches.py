@@ -13,7 +13,7 @@ import copy
 from transformers import DynamicCache, EncoderDecoderCache, QuantizedCache, StaticCache
 from transformers.generation.configuration_utils import ALL_STATIC_CACHE_IMPLEMENTATIONS
 
-from ..cache import make_cache
+from ...cache import make_cache
 from .compat import USER_CACHE_KWARGS
 from .no_cache import TokenHistory
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .context import DecodeContext
+from ...context import DecodeContext
 from .speculative import DraftState, Verified, run_speculative
 
 

@@ -22,7 +22,7 @@ from .compat import USER_CACHE_KWARGS, cache_argument
 from .compiled import mask_for_compiled_step
 from .no_cache import TokenHistory
 from .slot_mask import SlotMask
-from .output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
+from ..output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
             *USER_CACHE_KWARGS, "use_cache", "cache_position", "return_dict")
@@ -94,7 +94,7 @@ class DecoderStep:
 class EncoderDecoderRunner(SlotMask):
     """Runs an encoder-decoder model: the encoder once, then the decoder over an ``EncoderDecoderCache``.
 
-    Same interface as :class:`~pydecode.generation.runner.ModelRunner` for the strategies that use ``prefill``,
+    Same interface as :class:`~pydecode.generation.model.runner.ModelRunner` for the strategies that use ``prefill``,
     ``step``, ``select_rows`` and ``cache.reorder_cache`` (greedy, sampling, the beam family), and ``step_candidates`` /
     ``keep_candidate`` (contrastive search).
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 import transformers
 
-from ..ops.reference.sampling import sample_from_processed
-from .context import DecodeContext
-from .runner import ModelRunner
-from .seq2seq import EncoderDecoderRunner
+from ....ops.reference.sampling import sample_from_processed
+from ...context import DecodeContext
+from ...model.runner import ModelRunner
+from ...model.seq2seq import EncoderDecoderRunner
 from .speculative import DraftState, Verified, last_logits, run_speculative
-from .validate import _vocab_size
+from ...validate import _vocab_size
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 

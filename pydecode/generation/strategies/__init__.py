@@ -4,12 +4,12 @@ from __future__ import annotations
 import importlib
 
 STRATEGIES = {
-    "sample": "pydecode.generation.sample",  # greedy and multinomial sampling
-    "beam": "pydecode.generation.beam",  # beam search, beam sampling, diverse (group) beam search
-    "contrastive": "pydecode.generation.contrastive",
-    "dola": "pydecode.generation.dola",
-    "assisted": "pydecode.generation.assisted",
-    "prompt_lookup": "pydecode.generation.prompt_lookup",
+    "sample": "pydecode.generation.strategies.sample",  # greedy and multinomial sampling
+    "beam": "pydecode.generation.strategies.beam.beam",  # beam search, beam sampling, diverse (group) beam search
+    "contrastive": "pydecode.generation.strategies.contrastive",
+    "dola": "pydecode.generation.strategies.dola",
+    "assisted": "pydecode.generation.strategies.speculative.assisted",
+    "prompt_lookup": "pydecode.generation.strategies.speculative.prompt_lookup",
 }
 
 def strategy_name(config, model_kwargs: dict) -> str:

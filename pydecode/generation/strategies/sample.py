@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.logprobs import token_logprobs
-from .compat import with_cache
-from .context import DecodeContext
-from .output import GenerateOutput, requested_logprobs
-from .state import DecodeState
+from ...ops.logprobs import token_logprobs
+from ..model.compat import with_cache
+from ..context import DecodeContext
+from ..output import GenerateOutput, requested_logprobs
+from ..state import DecodeState
 
 
 def run(ctx: DecodeContext):

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from . import contrastive
-from .context import DecodeContext
+from ..context import DecodeContext
 from .sample import StepRecorder
-from .state import DecodeState
+from ..state import DecodeState
 
 RELATIVE_TOP = 0.1
 BASE_FILTER_VALUE = -1e-3

@@ -12,7 +12,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-from ..cache import KiviCache
+from ...cache import KiviCache
 from .compat import USER_CACHE_KWARGS, cache_argument
 from .compiled import mask_for_compiled_step
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA

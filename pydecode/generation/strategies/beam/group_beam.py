@@ -18,13 +18,13 @@ import dataclasses
 
 import torch
 
-from ..ops.beam import beam_topk_unchecked
+from ....ops.beam import beam_topk_unchecked
 from .beam import _NEG, LOGPROB_FIELDS, candidate_logprobs, gather_beams
-from .compat import with_cache
-from .context import DecodeContext
-from .logits import LogitsPipeline
-from .output import GenerateBeamOutput, requested_logprobs
-from .prefix_constraint import PrefixConstraint
+from ...model.compat import with_cache
+from ...context import DecodeContext
+from ...logits.pipeline import LogitsPipeline
+from ...output import GenerateBeamOutput, requested_logprobs
+from ...logits.prefix_constraint import PrefixConstraint
 
 
 def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
@@ -272,5 +272,5 @@ class _GroupBeamSearch:
 
 
 def run(ctx: DecodeContext):
-    """Diverse beam search (see the module docstring); returns what :func:`pydecode.generation.beam.run` does."""
+    """Diverse beam search (see the module docstring); returns what :func:`pydecode.generation.strategies.beam.beam.run` does."""
     return _GroupBeamSearch(ctx).run()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from .compat import cache_argument
+from ..model.compat import cache_argument
 
 
 class Guidance:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.reference.sampling import process_logits
-from .processors import StepView, repeat_rows
+from ....ops.reference.sampling import process_logits
+from ...logits.processors import StepView, repeat_rows
 
 
 class BlockPipeline:
