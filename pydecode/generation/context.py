@@ -39,3 +39,4 @@ class DecodeContext:
     tokenizer: object
     model_kwargs: dict
     strategy: str = "sample"
+    runs: str = "sample"

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import pydecode
 from pydecode.generation.strategies import contrastive
-from pydecode.generation.api import prepare
+from pydecode.generation.prepare import prepare
 from pydecode.generation.strategies.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
 from pydecode.generation.model.runner import ModelRunner
 

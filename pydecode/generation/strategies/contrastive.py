@@ -19,10 +19,10 @@ import torch
 
 from ...ops.contrastive import degeneration_score_unchecked
 from ...ops.reference.contrastive import normalize_rows
-from . import sample
 from ..context import DecodeContext
 from ..model.grouped_attention import grouped_attention
 from ..state import DecodeState
+from ..step_record import StepRecorder
 
 
 def check_contrastive_args(config) -> None:
@@ -37,15 +37,17 @@ def check_contrastive_args(config) -> None:
         raise ValueError(f"contrastive search (penalty_alpha > 0) needs top_k >= 1 candidates, got top_k={top_k}")
 
 
+def asks_for_contrastive(config) -> bool:
+    """Whether the config selects contrastive search (``penalty_alpha > 0`` with more than one candidate)."""
+    return config.penalty_alpha is not None and config.penalty_alpha > 0 and (config.top_k or 0) > 1
+
+
 def run(ctx: DecodeContext):
     """Decode with contrastive search; returns a LongTensor (B, L) or a :class:`GenerateOutput`.
 
-    With ``do_sample=True`` transformers samples and ignores ``penalty_alpha``; so does this.
+    With ``do_sample=True`` transformers samples and ignores ``penalty_alpha``: the strategy choice sends such calls
+    to sampling.
     """
-    config = ctx.config
-    check_contrastive_args(config)
-    if config.do_sample:
-        return sample.run(ctx)
     with grouped_attention(ctx.model):  # the K candidates' forward reads grouped key/value heads in place
         return _search(ctx)
 
@@ -57,7 +59,7 @@ def _search(ctx: DecodeContext):
     rows, prompt_len = input_ids.shape
     device = input_ids.device
     state = DecodeState(ctx)
-    record = sample.StepRecorder(config)
+    record = StepRecorder(config)
     forward_kwargs = {"output_hidden_states": True, "output_attentions": record.attentions}
     row_ids = torch.arange(rows, device=device)
 

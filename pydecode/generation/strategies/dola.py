@@ -21,10 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import contrastive
 from ..context import DecodeContext
-from .sample import StepRecorder
 from ..state import DecodeState
+from ..step_record import StepRecorder
 
 RELATIVE_TOP = 0.1
 BASE_FILTER_VALUE = -1e-3
@@ -78,18 +77,14 @@ def _probs(log_probs: torch.Tensor) -> torch.Tensor:
     return log_probs.clamp(min=SMALLEST_NORMAL_LOG).exp()
 
 
-def run(ctx: DecodeContext):
-    """Decode with DoLa (greedy or sampling); returns a LongTensor (B, L) or a :class:`GenerateOutput`.
-
-    Where transformers 4.x ignores ``dola_layers`` (contrastive search) this runs contrastive search too; beam search
-    with DoLa is refused.
-    """
-    config, model = ctx.config, ctx.model
+def check_beams(config) -> None:
+    """Raise ValueError for DoLa with beam search (refused, as in transformers)."""
     if (config.num_beams or 1) > 1:
         raise ValueError("DoLa decoding runs with greedy search or sampling only: set num_beams=1 or drop dola_layers")
-    contrastive.check_contrastive_args(config)
-    if not config.do_sample and (config.penalty_alpha or 0) > 0 and (config.top_k or 0) > 1:
-        return contrastive.run(ctx)
+
+
+def layers_and_head(config, model) -> tuple[list[int], torch.nn.Module]:
+    """The candidate premature layers and the LM head; raises ValueError for a bad ``dola_layers`` or no LM head."""
     text_config = model.config.get_text_config()
     num_layers = int(text_config.num_hidden_layers)
     tied = bool(getattr(text_config, "tie_word_embeddings", getattr(model.config, "tie_word_embeddings", False)))
@@ -97,6 +92,17 @@ def run(ctx: DecodeContext):
     lm_head = model.get_output_embeddings()
     if lm_head is None:
         raise ValueError("DoLa needs a model with output embeddings (an LM head)")
+    return layers, lm_head
+
+
+def run(ctx: DecodeContext):
+    """Decode with DoLa (greedy or sampling); returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+
+    Where transformers 4.x ignores ``dola_layers`` (contrastive search) the strategy choice runs contrastive search
+    instead; beam search with DoLa is refused there.
+    """
+    config = ctx.config
+    layers, lm_head = layers_and_head(config, ctx.model)
 
     runner, pipeline = ctx.runner, ctx.pipeline
     state = DecodeState(ctx)

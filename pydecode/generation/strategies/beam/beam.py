@@ -63,16 +63,11 @@ def check_beam_config(config, streamer=None) -> None:
 
 
 def run(ctx: DecodeContext):
-    """Beam search, beam sampling or (``num_beam_groups > 1``) diverse beam search; see the module docstring.
+    """Beam search or beam sampling (diverse beam search is :mod:`.group_beam`); see the module docstring.
 
     Returns the best ``num_return_sequences`` hypotheses of each prompt (B * R, L) as a LongTensor, or a
     :class:`GenerateBeamOutput` with ``return_dict_in_generate=True``.
     """
-    check_beam_config(ctx.config, ctx.streamer)
-    if (ctx.config.num_beam_groups or 1) > 1:
-        from .group_beam import run as run_groups
-
-        return run_groups(ctx)
     return _BeamSearch(ctx).run()
 
 

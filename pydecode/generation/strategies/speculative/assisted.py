@@ -24,14 +24,20 @@ SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 def run(ctx: DecodeContext):
     """Assisted decoding with ``ctx.model_kwargs["assistant_model"]`` (see :mod:`.speculative` for the loop)."""
     assistant = ctx.model_kwargs.pop("assistant_model")
-    num_tokens, schedule = _settings(ctx.config, assistant)
-    _check_assistant(ctx.model, assistant)
+    num_tokens, schedule = check_assisted(ctx.config, ctx.model, assistant)
     proposer = AssistantProposer(ctx, assistant, num_tokens, schedule)
     try:
         return run_speculative(ctx, proposer)
     finally:
         if schedule == "heuristic":
             assistant.generation_config.num_assistant_tokens = proposer.num_tokens
+
+
+def check_assisted(config, model, assistant) -> tuple[int, str]:
+    """``(num_assistant_tokens, schedule)`` after checking them and that ``assistant`` can draft for ``model``."""
+    settings = _settings(config, assistant)
+    _check_assistant(model, assistant)
+    return settings
 
 
 def _settings(config, assistant) -> tuple[int, str]:

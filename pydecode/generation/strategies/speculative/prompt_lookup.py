@@ -20,14 +20,19 @@ from ...context import DecodeContext
 from .speculative import DraftState, Verified, run_speculative
 
 
-def run(ctx: DecodeContext):
-    """Prompt-lookup decoding (see :mod:`.speculative` for the loop)."""
-    config = ctx.config
+def check_prompt_lookup(config) -> tuple[int, int]:
+    """``(prompt_lookup_num_tokens, max_matching_ngram_size)``; raises ValueError unless both are integers >= 1."""
     num_tokens = config.prompt_lookup_num_tokens
     ngram = config.max_matching_ngram_size if config.max_matching_ngram_size is not None else 2
     for name, value in (("prompt_lookup_num_tokens", num_tokens), ("max_matching_ngram_size", ngram)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return num_tokens, ngram
+
+
+def run(ctx: DecodeContext):
+    """Prompt-lookup decoding (see :mod:`.speculative` for the loop)."""
+    num_tokens, ngram = check_prompt_lookup(ctx.config)
     eos = torch.tensor(ctx.eos_ids, device=ctx.input_ids.device) if ctx.eos_ids else None
     return run_speculative(ctx, LookupProposer(num_tokens, ngram, eos))
 
