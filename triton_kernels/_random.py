@@ -1,4 +1,4 @@
-"""The counter-based random stream of ``pydecode.ops.reference.random``, as Triton device functions.
+"""The counter-based random stream of ``pydecode.ops.random``, as Triton device functions.
 
 Bit-identical to the reference: uint32 lowbias32 hashes of (seed, step, token), and the same float32 rounding of the
 uniform ``((bits >> 9) + 0.5) * 2**-23`` and of the Gumbel noise ``-log(-log(u))``.

@@ -102,7 +102,7 @@ def _merge_kernel(keys_ptr, stats_ptr, beam_scores_ptr, scores_ptr, tokens_ptr, 
 
 
 def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k: int, log_softmax: bool = True):
-    """Triton backend of :func:`pydecode.ops.beam.beam_topk` (same contract, float32 internally)."""
+    """Triton backend of :func:`pydecode.ops.beam_topk.beam_topk` (same contract, float32 internally)."""
     logits = logits.to(torch.float32).contiguous()
     beam_scores = beam_scores.to(torch.float32).contiguous()
     rows, vocab = logits.shape

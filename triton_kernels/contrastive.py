@@ -1,4 +1,4 @@
-"""Degeneration scoring of contrastive search (semantics of ``pydecode.ops.reference.contrastive``).
+"""Degeneration scoring of contrastive search (semantics of ``pydecode.ops.degeneration.reference``).
 
 Two kernels: ``_partial_kernel`` on a (context chunks, rows) grid writes each chunk's max cosine similarity per
 candidate (B, chunks, K), so a single 32k-token row spreads over many programs; ``_finish_kernel`` (one program per

@@ -1,6 +1,6 @@
 """Repetition / frequency / presence penalties on float32 logits, in place, and the per-row token counts they read.
 
-Semantics of ``pydecode.ops.reference.penalties``: repetition (transformers) divides a seen token's positive logit by
+Semantics of ``pydecode.ops.penalties.reference``: repetition (transformers) divides a seen token's positive logit by
 the penalty and multiplies a negative one, where seen = in the prompt or generated; then
 ``logit -= frequency * count + presence * (count > 0)`` (OpenAI) over generated tokens. Grid: (rows, vocab blocks);
 a row whose three penalties are off returns at once.

@@ -1,4 +1,4 @@
-"""Speculative verification (semantics of ``pydecode.ops.reference.verify``): one program per row walks the drafts,
+"""Speculative verification (semantics of ``pydecode.ops.verify.reference``): one program per row walks the drafts,
 then draws the correction or bonus token with a blocked Gumbel-max over the vocabulary."""
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ import torch
 
 from ..generation.logits.extra_processors import ExtraProcessors
 from ..ops.reference import bad_words_banned, no_repeat_ngram_banned
-from ..ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
-from ..ops.reference.dynatemp import dynamic_temperature
-from ..ops.reference.sampling import typical_filter
+from ..ops.sample.cutoffs import epsilon_filter, eta_filter, top_h_filter
+from ..ops.sample.dynatemp import dynamic_temperature
+from ..ops.sample.reference import typical_filter
 from .request_args import RequestArgs
 
 GREEDY_BELOW = 1e-5  # the temperature below which vLLM and SGLang decode greedily

@@ -2,6 +2,6 @@
 from .backends import backends
 from .logprobs import token_logprobs
 from .penalties import apply_penalties_, record_tokens_
-from .sampling import top_k_top_p_sample
+from .sample import top_k_top_p_sample
 
 __all__ = ["apply_penalties_", "backends", "record_tokens_", "token_logprobs", "top_k_top_p_sample"]

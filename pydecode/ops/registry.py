@@ -13,8 +13,7 @@ Per-row parameters are a Python scalar (the same for every row) or a tensor of s
 """
 from .backends import register
 
-_REFERENCE = "pydecode.ops.reference"
-_NATIVE = "pydecode.ops.native"  # torch.ops.pydecode.* adapters: the cpp and cuda backends share them
+_NATIVE = "pydecode.ops.sample.native"  # torch.ops.pydecode.* adapters: the cpp and cuda backends share them
 _TRITON = "pydecode.triton_kernels"
 
 for _backend, _module in (("cpp", _NATIVE), ("cuda", _NATIVE)):
@@ -24,11 +23,11 @@ for _backend, _module in (("cpp", _NATIVE), ("cuda", _NATIVE)):
     register("record", _backend, f"{_module}:record_tokens_")
     register("logprobs", _backend, f"{_module}:token_logprobs")
 
-register("sample", "torch", f"{_REFERENCE}.sampling:top_k_top_p_sample")
-register("sample_logprobs", "torch", f"{_REFERENCE}.sampling:top_k_top_p_sample_logprobs")
-register("penalties", "torch", f"{_REFERENCE}.penalties:apply_penalties_")
-register("record", "torch", f"{_REFERENCE}.penalties:record_tokens_")
-register("logprobs", "torch", f"{_REFERENCE}.logprobs:token_logprobs")
+register("sample", "torch", "pydecode.ops.sample.reference:top_k_top_p_sample")
+register("sample_logprobs", "torch", "pydecode.ops.sample.reference:top_k_top_p_sample_logprobs")
+register("penalties", "torch", "pydecode.ops.penalties.reference:apply_penalties_")
+register("record", "torch", "pydecode.ops.penalties.reference:record_tokens_")
+register("logprobs", "torch", "pydecode.ops.logprobs.reference:token_logprobs")
 
 register("sample", "triton", f"{_TRITON}.sampling:top_k_top_p_sample")
 register("sample_logprobs", "triton", f"{_TRITON}.sampling:top_k_top_p_sample_logprobs")
@@ -37,20 +36,20 @@ register("record", "triton", f"{_TRITON}.penalties:record_tokens_")
 register("logprobs", "triton", f"{_TRITON}.logprobs:token_logprobs")
 
 # degeneration_score(candidates, context, context_mask, probs, alpha, normalize_context) -> (best (B,), scores (B, K))
-register("degeneration_score", "torch", f"{_REFERENCE}.contrastive:degeneration_score")
+register("degeneration_score", "torch", "pydecode.ops.degeneration.reference:degeneration_score")
 register("degeneration_score", "triton", f"{_TRITON}.contrastive:degeneration_score")
-register("degeneration_score", "cpp", "pydecode.ops.contrastive_native:degeneration_score")
-register("degeneration_score", "cuda", "pydecode.ops.contrastive_native:degeneration_score")
+register("degeneration_score", "cpp", "pydecode.ops.degeneration.native:degeneration_score")
+register("degeneration_score", "cuda", "pydecode.ops.degeneration.native:degeneration_score")
 
 # beam search (issue 5): beam_topk(logits, beam_scores, num_beams, k, log_softmax) -> (scores, tokens, beams)
-register("beam_topk", "torch", f"{_REFERENCE}.beam:beam_topk")
-register("beam_topk", "cpp", "pydecode.ops.beam_native:beam_topk")
-register("beam_topk", "cuda", "pydecode.ops.beam_native:beam_topk")
+register("beam_topk", "torch", "pydecode.ops.beam_topk.reference:beam_topk")
+register("beam_topk", "cpp", "pydecode.ops.beam_topk.native:beam_topk")
+register("beam_topk", "cuda", "pydecode.ops.beam_topk.native:beam_topk")
 register("beam_topk", "triton", f"{_TRITON}.beam:beam_topk")
 
 # speculative decoding (issue 7): verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds,
 # step) -> (accepted (B,), next_tokens (B,))
-register("verify", "torch", f"{_REFERENCE}.verify:verify")
-register("verify", "cpp", "pydecode.ops.verify_native:verify")
-register("verify", "cuda", "pydecode.ops.verify_native:verify")
+register("verify", "torch", "pydecode.ops.verify.reference:verify")
+register("verify", "cpp", "pydecode.ops.verify.native:verify")
+register("verify", "cuda", "pydecode.ops.verify.native:verify")
 register("verify", "triton", f"{_TRITON}.verify:verify")

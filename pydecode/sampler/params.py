@@ -63,7 +63,7 @@ class SamplingParams:
     ``sequence_bias`` a tuple of ``((token ids...), bias)`` pairs, ``eos_token_id`` a tuple.
     ``dynatemp_range`` > 0 turns on entropy-scaled temperature (llama.cpp's ``temp_ext``): each step's temperature
     is ``t_min + (t + r - t_min) * (H / H_max) ** dynatemp_exponent`` with ``t_min = max(0, t - r)``, ``H`` the
-    entropy of the step's distribution and ``H_max`` its maximum (see :mod:`pydecode.ops.reference.dynatemp`).
+    entropy of the step's distribution and ``H_max`` its maximum (see :mod:`pydecode.ops.sample.dynatemp`).
     """
 
     max_new_tokens: int | None = None

@@ -22,10 +22,10 @@ import torch
 from ..ops.backends import resolve
 from ..ops.logprobs import token_logprobs
 from ..ops.penalties import penalties_unchecked
-from ..ops.reference.dynatemp import dynamic_temperature
-from ..ops.reference.random import position_seeds
-from ..ops.reference.sampling import process_logits
-from ..ops.sampling import sample_unchecked
+from ..ops.sample.dynatemp import dynamic_temperature
+from ..ops.random import position_seeds
+from ..ops.sample.reference import process_logits
+from ..ops.sample import sample_unchecked
 from ..ops.validation import check_logits
 from .params import SamplingParams
 from .slots import SlotTable

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.reference.constraints import history_tail, ngram_completions
-from ..ops.reference.penalties import prompt_token_mask
+from ..ops.constraints import history_tail, ngram_completions
+from ..ops.penalties.reference import prompt_token_mask
 from ..sampling.params import _SEED_STRIDE, _wrap_int64
 from .params import SamplingParams
 

@@ -13,7 +13,7 @@ from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogit
 
 import pydecode
 from pydecode.generation.strategies.beam.beam import warp_for_beams
-from pydecode.ops.reference.cutoffs import epsilon_filter, eta_filter, top_h_filter
+from pydecode.ops.sample.cutoffs import epsilon_filter, eta_filter, top_h_filter
 from pydecode.sampling.params import RowParams
 
 from tests.generation.models import EOS, VOCAB, padded_batch, tiny_model

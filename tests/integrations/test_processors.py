@@ -9,7 +9,7 @@ from transformers.generation.logits_process import (
 
 from pydecode.integrations.processors import RequestBans, apply_warpers
 from pydecode.integrations.request_args import RequestArgs, parse_request_args
-from pydecode.ops.reference.dynatemp import dynamic_temperature
+from pydecode.ops.sample.dynatemp import dynamic_temperature
 
 VOCAB = 50
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pydecode.ops.beam import beam_topk
-from pydecode.ops.reference.beam import beam_topk as reference
+from pydecode.ops.beam_topk import beam_topk
+from pydecode.ops.beam_topk.reference import beam_topk as reference
 
 # (num_beams, vocab, k); the Triton interpreter on CPU gets the small ones
 SHAPES = [(1, 1000, 2), (4, 1000, 8), (37, 1000, 74), (4, 49152, 8), (1, 262144, 2), (4, 262144, 12), (3, 5, 15)]

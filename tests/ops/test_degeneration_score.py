@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from pydecode.ops.contrastive import degeneration_score
-from pydecode.ops.reference.contrastive import degeneration_score as reference
-from pydecode.ops.reference.contrastive import normalize_rows
+from pydecode.ops.degeneration import degeneration_score
+from pydecode.ops.degeneration.reference import degeneration_score as reference
+from pydecode.ops.degeneration.reference import normalize_rows
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-5, torch.bfloat16: 1e-5}  # fp32 math on identical inputs
 

@@ -1,4 +1,4 @@
-"""Log-probabilities on every backend against the reference (pydecode.ops.reference.logprobs).
+"""Log-probabilities on every backend against the reference (pydecode.ops.logprobs.reference).
 
 Values within 2e-5 absolute + 1e-5 relative (float32 log-softmax whose sum of exponentials is accumulated in a
 different order: the reference's own float32 error is of that size at vocab 262144);

@@ -1,4 +1,4 @@
-"""Penalties and token counting on every backend against the reference (pydecode.ops.reference.penalties).
+"""Penalties and token counting on every backend against the reference (pydecode.ops.penalties.reference).
 
 Penalised logits must match to 1e-6 relative (the C++ kernels do the reference's float32 operations in the same
 order and match bit for bit; the tolerance leaves room for a fused multiply-add on other backends).
@@ -81,7 +81,7 @@ def test_bad_input_raises(bad, error):
 
 def test_strided_prompt_mask_and_tokens(backend, device):
     """Non-contiguous inputs (a sliced mask, a strided token column) must give the reference's result."""
-    from pydecode.ops.reference import penalties as reference
+    from pydecode.ops.penalties import reference
 
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(3, 300, generator=g).to(device)

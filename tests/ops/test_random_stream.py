@@ -1,7 +1,7 @@
 """The counter-based random stream: bit-exact against a pure-Python model, and uniforms strictly inside (0, 1)."""
 import torch
 
-from pydecode.ops.reference.random import gumbel_noise, random_bits, random_uniform
+from pydecode.ops.random import gumbel_noise, random_bits, random_uniform
 
 M32 = 0xFFFFFFFF
 

@@ -1,4 +1,4 @@
-"""The fused sampler on every backend against the reference (pydecode.ops.reference.sampling).
+"""The fused sampler on every backend against the reference (pydecode.ops.sample.reference).
 
 Deterministic: the draw equals the reference's draw for the same seeds and step, except at a near-tie of the noisy
 values (|difference| <= 1e-4, float rounding of log/exp/softmax differs between backends). Exact ties follow the one
@@ -14,7 +14,7 @@ from devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
-from pydecode.ops.reference.sampling import apply_temperature, per_row, sanitize
+from pydecode.ops.sample.reference import apply_temperature, per_row, sanitize
 
 FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
 

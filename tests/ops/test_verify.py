@@ -1,4 +1,4 @@
-"""The verify op on every backend against the reference (pydecode.ops.reference.verify), and the reference itself
+"""The verify op on every backend against the reference (pydecode.ops.verify.reference), and the reference itself
 against the definition of speculative sampling: the emitted token is distributed as the target (chi-square at the
 0.1% level over fixed seeds: deterministic, it cannot flake)."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 from scipy.stats import chisquare
 
 from devices import on_device
-from pydecode.ops.reference.verify import verify as reference_verify
+from pydecode.ops.verify.reference import verify as reference_verify
 from pydecode.ops.verify import verify
 
 

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from devices import on_device, to_device
 from pydecode.ops import apply_penalties_, reference, token_logprobs
-from pydecode.ops.beam import beam_topk
-from pydecode.ops.contrastive import degeneration_score
-from pydecode.ops.reference.beam import beam_topk as reference_beam_topk
-from pydecode.ops.reference.contrastive import degeneration_score as reference_degeneration
-from pydecode.ops.reference.contrastive import normalize_rows
-from pydecode.ops.reference.verify import verify as reference_verify
+from pydecode.ops.beam_topk import beam_topk
+from pydecode.ops.degeneration import degeneration_score
+from pydecode.ops.beam_topk.reference import beam_topk as reference_beam_topk
+from pydecode.ops.degeneration.reference import degeneration_score as reference_degeneration
+from pydecode.ops.degeneration.reference import normalize_rows
+from pydecode.ops.verify.reference import verify as reference_verify
 from pydecode.ops.verify import verify
 from strategies import examples, logits_batches, seeds_for, vocab_sizes
 

@@ -1,4 +1,4 @@
-"""Properties of the fused sampler on every backend, against the reference (pydecode.ops.reference.sampling).
+"""Properties of the fused sampler on every backend, against the reference (pydecode.ops.sample.reference).
 
 For any logits (NaN, +-inf, all masked, all equal, huge or tiny, ties at the top-k / top-p boundary) and any valid
 per-row parameters: every id lies in ``[0, V)`` and in the set the reference allows (its kept set; the argmax on a
@@ -15,7 +15,7 @@ from devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
-from pydecode.ops.reference.sampling import apply_temperature, per_row, sanitize
+from pydecode.ops.sample.reference import apply_temperature, per_row, sanitize
 from strategies import examples, logits_batches, sampling_params, seeds_for
 
 

@@ -7,8 +7,8 @@ import torch
 
 import pydecode
 from pydecode import Sampler, SamplingParams
-from pydecode.ops.reference.dynatemp import dynamic_temperature
-from pydecode.ops.reference.sampling import process_logits, sample_from_processed
+from pydecode.ops.sample.dynatemp import dynamic_temperature
+from pydecode.ops.sample.reference import process_logits, sample_from_processed
 from tests.generation.models import padded_batch, tiny_model
 
 V = 300

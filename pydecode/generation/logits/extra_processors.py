@@ -21,7 +21,7 @@ import numbers
 
 import torch
 
-from ...ops.reference.constraints import history_tail, ngram_completions, token_mask
+from ...ops.constraints import history_tail, ngram_completions, token_mask
 
 
 def check_extra_processors(config) -> None:

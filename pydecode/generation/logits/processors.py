@@ -27,7 +27,7 @@ import torch
 
 from ...ops.penalties import penalties_unchecked, record_tokens_
 from ...ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
-from ...ops.reference.constraints import history_tail, ngram_completions, token_mask
+from ...ops.constraints import history_tail, ngram_completions, token_mask
 
 _NEG_INF = float("-inf")
 

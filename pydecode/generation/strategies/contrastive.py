@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import torch
 
-from ...ops.contrastive import degeneration_score_unchecked
-from ...ops.reference.contrastive import normalize_rows
+from ...ops.degeneration import degeneration_score_unchecked
+from ...ops.degeneration.reference import normalize_rows
 from ..context import DecodeContext
 from ..model.grouped_attention import grouped_attention
 from ..state import DecodeState

@@ -27,7 +27,7 @@ from vllm.v1.sample.sampler import Sampler as VllmSampler
 
 from ...ops.logprobs import token_logprobs
 from ...ops.penalties import penalties_unchecked
-from ...ops.sampling import sample_unchecked
+from ...ops.sample import sample_unchecked
 from ..processors import GREEDY_BELOW
 
 _KEY_HIGH = 1 << 62

@@ -1,9 +1,9 @@
 """Pure-PyTorch reference ops: the CPU fallback and the oracle every kernel is tested against."""
-from .constraints import bad_words_banned, no_repeat_ngram_banned
-from .logprobs import token_logprobs
-from .penalties import apply_penalties_, prompt_token_mask, record_tokens_
-from .random import gumbel_noise, random_bits, random_uniform
-from .sampling import process_logits, sample_from_processed, top_k_top_p_sample
+from ..constraints import bad_words_banned, no_repeat_ngram_banned
+from ..logprobs.reference import token_logprobs
+from ..penalties.reference import apply_penalties_, prompt_token_mask, record_tokens_
+from ..random import gumbel_noise, random_bits, random_uniform
+from ..sample.reference import process_logits, sample_from_processed, top_k_top_p_sample
 
 __all__ = [
     "apply_penalties_", "bad_words_banned", "gumbel_noise", "no_repeat_ngram_banned", "process_logits",

@@ -18,7 +18,7 @@ import dataclasses
 
 import torch
 
-from ....ops.beam import beam_topk_unchecked
+from ....ops.beam_topk import beam_topk_unchecked
 from .beam import _NEG, LOGPROB_FIELDS, candidate_logprobs, gather_beams
 from ...model.compat import with_cache
 from ...context import DecodeContext

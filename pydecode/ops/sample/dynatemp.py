@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .rows import per_row, sanitize
+from ..rows import per_row, sanitize
 
 
 def dynamic_temperature(scores: torch.Tensor, temperature, dynatemp_range, dynatemp_exponent) -> torch.Tensor:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .validation import check_per_row, check_seeds
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from ..validation import check_per_row, check_seeds
 
 
 def verify(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, target_logits: torch.Tensor,

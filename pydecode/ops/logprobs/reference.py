@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .rows import sanitize
+from ..rows import sanitize
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0):

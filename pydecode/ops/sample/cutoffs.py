@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .rows import per_row
+from ..rows import per_row
 
 TOP_H_CANDIDATES = 100  # top-H looks at this many of the most probable tokens, as transformers does
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .reference import sampling as reference
-from .validation import check_logits, check_per_row, check_seeds
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from . import reference
+from ..validation import check_logits, check_per_row, check_seeds
 
 
 def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, *, seeds: torch.Tensor,

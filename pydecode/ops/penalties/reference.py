@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .rows import per_row
+from ..rows import per_row
 
 
 def apply_penalties_(logits, token_counts, prompt_mask, repetition=1.0, frequency=0.0, presence=0.0) -> torch.Tensor:

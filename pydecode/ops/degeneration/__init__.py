@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .validation import FLOAT_DTYPES, check_per_row
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from ..validation import FLOAT_DTYPES, check_per_row
 
 
 def degeneration_score(candidates: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .validation import check_logits
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from ..validation import check_logits
 
 
 def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k: int, *, log_softmax: bool = True,

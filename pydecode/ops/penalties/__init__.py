@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .validation import check_per_row
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from ..validation import check_per_row
 
 
 def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None,

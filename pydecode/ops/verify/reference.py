@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .random import TOKEN_SALT, gumbel_noise, mix32, step_keys
-from .rows import per_row, sanitize
+from ..random import TOKEN_SALT, gumbel_noise, mix32, step_keys
+from ..rows import per_row, sanitize
 
 
 def acceptance_uniforms(seeds: torch.Tensor, step: int, vocab: int, k: int) -> torch.Tensor:

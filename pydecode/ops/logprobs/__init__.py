@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import registry  # noqa: F401  (fills the backend registry)
-from .backends import resolve
-from .validation import check_logits
+from .. import registry  # noqa: F401  (fills the backend registry)
+from ..backends import resolve
+from ..validation import check_logits
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0, *, backend: str | None = None):
