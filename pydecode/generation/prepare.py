@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import KiviCache
+from ..ops.backends import requested_backend
 from ..sampling.params import RowParams
 from . import strategies
 from .config import ResolvedConfig, check_supported, resolve_config
@@ -59,7 +60,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
     if streamer is not None:
         streamer.put(prompt.input_ids.cpu())
     eos_tensor = torch.tensor(eos_ids, device=prompt.input_ids.device) if eos_ids else None
-    backend = resolved.extra("backend")
+    backend = requested_backend(resolved.extra("backend"))  # PYDECODE_BACKEND read once per call
     pipeline = logits_pipeline(model, config, model_kwargs, params, prompt, choice.name, expand, eos_tensor,
                                logits_processor, backend)
     runner = model_runner(model, config, model_kwargs, prompt, choice.name, expand, max_length)

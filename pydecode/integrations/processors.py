@@ -6,7 +6,8 @@ step's logits rows and the request's token history (prompt + generated tokens).
 - :func:`apply_warpers`: dynamic temperature, ``top_h``, ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff`` (pydecode's
   order) on logits already divided by each row's temperature.
 
-Both run pydecode's reference ops (:mod:`pydecode.ops.reference`, :mod:`pydecode.generation.logits.extra_processors`).
+Both run pydecode's torch implementations (:mod:`pydecode.ops.sample`, :mod:`pydecode.ops.constraints`,
+:mod:`pydecode.generation.logits.extra_processors`).
 Token ids outside the vocabulary can never occur, so a bad word or biased sequence holding one is dropped.
 """
 from __future__ import annotations
@@ -16,10 +17,8 @@ from types import SimpleNamespace
 import torch
 
 from ..generation.logits.extra_processors import ExtraProcessors
-from ..ops.reference import bad_words_banned, no_repeat_ngram_banned
-from ..ops.sample.cutoffs import epsilon_filter, eta_filter, top_h_filter
-from ..ops.sample.dynatemp import dynamic_temperature
-from ..ops.sample.reference import typical_filter
+from ..ops.constraints import bad_words_banned, no_repeat_ngram_banned
+from ..ops.sample import dynamic_temperature, epsilon_filter, eta_filter, top_h_filter, typical_filter
 from .request_args import RequestArgs
 
 GREEDY_BELOW = 1e-5  # the temperature below which vLLM and SGLang decode greedily

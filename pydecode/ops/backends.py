@@ -10,13 +10,16 @@ Backends, fastest first for each device type:
 The ``cpp`` backend's hottest loops (KIVI attention) also come in an AVX2 + FMA variant chosen at run time when the
 CPU has it (:func:`cpu_isa`); :func:`forced_cpu_isa` runs the portable variant instead.
 A backend is forced with the ``backend=`` argument of an op or of :func:`pydecode.generate`, or for the whole
-process with the environment variable ``PYDECODE_BACKEND``. Forcing one that cannot run raises ``RuntimeError``.
+process with the environment variable ``PYDECODE_BACKEND`` (read once per :func:`pydecode.generate` call). Forcing
+one that cannot run raises ``RuntimeError`` with the cause; when ``auto`` passes over a faster backend that cannot run
+here, the reason is logged once (logger ``pydecode.ops``, level WARNING).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import threading
 from typing import Callable, Iterator
@@ -37,13 +40,37 @@ def register(op: str, backend: str, target: str) -> None:
     _REGISTRY.setdefault(op, {})[backend] = target
 
 
+def registered_targets() -> list[tuple[str, str, str]]:
+    """Every registration as ``(op, backend, "module:function")``."""
+    return [(op, backend, target) for op, impls in _REGISTRY.items() for backend, target in impls.items()]
+
+
+def register_op(op: str, package: str, triton_module: str) -> None:
+    """Register the four backends of ``op`` where an op package keeps them, each function named ``op``: the
+    ``torch`` reference in ``<package>.reference``, the ``cpp`` / ``cuda`` adapters in ``<package>.native``, and the
+    ``triton`` launcher in ``pydecode.triton_kernels.<triton_module>``."""
+    register(op, "torch", f"{package}.reference:{op}")
+    register(op, "cpp", f"{package}.native:{op}")
+    register(op, "cuda", f"{package}.native:{op}")
+    register(op, "triton", f"pydecode.triton_kernels.{triton_module}:{op}")
+
+
+_LOG = logging.getLogger("pydecode.ops")
+
+
 @functools.lru_cache(maxsize=None)
-def _load(target: str) -> Callable | None:
+def load_target(target: str) -> tuple[Callable | None, Exception | None]:
+    """``(function, None)`` for a registered ``"module:function"``, or ``(None, the error)`` when it cannot load."""
     module, _, name = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, OSError, RuntimeError):
-        return None
+        return getattr(importlib.import_module(module), name), None
+    except (ImportError, AttributeError, OSError, RuntimeError) as error:
+        return None, error
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(op: str, device_type: str, backend: str, reason: str) -> None:
+    _LOG.warning("pydecode: op %r on %s tensors skips backend %r: %s", op, device_type, backend, reason)
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,24 +183,31 @@ def requested_backend(backend: str | None = None) -> str:
 
 
 def resolve(op: str, device: torch.device | str, backend: str | None = None) -> tuple[str, Callable]:
-    """Return ``(backend_name, function)`` implementing ``op`` for tensors on ``device``."""
+    """Return ``(backend_name, function)`` implementing ``op`` for tensors on ``device``.
+
+    ``backend`` None reads ``PYDECODE_BACKEND``; the decode loop passes the name its call resolved once."""
     device_type = torch.device(device).type
     name = requested_backend(backend)
     impls = _REGISTRY.get(op, {})
     if name != "auto":
-        fn = _load(impls[name]) if name in impls else None
-        if fn is None or not _backend_usable(name, device_type):
-            reason = unusable_reason(name, device_type) or "no implementation registered"
+        reason = unusable_reason(name, device_type) if name in impls else "no implementation registered"
+        fn, error = load_target(impls[name]) if reason is None else (None, None)
+        if fn is None:
+            reason = reason or f"{impls[name]} failed to load ({type(error).__name__}: {error})"
             raise RuntimeError(
                 f"backend {name!r} cannot run op {op!r} on {device_type} tensors here: {reason} "
                 f"(active backends: {', '.join(active_backends(device_type))})"
-            )
+            ) from error
         return name, fn
     for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
-        if candidate in impls and _backend_usable(candidate, device_type):
-            fn = _load(impls[candidate])
-            if fn is not None:
-                return candidate, fn
+        if candidate not in impls:
+            continue
+        reason = unusable_reason(candidate, device_type)
+        fn, error = load_target(impls[candidate]) if reason is None else (None, None)
+        if fn is not None:
+            return candidate, fn
+        _warn_fallback(op, device_type, candidate,
+                       reason or f"{impls[candidate]} failed to load ({type(error).__name__}: {error})")
     raise RuntimeError(f"no backend implements op {op!r}")
 
 
@@ -191,5 +225,6 @@ def backends() -> dict[str, object]:
         "extension_cuda": extension_has_cuda(),
         "cpu_isa": cpu_isa(),
         "triton": triton_available(),
-        "ops": {op: sorted(b for b, t in impls.items() if _load(t) is not None) for op, impls in _REGISTRY.items()},
+        "ops": {op: sorted(b for b, t in impls.items() if load_target(t)[0] is not None)
+                for op, impls in _REGISTRY.items()},
     }

@@ -22,10 +22,8 @@ import torch
 from ..ops.backends import resolve
 from ..ops.logprobs import token_logprobs
 from ..ops.penalties import penalties_unchecked
-from ..ops.sample.dynatemp import dynamic_temperature
 from ..ops.random import position_seeds
-from ..ops.sample.reference import process_logits
-from ..ops.sample import sample_unchecked
+from ..ops.sample import dynamic_temperature, process_logits, sample_unchecked
 from ..ops.validation import check_logits
 from .params import SamplingParams
 from .slots import SlotTable
@@ -71,7 +69,7 @@ class Sampler:
         if sync not in (None, "broadcast"):
             raise ValueError(f"sync must be None or 'broadcast', got {sync!r}")
         self.device = torch.device(device)
-        self.backend, _ = resolve("sample", self.device, backend)
+        self.backend, _ = resolve("top_k_top_p_sample", self.device, backend)
         self.sync, self.group = sync, group
         eos = SamplingParams(eos_token_id=eos_token_id).eos_token_id
         self.slots = SlotTable(max_slots, vocab_size, self.device, eos)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.constraints import history_tail, ngram_completions
-from ..ops.penalties.reference import prompt_token_mask
+from ..ops.penalties import prompt_token_mask
 from ..sampling.params import _SEED_STRIDE, _wrap_int64
 from .params import SamplingParams
 

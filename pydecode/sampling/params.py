@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops.sample.dynatemp import dynamic_temperature
+from ..ops.sample import dynamic_temperature
 from ..ops.validation import check_per_row
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # row seeds of one request's return sequences are spaced by this (mod 2**64)

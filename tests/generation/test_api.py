@@ -77,7 +77,7 @@ def test_streamer_receives_what_transformers_sends():
 def test_backends_report_lists_the_reference():
     info = pydecode.backends()
     assert "torch" in info["active"]["cpu"]
-    assert "torch" in info["ops"]["sample"]
+    assert "torch" in info["ops"]["top_k_top_p_sample"]
 
 
 def test_forcing_an_unusable_backend_raises(monkeypatch):

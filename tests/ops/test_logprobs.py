@@ -9,6 +9,7 @@ import torch
 
 from devices import on_device
 from pydecode.ops import reference, token_logprobs
+from pydecode.ops.rows import sanitize
 
 
 def make_logits(batch, vocab, dtype, seed=0):
@@ -25,7 +26,7 @@ def check(logits, tokens, top_n, backend):
     torch.testing.assert_close(chosen, ref_chosen, rtol=1e-5, atol=2e-5, equal_nan=True)
     torch.testing.assert_close(values, ref_values, rtol=1e-5, atol=2e-5, equal_nan=True)
     if n:
-        log_probs = reference.sampling.sanitize(logits).log_softmax(-1)
+        log_probs = sanitize(logits).log_softmax(-1)
         torch.testing.assert_close(log_probs.gather(1, ids), ref_values, rtol=1e-5, atol=2e-5, equal_nan=True)
         assert bool((ids[:, 1:] != ids[:, :-1]).all()), "a top id repeats"
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ops.sample.reference import process_logits, sample_from_processed
-from ...ops.sample import sample_unchecked
+from ...ops.sample import process_logits, sample_from_processed, sample_unchecked
 from ...sampling.params import RowParams
 from .extra_processors import ExtraProcessors
 from .processors import StepView, build_processors

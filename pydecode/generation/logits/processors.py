@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...ops.penalties import penalties_unchecked, record_tokens_
-from ...ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
-from ...ops.constraints import history_tail, ngram_completions, token_mask
+from ...ops.penalties import penalties_unchecked, prompt_token_mask, record_tokens_
+from ...ops.constraints import bad_words_banned, history_tail, ngram_completions, no_repeat_ngram_banned, token_mask
 
 _NEG_INF = float("-inf")
 

@@ -17,8 +17,7 @@ from types import SimpleNamespace
 
 import torch
 
-from ...ops.degeneration import degeneration_score_unchecked
-from ...ops.degeneration.reference import normalize_rows
+from ...ops.degeneration import degeneration_score_unchecked, normalize_rows
 from ..context import DecodeContext
 from ..model.grouped_attention import grouped_attention
 from ..state import DecodeState

@@ -1,11 +1,16 @@
-"""Public beam top-k op: log-softmax + running beam score + top-k over all beams of a batch item, fused."""
+"""The beam top-k op: log-softmax + running beam score + top-k over all beams of a batch item, fused.
+
+Backend contract (``reference``, ``native``, ``pydecode.triton_kernels.beam``):
+``beam_topk(logits, beam_scores, num_beams, k, log_softmax) -> (scores, tokens, beams)``.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
+from ..backends import register_op, resolve
 from ..validation import check_logits
+
+register_op("beam_topk", __name__, "beam")
 
 
 def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k: int, *, log_softmax: bool = True,

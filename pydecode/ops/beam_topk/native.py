@@ -7,7 +7,7 @@ import pydecode._C  # noqa: F401  (registers torch.ops.pydecode.*)
 
 
 def beam_topk(logits, beam_scores, num_beams, k, log_softmax=True):
-    """``(scores (B, k) float32, tokens (B, k) int64, beams (B, k) int64)``; see :func:`pydecode.ops.beam_topk.beam_topk`."""
+    """``(scores (B, k) float32, tokens (B, k) int64, beams (B, k) int64)``; see :func:`..beam_topk`."""
     return torch.ops.pydecode.beam_topk(logits, beam_scores, int(num_beams), int(k), bool(log_softmax))
 
 

@@ -1,11 +1,20 @@
-"""Public degeneration-scoring op of contrastive search: cosine penalty over the context, combined, argmax per row."""
+"""The degeneration-scoring op of contrastive search: cosine penalty over the context, combined, argmax per row.
+
+Backend contract (``reference``, ``native``, ``pydecode.triton_kernels.contrastive``):
+``degeneration_score(candidates, context, context_mask, probs, alpha, normalize_context) -> (best (B,),
+scores (B, K))``. :func:`normalize_rows` is how contrastive search normalises the context it keeps.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
+from ..backends import register_op, resolve
 from ..validation import FLOAT_DTYPES, check_per_row
+from .reference import normalize_rows
+
+__all__ = ["degeneration_score", "degeneration_score_unchecked", "normalize_rows"]
+
+register_op("degeneration_score", __name__, "contrastive")
 
 
 def degeneration_score(candidates: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None,

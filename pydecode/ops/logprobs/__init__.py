@@ -1,11 +1,16 @@
-"""Public log-probability op: the chosen token's logprob and the top-n alternatives."""
+"""The log-probability op: the chosen token's logprob and the top-n alternatives.
+
+Backend contract (``reference``, ``native``, ``pydecode.triton_kernels.logprobs``):
+``token_logprobs(logits, tokens, top_n) -> (chosen (B,), top_values (B, n), top_ids (B, n))``.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
+from ..backends import register_op, resolve
 from ..validation import check_logits
+
+register_op("token_logprobs", __name__, "logprobs")
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0, *, backend: str | None = None):
@@ -16,5 +21,5 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0, *
     check_logits(logits)
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
         raise ValueError(f"top_logprobs must be an integer >= 0, got {top_n!r}")
-    _, fn = resolve("logprobs", logits.device, backend)
+    _, fn = resolve("token_logprobs", logits.device, backend)
     return fn(logits, tokens, top_n)

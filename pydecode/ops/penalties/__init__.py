@@ -1,11 +1,22 @@
-"""Public penalty ops: repetition / frequency / presence penalties and the per-row token counts they read."""
+"""The penalty ops: repetition / frequency / presence penalties and the per-row token counts they read.
+
+Backend contracts (``reference``, ``native``, ``pydecode.triton_kernels.penalties``):
+``apply_penalties_(logits, token_counts, prompt_mask, repetition, frequency, presence) -> logits`` (in place,
+float32) and ``record_tokens_(token_counts, tokens) -> token_counts`` (in place). :func:`prompt_token_mask` builds
+the prompt mask the repetition penalty reads.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
+from ..backends import register_op, resolve
 from ..validation import check_per_row
+from .reference import prompt_token_mask
+
+__all__ = ["apply_penalties_", "penalties_unchecked", "prompt_token_mask", "record_tokens_"]
+
+register_op("apply_penalties_", __name__, "penalties")
+register_op("record_tokens_", __name__, "penalties")
 
 
 def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None,
@@ -31,11 +42,11 @@ def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_ma
 
 def penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency, presence, backend=None):
     """:func:`apply_penalties_` without argument checks, for the decode loop."""
-    _, fn = resolve("penalties", logits.device, backend)
+    _, fn = resolve("apply_penalties_", logits.device, backend)
     return fn(logits, token_counts, prompt_mask, repetition, frequency, presence)
 
 
 def record_tokens_(token_counts: torch.Tensor, tokens: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``token_counts[b, tokens[b]] += 1`` for every row, in place (tokens must lie in [0, V))."""
-    _, fn = resolve("record", token_counts.device, backend)
+    _, fn = resolve("record_tokens_", token_counts.device, backend)
     return fn(token_counts, tokens)

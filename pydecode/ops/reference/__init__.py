@@ -1,4 +1,6 @@
-"""Pure-PyTorch reference ops: the CPU fallback and the oracle every kernel is tested against."""
+"""The ops' pure-PyTorch references in one namespace, for tests: each op package keeps its own ``reference`` module
+(the torch backend, the fallback and the oracle every kernel is tested against); production code calls the op
+packages' public functions instead."""
 from ..constraints import bad_words_banned, no_repeat_ngram_banned
 from ..logprobs.reference import token_logprobs
 from ..penalties.reference import apply_penalties_, prompt_token_mask, record_tokens_

@@ -1,12 +1,29 @@
-"""Public sampling op: temperature, top-k, top-p, min-p and the draw, on the fastest backend."""
+"""The sampling op: temperature, top-k, top-p, min-p and the draw, on the fastest backend.
+
+Backend contract (``reference``, ``native``, ``pydecode.triton_kernels.sampling``):
+``top_k_top_p_sample(logits, temperature, top_k, top_p, min_p, seeds, step) -> tokens (B,) int64`` and
+``top_k_top_p_sample_logprobs`` (the same arguments) ``-> (tokens, logprob, processed_logprob)``: the same draw and
+the token's log-softmax under the input and under the processed logits. Per-row parameters are a Python scalar or a
+(B,) tensor. The processing steps (:func:`process_logits`, the filters, the cutoffs, the dynamic temperature) and
+:func:`sample_from_processed` are the op's torch path, also used directly where a strategy processes logits itself.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
-from . import reference
+from ..backends import register_op, resolve
 from ..validation import check_logits, check_per_row, check_seeds
+from . import reference
+from .cutoffs import epsilon_filter, eta_filter, top_h_filter
+from .dynatemp import dynamic_temperature
+from .reference import min_p_filter, process_logits, sample_from_processed, top_k_filter, top_p_filter, typical_filter
+
+__all__ = ["dynamic_temperature", "epsilon_filter", "eta_filter", "min_p_filter", "process_logits",
+           "sample_from_processed", "sample_unchecked", "top_h_filter", "top_k_filter", "top_k_top_p_sample",
+           "top_p_filter", "typical_filter"]
+
+register_op("top_k_top_p_sample", __name__, "sampling")
+register_op("top_k_top_p_sample_logprobs", __name__, "sampling")
 
 
 def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, *, seeds: torch.Tensor,
@@ -50,10 +67,11 @@ def sample_unchecked(logits, temperature, top_k, top_p, min_p, seeds, step, typi
                      return_logprobs=False, cutoffs=None):
     """:func:`top_k_top_p_sample` without argument checks, for the decode loop (parameters already validated).
 
-    ``cutoffs`` (``top_h`` / ``epsilon`` / ``eta`` keywords, see :mod:`.reference.cutoffs`), like ``typical_p``,
+    ``cutoffs`` (``top_h`` / ``epsilon`` / ``eta`` keywords, see :mod:`.cutoffs`), like ``typical_p``,
     runs on the reference path."""
     if cutoffs or isinstance(typical_p, torch.Tensor) or typical_p < 1.0:
         fn = reference.top_k_top_p_sample_logprobs if return_logprobs else reference.top_k_top_p_sample
         return fn(logits, temperature, top_k, top_p, min_p, seeds, step, typical_p, **(cutoffs or {}))
-    _, fn = resolve("sample_logprobs" if return_logprobs else "sample", logits.device, backend)
+    _, fn = resolve("top_k_top_p_sample_logprobs" if return_logprobs else "top_k_top_p_sample", logits.device,
+                    backend)
     return fn(logits, temperature, top_k, top_p, min_p, seeds, int(step))

@@ -1,17 +1,23 @@
-"""Public speculative-verification op: accepted draft length and the next token per row, on the fastest backend."""
+"""The speculative-verification op: accepted draft length and the next token per row, on the fastest backend.
+
+Backend contract (``reference``, ``native``, ``pydecode.triton_kernels.verify``):
+``verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds, step) -> (accepted (B,),
+next_tokens (B,))``.
+"""
 from __future__ import annotations
 
 import torch
 
-from .. import registry  # noqa: F401  (fills the backend registry)
-from ..backends import resolve
+from ..backends import register_op, resolve
 from ..validation import check_per_row, check_seeds
+
+register_op("verify", __name__, "verify")
 
 
 def verify(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, target_logits: torch.Tensor,
            num_draft: torch.Tensor, temperature=1.0, *, seeds: torch.Tensor, step: int = 0,
            backend: str | None = None):
-    """Verify K draft tokens per row against the target model (semantics in :mod:`.reference.verify`).
+    """Verify K draft tokens per row against the target model (semantics in :mod:`.reference`).
 
     Parameters
     ----------

@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 
 from ....ops.beam_topk import beam_topk_unchecked
-from ....ops.reference import gumbel_noise
-from ....ops.sample.cutoffs import epsilon_filter, eta_filter, top_h_filter
-from ....ops.sample.reference import min_p_filter, top_k_filter, top_p_filter, typical_filter
+from ....ops.random import gumbel_noise
+from ....ops.sample import (epsilon_filter, eta_filter, min_p_filter, top_h_filter, top_k_filter, top_p_filter,
+                            typical_filter)
 from ...model.compat import with_cache
 from ...context import DecodeContext
 from ...output import GenerateBeamOutput, requested_logprobs

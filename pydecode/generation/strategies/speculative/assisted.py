@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from ....ops.sample.reference import sample_from_processed
+from ....ops.sample import sample_from_processed
 from ...context import DecodeContext
 from ...model.runner import ModelRunner
 from ...model.seq2seq import EncoderDecoderRunner

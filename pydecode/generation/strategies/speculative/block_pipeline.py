@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ....ops.sample.reference import process_logits
+from ....ops.sample import process_logits
 from ...logits.processors import StepView, repeat_rows
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ....ops.sample.reference import sample_from_processed
+from ....ops.sample import sample_from_processed
 from ....ops.verify import verify_unchecked
 from .block_pipeline import BlockPipeline
 from ...model.compat import with_cache
