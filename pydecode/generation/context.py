@@ -11,14 +11,16 @@ from .model.runner import ModelRunner
 from .stopping import StopConditions
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeContext:
-    """What a strategy's ``run(ctx)`` gets.
+    """What a strategy's ``run(ctx)`` gets (built by :func:`pydecode.generation.prepare.prepare`).
 
     ``input_ids`` / ``attention_mask`` are already expanded to ``rows = batch * expand`` (``expand`` is
     ``num_beams`` for the beam family, else ``num_return_sequences``); ``params``, ``pipeline`` and ``runner`` are
     built for those rows. ``max_length`` is the total length limit (prompt included), already written into
-    ``config.max_length``.
+    ``config.max_length``. ``eos_ids`` are the host-side ids; their device tensor is ``pipeline.eos_ids`` (shared
+    with ``stops``). ``backend`` is the name resolved once for the call. ``strategy`` names the strategy the config
+    asks for; ``runs`` the key of :data:`~pydecode.generation.strategies.RUNS` that decodes the call.
     """
 
     model: torch.nn.Module
@@ -35,8 +37,7 @@ class DecodeContext:
     eos_ids: list[int]
     pad_id: int | None
     streamer: object
-    backend: str | None
-    tokenizer: object
+    backend: str
     model_kwargs: dict
-    strategy: str = "sample"
-    runs: str = "sample"
+    strategy: str
+    runs: str

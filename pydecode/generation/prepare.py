@@ -70,7 +70,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         runner=runner,
         input_ids=prompt.input_ids, attention_mask=prompt.attention_mask, batch=batch, expand=expand,
         max_length=max_length, eos_ids=eos_ids, pad_id=pad_id, streamer=streamer, backend=backend,
-        tokenizer=tokenizer, model_kwargs=model_kwargs, strategy=choice.name, runs=choice.runs,
+        model_kwargs=model_kwargs, strategy=choice.name, runs=choice.runs,
     )
 
 
@@ -125,8 +125,10 @@ def logits_pipeline(model, config, model_kwargs: dict, params: RowParams, prompt
     rows = prompt.input_ids.shape[0]
     constraint = PrefixConstraint(prefix_fn, rows, expand) if prefix_fn is not None else None
     encoder_ids = prompt.encoder_inputs[0].repeat_interleave(expand, dim=0) if encoder_decoder else None
-    return LogitsPipeline(config, params, prompt.input_ids, prompt.attention_mask, eos_ids, logits_processor, backend,
-                          encoder_ids, guidance, watermark, constraint)
+    return LogitsPipeline(config=config, params=params, prompt_ids=prompt.input_ids,
+                          attention_mask=prompt.attention_mask, eos_ids=eos_ids, logits_processor=logits_processor,
+                          backend=backend, encoder_ids=encoder_ids, guidance=guidance, watermark=watermark,
+                          constraint=constraint)
 
 
 def model_runner(model, config, model_kwargs: dict, prompt: Prompt, strategy: str, expand: int, max_length: int):
@@ -144,11 +146,13 @@ def model_runner(model, config, model_kwargs: dict, prompt: Prompt, strategy: st
         runner = seq2seq.EncoderDecoderRunner(model, *encoder_inputs, prompt.attention_mask, expand, max_length, cache,
                                               model_kwargs)
     elif embedded is not None:  # the model sees the embedded positions, the history the tokens (if any)
-        runner = ModelRunner(model, embedded.model_mask, rows, prompt_len + extra, max_length + extra, device, cache,
-                             model_kwargs, expand, chunk, embedded.embeds)
+        runner = ModelRunner(model, attention_mask=embedded.model_mask, batch=rows, prompt_len=prompt_len + extra,
+                             max_length=max_length + extra, device=device, cache=cache, model_kwargs=model_kwargs,
+                             expand=expand, prefill_chunk=chunk, prompt_embeds=embedded.embeds)
     else:
-        runner = ModelRunner(model, prompt.attention_mask, rows, prompt_len, max_length, device, cache, model_kwargs,
-                             expand, chunk)
+        runner = ModelRunner(model, attention_mask=prompt.attention_mask, batch=rows, prompt_len=prompt_len,
+                             max_length=max_length, device=device, cache=cache, model_kwargs=model_kwargs,
+                             expand=expand, prefill_chunk=chunk)
     runner.decode_forward = compiled_forward(model, config, runner.cache)
     return runner
 

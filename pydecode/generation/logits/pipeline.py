@@ -38,7 +38,7 @@ class LogitsPipeline:
     constraint : the call's :class:`~.prefix_constraint.PrefixConstraint` or None
     """
 
-    def __init__(self, config, params: RowParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
+    def __init__(self, *, config, params: RowParams, prompt_ids, attention_mask, eos_ids, logits_processor=None,
                  backend=None, encoder_ids=None, guidance=None, watermark=None, constraint=None):
         self.config = config
         self.params = params

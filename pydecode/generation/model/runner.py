@@ -36,7 +36,7 @@ class ModelRunner(SlotMask):
     last chunk's). ``prompt_embeds`` (rows, L0, H), if given, is what the prefill feeds instead of the prompt's ids.
     """
 
-    def __init__(self, model, attention_mask, batch: int, prompt_len: int, max_length: int, device, cache=None,
+    def __init__(self, model, *, attention_mask, batch: int, prompt_len: int, max_length: int, device, cache=None,
                  model_kwargs=None, expand: int = 1, prefill_chunk: int | None = None, prompt_embeds=None):
         self.model = model
         self.expand = expand

@@ -108,7 +108,7 @@ class _BeamSearch:
         self.max_length = ctx.max_length
         self.device = ctx.input_ids.device
         eos = ctx.eos_ids
-        self.eos = torch.tensor(eos, device=self.device) if eos else None
+        self.eos = ctx.pipeline.eos_ids  # the call's eos tensor (None without eos)
         self.k = max(2, 1 + len(eos)) * self.beams
         self.length_penalty = config.length_penalty if config.length_penalty is not None else 1.0
         self.early_stopping = config.early_stopping if config.early_stopping is not None else False

@@ -38,8 +38,9 @@ def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
     constraint = None
     if p.constraint is not None:  # transformers 4.x: the group's rows, its beams per prompt
         constraint = PrefixConstraint(p.constraint.fn, rows.shape[0], ctx.expand // int(ctx.config.num_beam_groups))
-    return LogitsPipeline(ctx.config, params, ctx.input_ids[rows], mask, p.eos_ids, p.logits_processor, p.backend,
-                          p.extra.encoder_ids[rows], constraint=constraint)
+    return LogitsPipeline(config=ctx.config, params=params, prompt_ids=ctx.input_ids[rows], attention_mask=mask,
+                          eos_ids=p.eos_ids, logits_processor=p.logits_processor, backend=p.backend,
+                          encoder_ids=p.extra.encoder_ids[rows], constraint=constraint)
 
 
 class _Hypotheses:
@@ -92,7 +93,7 @@ class _GroupBeamSearch:
         self.size = self.beams // self.groups
         self.prompt_len, self.max_length = ctx.input_ids.shape[1], ctx.max_length
         self.device = device = ctx.input_ids.device
-        self.eos = torch.tensor(ctx.eos_ids, device=device) if ctx.eos_ids else None
+        self.eos = ctx.pipeline.eos_ids  # the call's eos tensor (None without eos)
         self.k = max(2, 1 + len(ctx.eos_ids)) * self.size
         self.length_penalty = config.length_penalty if config.length_penalty is not None else 1.0
         self.early_stopping = config.early_stopping if config.early_stopping is not None else False

@@ -107,8 +107,10 @@ class AssistantProposer:
                 self.runner = EncoderDecoderRunner(self.assistant, *ctx.runner.encoder_inputs, ctx.attention_mask, 1,
                                                    ctx.max_length)
             else:
-                self.runner = ModelRunner(self.assistant, ctx.attention_mask, *ctx.input_ids.shape, ctx.max_length,
-                                          ctx.input_ids.device)
+                rows, prompt_len = ctx.input_ids.shape
+                self.runner = ModelRunner(self.assistant, attention_mask=ctx.attention_mask, batch=rows,
+                                          prompt_len=prompt_len, max_length=ctx.max_length,
+                                          device=ctx.input_ids.device)
                 self.runner.positional = ctx.runner.positional  # the assistant gets token_type_ids and the like too
             logits = self.runner.prefill(ctx.input_ids, **last_logits(self.runner, 1)).logits[:, -1:]
         elif self.any_carry:

@@ -33,8 +33,7 @@ def check_prompt_lookup(config) -> tuple[int, int]:
 def run(ctx: DecodeContext):
     """Prompt-lookup decoding (see :mod:`.speculative` for the loop)."""
     num_tokens, ngram = check_prompt_lookup(ctx.config)
-    eos = torch.tensor(ctx.eos_ids, device=ctx.input_ids.device) if ctx.eos_ids else None
-    return run_speculative(ctx, LookupProposer(num_tokens, ngram, eos))
+    return run_speculative(ctx, LookupProposer(num_tokens, ngram, ctx.pipeline.eos_ids))
 
 
 def lookup_drafts(history: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor, max_ngram: int, k: int,

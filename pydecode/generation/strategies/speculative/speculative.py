@@ -215,7 +215,8 @@ def _prefill_with_drafts(ctx: DecodeContext, drafts: torch.Tensor, fed: torch.Te
     if isinstance(ctx.runner, EncoderDecoderRunner):  # the decoder's prompt then the drafts, over the call's runner
         ctx.runner.set_prompt_mask(mask)
         return ctx.runner
-    runner = ModelRunner(ctx.model, mask, mask.shape[0], mask.shape[1], ctx.max_length, ctx.input_ids.device,
-                         ctx.runner.cache, ctx.runner.model_kwargs)
+    runner = ModelRunner(ctx.model, attention_mask=mask, batch=mask.shape[0], prompt_len=mask.shape[1],
+                         max_length=ctx.max_length, device=ctx.input_ids.device, cache=ctx.runner.cache,
+                         model_kwargs=ctx.runner.model_kwargs)
     runner.positional = ctx.runner.positional  # token_type_ids and the like: the drafts get the generated value
     return runner
