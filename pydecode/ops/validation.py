@@ -2,10 +2,49 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a sampling parameter may take, and the one that turns it off."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    off: float | None = None
+
+
+_INF = float("inf")
+# the one table of per-row parameter ranges: generate() (RowParams), SamplingParams and the ops check against it
+PARAMETER_RANGES = {
+    "temperature": Range(0.0, _INF, high_open=True, off=1.0),
+    "top_k": Range(0, _INF, high_open=True, integer=True, off=0),
+    "top_p": Range(0.0, 1.0, low_open=True, off=1.0),
+    "min_p": Range(0.0, 1.0, off=0.0),
+    "typical_p": Range(0.0, 1.0, low_open=True, off=1.0),
+    "top_h": Range(0.0, 1.0, off=0.0),  # 0 is off (transformers: None), per row too
+    "epsilon_cutoff": Range(0.0, 1.0, high_open=True, off=0.0),
+    "eta_cutoff": Range(0.0, 1.0, high_open=True, off=0.0),
+    "repetition_penalty": Range(0.0, _INF, low_open=True, high_open=True, off=1.0),
+    "frequency_penalty": Range(-2.0, 2.0, off=0.0),
+    "presence_penalty": Range(-2.0, 2.0, off=0.0),
+    "dynatemp_range": Range(0.0, _INF, high_open=True, off=0.0),
+    "dynatemp_exponent": Range(0.0, _INF, high_open=True, off=1.0),
+    "penalty_alpha": Range(0.0, 1.0, off=0.0),
+}
+
+
+def check_parameter(name: str, value, batch: int):
+    """:func:`check_per_row` against ``name``'s entry of :data:`PARAMETER_RANGES`."""
+    r = PARAMETER_RANGES[name]
+    return check_per_row(name, value, batch, r.low, r.high, r.low_open, r.high_open, r.integer)
 
 
 def check_logits(logits: torch.Tensor, name: str = "logits") -> None:

@@ -21,27 +21,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-_INF = float("inf")
+from ..ops.validation import PARAMETER_RANGES
+
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
-# float fields: (low, high, low_open, high_open)
-_FLOAT_RANGES = {
-    "temperature": (0.0, _INF, False, True),
-    "top_p": (0.0, 1.0, True, False),
-    "min_p": (0.0, 1.0, False, False),
-    "typical_p": (0.0, 1.0, True, False),
-    "top_h": (0.0, 1.0, False, False),
-    "epsilon_cutoff": (0.0, 1.0, False, True),
-    "eta_cutoff": (0.0, 1.0, False, True),
-    "repetition_penalty": (0.0, _INF, True, True),
-    "frequency_penalty": (-2.0, 2.0, False, False),
-    "presence_penalty": (-2.0, 2.0, False, False),
-    "dynatemp_range": (0.0, _INF, False, True),
-    "dynatemp_exponent": (0.0, _INF, False, True),
-}
+# float fields: their entries of the one range table
+_FLOAT_RANGES = {name: r for name, r in PARAMETER_RANGES.items() if not r.integer and name != "penalty_alpha"}
 # integer fields: lowest allowed value (None allowed where the default is None)
-_INT_LOWS = {"max_new_tokens": 1, "min_new_tokens": 0, "top_k": 0, "no_repeat_ngram_size": 0,
-             "num_return_sequences": 1, "top_logprobs": 0}
+_INT_LOWS = {"max_new_tokens": 1, "min_new_tokens": 0, "top_k": PARAMETER_RANGES["top_k"].low,
+             "no_repeat_ngram_size": 0, "num_return_sequences": 1, "top_logprobs": 0}
 
 _ALIASES = {"max_tokens": "max_new_tokens", "stop": "stop_strings", "logprobs": "top_logprobs",
             "n": "num_return_sequences", "logit_bias": "sequence_bias"}
@@ -185,7 +173,8 @@ def _checked(name: str, value):
                                   "sequence_bias", "eos_token_id", "stop_strings"):
         return None
     if name in _FLOAT_RANGES:
-        return _checked_float(name, value, *_FLOAT_RANGES[name])
+        r = _FLOAT_RANGES[name]
+        return _checked_float(name, value, r.low, r.high, r.low_open, r.high_open)
     if name in _INT_LOWS:
         return _checked_int(name, value, _INT_LOWS[name])
     if name in ("do_sample", "output_logprobs"):

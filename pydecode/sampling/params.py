@@ -11,26 +11,14 @@ from dataclasses import dataclass
 import torch
 
 from ..ops.sample import dynamic_temperature
-from ..ops.validation import check_per_row
+from ..ops.validation import PARAMETER_RANGES, check_parameter
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # row seeds of one request's return sequences are spaced by this (mod 2**64)
 
-# name -> (config attribute, low, high, low_open, high_open, integer, value meaning "off")
-_RANGES = {
-    "temperature": ("temperature", 0.0, float("inf"), False, False, False, 1.0),
-    "top_k": ("top_k", 0, float("inf"), False, False, True, 0),
-    "top_p": ("top_p", 0.0, 1.0, True, False, False, 1.0),
-    "min_p": ("min_p", 0.0, 1.0, False, False, False, 0.0),
-    "typical_p": ("typical_p", 0.0, 1.0, True, False, False, 1.0),
-    "top_h": ("top_h", 0.0, 1.0, False, False, False, 0.0),  # 0 is off (transformers: None), per row too
-    "epsilon_cutoff": ("epsilon_cutoff", 0.0, 1.0, False, True, False, 0.0),
-    "eta_cutoff": ("eta_cutoff", 0.0, 1.0, False, True, False, 0.0),
-    "repetition_penalty": ("repetition_penalty", 0.0, float("inf"), True, False, False, 1.0),
-    "frequency_penalty": ("frequency_penalty", -2.0, 2.0, False, False, False, 0.0),
-    "presence_penalty": ("presence_penalty", -2.0, 2.0, False, False, False, 0.0),
-    "dynatemp_range": ("dynatemp_range", 0.0, float("inf"), False, True, False, 0.0),
-    "dynatemp_exponent": ("dynatemp_exponent", 0.0, float("inf"), False, True, False, 1.0),
-}
+# the per-row parameters and their ranges (each is also the config attribute of that name)
+_RANGES = {name: PARAMETER_RANGES[name] for name in (
+    "temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff",
+    "repetition_penalty", "frequency_penalty", "presence_penalty", "dynatemp_range", "dynatemp_exponent")}
 
 
 _WARPERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "top_h", "epsilon_cutoff", "eta_cutoff",
@@ -64,7 +52,7 @@ class RowParams:
 
     @property
     def has_penalties(self) -> bool:
-        return any(not _is_off(getattr(self, n), _RANGES[n][-1])
+        return any(not _is_off(getattr(self, n), _RANGES[n].off)
                    for n in ("repetition_penalty", "frequency_penalty", "presence_penalty"))
 
     @property
@@ -97,15 +85,15 @@ class RowParams:
         config = resolved.config
         do_sample = bool(config.do_sample)
         values = {}
-        for name, (attr, low, high, low_open, high_open, integer, off) in _RANGES.items():
-            value = resolved.extra(name) if name in resolved.per_row or not hasattr(config, attr) else getattr(config, attr)
+        for name, allowed in _RANGES.items():
+            value = resolved.extra(name) if name in resolved.per_row or not hasattr(config, name) else getattr(config, name)
             if value is None:
-                values[name] = off
+                values[name] = allowed.off
                 continue
-            value = check_per_row(name, value, batch, low, high, low_open, high_open, integer)
+            value = check_parameter(name, value, batch)
             if not do_sample and name in _WARPERS:
-                value = 0.0 if name == "temperature" else off  # greedy: no warpers, argmax
-            values[name] = _normalise(value, expand, device, torch.int32 if integer else torch.float32)
+                value = 0.0 if name == "temperature" else allowed.off  # greedy: no warpers, argmax
+            values[name] = _normalise(value, expand, device, torch.int32 if allowed.integer else torch.float32)
         seeds = _row_seeds(resolved.extra("seed"), batch, expand, device)
         return cls(seeds=seeds, do_sample=do_sample, **values)
 

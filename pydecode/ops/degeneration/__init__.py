@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import FLOAT_DTYPES, check_per_row
+from ..validation import FLOAT_DTYPES, check_parameter
 from .reference import normalize_rows
 
 __all__ = ["degeneration_score", "degeneration_score_unchecked", "normalize_rows"]
@@ -44,7 +44,7 @@ def degeneration_score(candidates: torch.Tensor, context: torch.Tensor, context_
         The combined scores.
     """
     batch, k, hidden = _check(candidates, context, context_mask, probs)
-    alpha = check_per_row("penalty_alpha", alpha, batch, 0.0, 1.0)
+    alpha = check_parameter("penalty_alpha", alpha, batch)
     return degeneration_score_unchecked(candidates, context, context_mask, probs, alpha, normalize_context, backend)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import check_per_row
+from ..validation import check_parameter
 from .reference import prompt_token_mask
 
 __all__ = ["apply_penalties_", "penalties_unchecked", "prompt_token_mask", "record_tokens_"]
@@ -34,9 +34,9 @@ def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_ma
     if prompt_mask is not None and (prompt_mask.shape != logits.shape or prompt_mask.dtype != torch.bool):
         raise TypeError(f"prompt_mask must be bool of shape {tuple(logits.shape)}")
     batch = logits.shape[0]
-    repetition = check_per_row("repetition_penalty", repetition, batch, 0.0, float("inf"), low_open=True)
-    frequency = check_per_row("frequency_penalty", frequency, batch, -2.0, 2.0)
-    presence = check_per_row("presence_penalty", presence, batch, -2.0, 2.0)
+    repetition = check_parameter("repetition_penalty", repetition, batch)
+    frequency = check_parameter("frequency_penalty", frequency, batch)
+    presence = check_parameter("presence_penalty", presence, batch)
     return penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency, presence, backend)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import check_logits, check_per_row, check_seeds
+from ..validation import check_logits, check_parameter, check_seeds
 from . import reference
 from .cutoffs import epsilon_filter, eta_filter, top_h_filter
 from .dynatemp import dynamic_temperature
@@ -51,11 +51,10 @@ def top_k_top_p_sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0
     """
     check_logits(logits)
     batch = logits.shape[0]
-    temperature = check_per_row("temperature", temperature, batch, 0.0, float("inf"))
-    top_k = check_per_row("top_k", top_k, batch, 0, float("inf"), integer=True)
-    top_p = check_per_row("top_p", top_p, batch, 0.0, 1.0, low_open=True)
-    min_p = check_per_row("min_p", min_p, batch, 0.0, 1.0)
-    typical_p = check_per_row("typical_p", typical_p, batch, 0.0, 1.0, low_open=True)
+    temperature, top_k, top_p, min_p, typical_p = (
+        check_parameter(name, value, batch) for name, value in (("temperature", temperature), ("top_k", top_k),
+                                                                ("top_p", top_p), ("min_p", min_p),
+                                                                ("typical_p", typical_p)))
     seeds = check_seeds(seeds, batch)
     if not isinstance(return_logprobs, bool):
         raise TypeError(f"return_logprobs must be a bool, got {type(return_logprobs).__name__}")

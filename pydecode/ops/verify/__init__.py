@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import check_per_row, check_seeds
+from ..validation import check_parameter, check_seeds
 
 register_op("verify", __name__, "verify")
 
@@ -49,7 +49,7 @@ def verify(draft_tokens: torch.Tensor, draft_logits: torch.Tensor | None, target
         raise ValueError(f"num_draft must be int64 of shape ({batch},)")
     if bool(((num_draft < 0) | (num_draft > k)).any()) or bool(((draft_tokens < 0) | (draft_tokens >= vocab)).any()):
         raise ValueError(f"num_draft must lie in [0, {k}] and draft_tokens in [0, {vocab})")
-    temperature = check_per_row("temperature", temperature, batch, 0.0, float("inf"))
+    temperature = check_parameter("temperature", temperature, batch)
     seeds = check_seeds(seeds, batch)
     return verify_unchecked(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds, step, backend)
 
