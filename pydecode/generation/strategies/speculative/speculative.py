@@ -10,9 +10,9 @@ Per verification step, for every row still running:
    accept and draws the next token (greedy: the argmax; sampling: speculative sampling, which keeps the main model's
    processed distribution exactly)
 4. each row appends its accepted drafts and the next token, ended after the first token where plain decoding would
-   stop the row (eos, stop strings, stopping criteria: :mod:`.run_stopping`) and at ``max_length``; the KV caches keep
-   the kept slots: rows that kept fewer than the longest row leave holes, masked in every later forward, so nothing
-   is recomputed and rows never wait for each other
+   stop the row (eos, stop strings, stopping criteria: :mod:`pydecode.generation.run_stopping`) and at
+   ``max_length``; the KV caches keep the kept slots: rows that kept fewer than the longest row leave holes, masked
+   in every later forward, so nothing is recomputed and rows never wait for each other
 
 The prompt's last token is not prefilled: it is the first step's pending token, so the first drafts (proposed from
 the prompt) are verified by the forward that also gives the first token, as in transformers' assisted decoding.
