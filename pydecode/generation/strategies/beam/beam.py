@@ -28,11 +28,7 @@ from ....ops.sample import (epsilon_filter, eta_filter, min_p_filter, top_h_filt
 from ...model.compat import with_cache
 from ...context import DecodeContext
 from ...output import GenerateBeamOutput, requested_logprobs
-
-_NEG = -1.0e9  # transformers' "never pick this" score offset; kept bit for bit for parity
-# output field -> the per-token history that holds it
-LOGPROB_FIELDS = {"logprobs": "logprob", "processed_logprobs": "processed", "top_logprobs": "top_values",
-                  "top_logprob_ids": "top_ids"}
+from .candidates import LOGPROB_FIELDS, NEVER_PICK, candidate_logprobs, gather_beams
 
 
 def check_beam_config(config, streamer=None) -> None:
@@ -120,11 +116,11 @@ class _BeamSearch:
         self.running = torch.full((B * N, L), fill, dtype=torch.long, device=self.device)
         self.running[:, : self.prompt_len] = ctx.input_ids
         self.running_scores = torch.zeros(B, N, device=self.device)
-        self.running_scores[:, 1:] = _NEG  # only beam 0 may start, or all beams would pick the same tokens
+        self.running_scores[:, 1:] = NEVER_PICK  # only beam 0 may start, or all beams would pick the same tokens
         self.top_n, self.logprobs = requested_logprobs(config)
         self.running_hist = self._histories(B, N, L - self.prompt_len)
         self.finished = self.running.view(B, N, L).clone()
-        self.finished_scores = torch.full((B, N), _NEG, device=self.device)
+        self.finished_scores = torch.full((B, N), NEVER_PICK, device=self.device)
         self.finished_hist = {name: h.clone() for name, h in self.running_hist.items()}
         self.is_finished = torch.zeros(B, N, dtype=torch.bool, device=self.device)
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=self.device)
@@ -232,7 +228,7 @@ class _BeamSearch:
         hits = self._hits(cand, tokens, cur_len)
 
         # the N best candidates that did not stop keep running
-        alive_scores = scores + hits.to(torch.float32) * _NEG
+        alive_scores = scores + hits.to(torch.float32) * NEVER_PICK
         keep = torch.topk(alive_scores, k=N)[1]
         self.running_scores = alive_scores.gather(1, keep)
         keep_rows = (keep + self.row_offset * (K // N)).view(-1)
@@ -243,10 +239,10 @@ class _BeamSearch:
         length = (cur_len + 1 - self.prompt_len) ** self.length_penalty
         finals = scores / length
         full = torch.all(self.is_finished, dim=-1, keepdim=True) & (self.early_stopping is True)
-        finals = finals + full.to(torch.float32) * _NEG
-        finals = finals + (~self.may_improve).to(torch.float32) * _NEG
+        finals = finals + full.to(torch.float32) * NEVER_PICK
+        finals = finals + (~self.may_improve).to(torch.float32) * NEVER_PICK
         just_finished = hits & self.in_top_n[None, :]
-        finals = finals + (~just_finished) * _NEG
+        finals = finals + (~just_finished) * NEVER_PICK
         merged_scores = torch.cat((self.finished_scores, finals), dim=1)
         best = torch.topk(merged_scores, k=N)[1]
         self.finished_scores = merged_scores.gather(1, best)
@@ -279,7 +275,7 @@ class _BeamSearch:
         else:
             best_length = cur_len - self.prompt_len
         best_possible = self.running_scores[:, :1] / (best_length ** self.length_penalty)
-        worst = torch.where(self.is_finished, torch.min(self.finished_scores, dim=1, keepdim=True)[0], _NEG)
+        worst = torch.where(self.is_finished, torch.min(self.finished_scores, dim=1, keepdim=True)[0], NEVER_PICK)
         self.may_improve = self.may_improve & torch.any(best_possible > worst, dim=-1, keepdim=True)
         full = torch.all(self.is_finished, dim=-1) & (self.early_stopping is True)
         if not self.compact:
@@ -345,29 +341,6 @@ class _BeamSearch:
         return [self.finished, self.finished_scores, *self.finished_hist.values()]
 
 
-def candidate_logprobs(raw_lp: torch.Tensor, processed: torch.Tensor | None, rows: torch.Tensor, tokens: torch.Tensor,
-                       top_n: int) -> dict:
-    """Logprobs of the candidates ``tokens`` (B, K) of the beam rows ``rows`` (B*K,): ``logprob`` under the raw
-    log-probs ``raw_lp`` (rows, V), ``processed`` under ``log_softmax(processed)`` (the raw ones when None), and the
-    rows' ``top_n`` best raw alternatives (``top_values``, ``top_ids``, (B, K, n)) when ``top_n > 0``."""
-    flat = tokens.reshape(-1)
-    values = {"logprob": raw_lp[rows, flat].view_as(tokens)}
-    values["processed"] = (values["logprob"] if processed is None
-                           else processed.log_softmax(dim=-1)[rows, flat].view_as(tokens))
-    if top_n:
-        top = raw_lp.topk(min(top_n, raw_lp.shape[-1]), dim=-1)  # at most the vocabulary, as token_logprobs
-        values["top_values"] = top.values.index_select(0, rows).view(*tokens.shape, -1)
-        values["top_ids"] = top.indices.index_select(0, rows).view(*tokens.shape, -1)
-    return values
-
-
 def _pick_rows(history: torch.Tensor, rows: torch.Tensor, batch: int, k: int) -> torch.Tensor:
     """(B, K, T, ...) histories of the beam rows ``rows`` (B*K,) of ``history`` (B, N, T, ...)."""
     return history.reshape(-1, *history.shape[2:]).index_select(0, rows).view(batch, k, *history.shape[2:])
-
-
-def gather_beams(history: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``history`` (B, M, T, ...) at beams ``index`` (B, n) of each prompt: (B, n, T, ...)."""
-    expanded = index.view(*index.shape, *[1] * (history.dim() - 2)).expand(-1, -1, *history.shape[2:])
-    return history.gather(1, expanded)
-

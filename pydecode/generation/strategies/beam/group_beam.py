@@ -19,7 +19,7 @@ import dataclasses
 import torch
 
 from ....ops.beam_topk import beam_topk_unchecked
-from .beam import _NEG, LOGPROB_FIELDS, candidate_logprobs, gather_beams
+from .candidates import LOGPROB_FIELDS, NEVER_PICK, candidate_logprobs, gather_beams
 from ...model.compat import with_cache
 from ...context import DecodeContext
 from ...logits.pipeline import LogitsPipeline
@@ -103,7 +103,7 @@ class _GroupBeamSearch:
         self.width = L - self.prompt_len + 1  # an eos hypothesis of group g > 0 records one index more
         self.seqs = torch.zeros(B * N, L, dtype=torch.long, device=device)
         self.seqs[:, : self.prompt_len] = ctx.input_ids
-        self.beam_scores = torch.full((B, N), _NEG, device=device)
+        self.beam_scores = torch.full((B, N), NEVER_PICK, device=device)
         self.beam_scores[:, ::S] = 0.0
         self.beam_scores = self.beam_scores.view(-1)
         self.rows = [(torch.arange(B, device=device)[:, None] * N + g * S + torch.arange(S, device=device)).view(-1)
