@@ -2,7 +2,7 @@
 
 transformers' SDPA attention repeats the key/value heads of a grouped-query model (``repeat_kv``: a copy of the
 whole history per layer) whenever the query has several positions and a mask, which is every forward of
-:meth:`~pydecode.generation.model.runner.ModelRunner.step_candidates` (K candidates in the query, a 4D mask). Here such a
+:meth:`.runner.ModelRunner.step_candidates` (K candidates in the query, a 4D mask). Here such a
 forward lets SDPA read the grouped heads in place (``enable_gqa=True``: the same numbers, no copy); every other
 forward runs transformers' SDPA attention unchanged. Registered with ``AttentionInterface`` (and ``sdpa_mask`` through
 ``AttentionMaskInterface``), switched on for a block by :func:`grouped_attention`.

@@ -273,5 +273,5 @@ class _GroupBeamSearch:
 
 
 def run(ctx: DecodeContext):
-    """Diverse beam search (see the module docstring); returns what :func:`pydecode.generation.strategies.beam.beam.run` does."""
+    """Diverse beam search (see the module docstring); returns what :func:`.beam.run` does."""
     return _GroupBeamSearch(ctx).run()
