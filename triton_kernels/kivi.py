@@ -1,5 +1,5 @@
 """KIVI Triton kernels: quantize + pack (keys per channel, values per token) and flash-decoding attention on the
-packed cache. Layouts and contracts: ``pydecode.cache.reference`` (``kivi_pack``, ``kivi_attention``).
+packed cache. Layouts and contracts: ``pydecode.ops.kivi.reference`` (``kivi_pack``, ``kivi_attention``).
 
 The attention runs one program per (batch row, kv head, sequence split). A program serves every query row that reads
 its kv head (GQA: ``Hq // Hkv`` heads x ``Q`` queries), so each packed tile is loaded and dequantized once in
@@ -91,7 +91,7 @@ def _pack_values_kernel(x_ptr, codes_ptr, scale_ptr, zero_ptr, N, D,
 
 
 def kivi_pack(x, valid, nbits, group_size, per_channel, meta_dtype):
-    """Triton ``kivi_pack`` (contract: :func:`pydecode.cache.reference.kivi_pack`)."""
+    """Triton ``kivi_pack`` (contract: :func:`pydecode.ops.kivi.reference.kivi_pack`)."""
     b, h, t, d = x.shape
     g, f = group_size, 32 // nbits
     x = x.contiguous()
@@ -218,7 +218,7 @@ def merge_splits(m: torch.Tensor, l: torch.Tensor, acc: torch.Tensor) -> torch.T
 
 def kivi_attention(query, key_codes, key_scale, key_zero, value_codes, value_scale, value_zero,
                    residual_keys, residual_values, mask, n_quant, n_residual, scale, nbits, group_size):
-    """Triton ``kivi_attention`` (contract: :func:`pydecode.cache.reference.kivi_attention`)."""
+    """Triton ``kivi_attention`` (contract: :func:`pydecode.ops.kivi.reference.kivi_attention`)."""
     b, hq, q_len, d = query.shape
     hkv = key_codes.shape[1]
     group = hq // hkv

@@ -25,7 +25,7 @@ import torch
 
 from .kivi import KiviCache, KiviHandle, KiviLayer
 from .kivi_attention import ATTENTION_NAME, kivi_attention_forward
-from .kivi_ops import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
+from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
 
 __all__ = [
     "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "activate", "check_model", "kivi_attention",

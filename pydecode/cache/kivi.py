@@ -24,7 +24,7 @@ from transformers.cache_utils import (
 )
 
 from .key_clipping import clip_key_groups
-from .kivi_ops import DEFAULT_SINK_LENGTH, kivi_pack, validate_kivi_config
+from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_pack, validate_kivi_config
 
 # (attribute name, packed along tokens every `n` tokens: "word" = 32 // nbits, "group" = G, "token" = 1)
 _PACKED_FIELDS = (

@@ -17,7 +17,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .kivi import KiviHandle
-from .kivi_ops import kivi_attention
+from ..ops.kivi import kivi_attention
 
 ATTENTION_NAME = "kivi"
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pydecode.cache.key_clipping import clip_key_groups
-from pydecode.cache.reference import dequantize_keys, kivi_pack
+from pydecode.ops.kivi.reference import dequantize_keys, kivi_pack
 
 
 def _group_error(x, clipped, nbits, valid=None):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from pydecode.cache import kivi_attention
-from pydecode.cache.reference import dequantize_keys, dequantize_values, kivi_pack
-from pydecode.cache.reference import kivi_attention as reference_attention
+from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values, kivi_pack
+from pydecode.ops.kivi.reference import kivi_attention as reference_attention
 from pydecode.ops.backends import cpu_isa, extension_loaded, forced_cpu_isa
 
 G = 32

@@ -8,7 +8,7 @@ from transformers import (
 
 from devices import model_on_device, to_device
 from pydecode.cache import KiviCache, KiviLayer, activate, make_cache
-from pydecode.cache.reference import dequantize_keys, dequantize_values
+from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values
 
 SMALL = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
              num_key_value_heads=2, head_dim=32, max_position_embeddings=256)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from pydecode.cache import kivi_pack
-from pydecode.cache.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
-from pydecode.cache.reference import kivi_pack as reference_pack
+from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
+from pydecode.ops.kivi.reference import kivi_pack as reference_pack
 
 
 @pytest.mark.parametrize("nbits", [2, 4])

@@ -1,4 +1,4 @@
-"""Properties of the KIVI ops on every backend against the reference (pydecode.cache.reference): pack (quantize +
+"""Properties of the KIVI ops on every backend against the reference (pydecode.ops.kivi.reference): pack (quantize +
 pack) over drawn shapes, bit widths, group sizes, value ranges and padding; the exact pack/unpack round trip; the
 dequantization error within half a quantization step; attention over a drawn store (GQA, residual fill, queries,
 padding) within 1e-4 (float32 queries; 1e-2 for half-precision ones).
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from devices import on_device
 from pydecode.cache import kivi_attention, kivi_pack
-from pydecode.cache.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
-from pydecode.cache.reference import kivi_attention as reference_attention
-from pydecode.cache.reference import kivi_pack as reference_pack
+from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
+from pydecode.ops.kivi.reference import kivi_attention as reference_attention
+from pydecode.ops.kivi.reference import kivi_pack as reference_pack
 from strategies import examples
 
 

@@ -13,13 +13,13 @@ _ops = torch.ops.pydecode
 
 
 def kivi_pack(x, valid, nbits, group_size, per_channel, meta_dtype):
-    """Native ``kivi_pack`` (contract: :func:`pydecode.cache.reference.kivi_pack`)."""
+    """Native ``kivi_pack`` (contract: :func:`pydecode.ops.kivi.reference.kivi_pack`)."""
     return _ops.kivi_pack(x, valid, nbits, group_size, per_channel, meta_dtype)
 
 
 def kivi_attention(query, key_codes, key_scale, key_zero, value_codes, value_scale, value_zero, residual_keys,
                    residual_values, mask, n_quant, n_residual, scale, nbits, group_size):
-    """Native ``kivi_attention`` (contract: :func:`pydecode.cache.reference.kivi_attention`)."""
+    """Native ``kivi_attention`` (contract: :func:`pydecode.ops.kivi.reference.kivi_attention`)."""
     return _ops.kivi_attention(query, key_codes, key_scale, key_zero, value_codes, value_scale, value_zero,
                                residual_keys, residual_values, mask, n_quant, n_residual, scale, nbits, group_size)
 

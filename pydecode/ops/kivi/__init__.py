@@ -2,16 +2,16 @@
 
 Backends (see :mod:`pydecode.ops.backends`): ``torch`` (:mod:`.reference`, the oracle), ``cpp`` (C++/OpenMP),
 ``cuda`` (CUDA, attention and pack), ``triton`` (both ops). Every backend implements the contracts of
-:func:`pydecode.cache.reference.kivi_pack` and :func:`pydecode.cache.reference.kivi_attention`.
+:func:`pydecode.ops.kivi.reference.kivi_pack` and :func:`pydecode.ops.kivi.reference.kivi_attention`.
 """
 from __future__ import annotations
 
 import torch
 
-from ..ops.backends import register, resolve
+from ..backends import register, resolve
 
-_REFERENCE = "pydecode.cache.reference"
-_NATIVE = "pydecode.cache.kivi_native"  # torch.ops.pydecode.* adapters, shared by cpp and cuda
+_REFERENCE = "pydecode.ops.kivi.reference"
+_NATIVE = "pydecode.ops.kivi.native"  # torch.ops.pydecode.* adapters, shared by cpp and cuda
 _TRITON = "pydecode.triton_kernels.kivi"
 
 for _op in ("kivi_pack", "kivi_attention"):
@@ -63,7 +63,7 @@ def kivi_pack(
 
     Returns
     -------
-    codes (int32), scale, zero in the layout of :mod:`pydecode.cache.reference`.
+    codes (int32), scale, zero in the layout of :mod:`pydecode.ops.kivi.reference`.
     """
     _, fn = resolve("kivi_pack", x.device, backend)
     x = x.contiguous()
@@ -78,7 +78,7 @@ def kivi_attention(
 ) -> torch.Tensor:
     """Attention of ``query (B, Hq, Q, D)`` over a packed KIVI store plus its full-precision residual.
 
-    See :func:`pydecode.cache.reference.kivi_attention` for the shapes; ``mask (B, Q, n_quant + n_residual)`` bool
+    See :func:`pydecode.ops.kivi.reference.kivi_attention` for the shapes; ``mask (B, Q, n_quant + n_residual)`` bool
     (True = attend) or None (causal, aligned to the last key). Returns ``(B, Hq, Q, D)`` in ``query.dtype``.
     """
     _, fn = resolve("kivi_attention", query.device, backend)
