@@ -5,10 +5,10 @@ import logging
 
 import pytest
 
-import pydecode  # noqa: F401  (every op package registers its backends on import)
-import pydecode.cache  # noqa: F401
+import pydecode
 
-backends = importlib.import_module("pydecode.ops.backends")  # pydecode.ops.backends is also a function's name
+# by module path (pydecode.ops.backends is also a function's name); importing pydecode.ops registers every op
+backends = importlib.import_module("pydecode.ops.backends")
 
 
 def runs_here(backend: str) -> str | None:

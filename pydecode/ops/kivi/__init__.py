@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import register, resolve
+from ..backends import register_op, resolve
 
-_REFERENCE = "pydecode.ops.kivi.reference"
-_NATIVE = "pydecode.ops.kivi.native"  # torch.ops.pydecode.* adapters, shared by cpp and cuda
-_TRITON = "pydecode.triton_kernels.kivi"
-
-for _op in ("kivi_pack", "kivi_attention"):
-    register(_op, "torch", f"{_REFERENCE}:{_op}")
-    register(_op, "cpp", f"{_NATIVE}:{_op}")
-    register(_op, "cuda", f"{_NATIVE}:{_op}")
-    register(_op, "triton", f"{_TRITON}:{_op}")
+register_op("kivi_pack", __name__, "kivi")
+register_op("kivi_attention", __name__, "kivi")
 
 SUPPORTED_NBITS = (2, 4)
 GROUP_MULTIPLE = 16  # a group fills whole int32 words at 2 and 4 bits, and a 16-wide tile for tensor-core dots
