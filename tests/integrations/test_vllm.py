@@ -36,8 +36,9 @@ def vllm_venv():
 
 
 def _side_env(**extra):
+    """The side venv's environment; it imports pydecode from this checkout (its entry points from its install)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TRITON_INTERPRET")}
-    return {**env, **VLLM_ENV, **extra}
+    return {**env, **VLLM_ENV, "PYTHONPATH": str(HERE.parent.parent), **extra}
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
 """vLLM's ``vllm.general_plugins`` entry point: with ``PYDECODE_VLLM_SAMPLER=1`` in the environment, vLLM's model
-runner samples with :class:`~.sampler.PydecodeVllmSampler`; without it, nothing changes.
+runner samples with :class:`~.sampler.PydecodeVllmSampler` (a :class:`pydecode.Sampler` underneath); without it,
+nothing changes.
 
 vLLM calls :func:`register` in each of its processes before it builds the model runner. The hook swaps the sampler
-class the v1 model runner module instantiates, which is not a stable vLLM API: it is pinned to the tested versions.
+class the v1 model runner module instantiates and adds :class:`~.batch_slots.PydecodeSamplerState` (the sampler's
+per-request state, following the persistent batch) to the processors the runner builds. Neither is a stable vLLM
+API: the hook is pinned to the tested versions.
 """
 from __future__ import annotations
 
@@ -28,8 +31,17 @@ def register() -> None:
                            "install a tested vLLM")
     from vllm.v1.worker import gpu_model_runner
 
+    from .batch_slots import PydecodeSamplerState
     from .sampler import PydecodeVllmSampler
 
+    build_logitsprocs = gpu_model_runner.build_logitsprocs
+
+    def with_sampler_state(vllm_config, device, is_pin_memory, is_pooling_model, custom_logitsprocs=()):
+        if not (is_pooling_model or vllm_config.speculative_config):  # those runs keep vLLM's sampler
+            custom_logitsprocs = (*custom_logitsprocs, PydecodeSamplerState)
+        return build_logitsprocs(vllm_config, device, is_pin_memory, is_pooling_model, custom_logitsprocs)
+
     gpu_model_runner.Sampler = PydecodeVllmSampler
+    gpu_model_runner.build_logitsprocs = with_sampler_state
     logging.getLogger("vllm.plugins.pydecode").info(
         "%s=1: vLLM's model runner samples with pydecode's PydecodeVllmSampler", ENABLE_VARIABLE)
