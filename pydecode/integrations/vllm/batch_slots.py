@@ -17,15 +17,19 @@ from ...sampler import Sampler, SamplingParams
 from ..processors import GREEDY_BELOW
 from ..request_args import FIELDS, parse_request_args
 
+# pydecode's bans stay with PydecodeBansProcessor, which runs before the sampler (multi-token sequence_bias is
+# beyond pydecode.Sampler)
+_BANS = ("no_repeat_ngram_size", "bad_words_ids", "sequence_bias")
+
 
 def pydecode_params(params) -> SamplingParams:
     """A vLLM ``SamplingParams`` as :class:`pydecode.SamplingParams`: temperature (greedy below 1e-5), top-k / top-p
     / min-p, the three penalties, seed, ``logit_bias``, ``min_tokens`` over the stop token ids, ``max_tokens`` (the
-    history length the n-gram bans reserve), and pydecode's own processors from ``extra_args``. Raises ValueError naming a field pydecode rejects."""
+    history length the n-gram bans reserve), and pydecode's warpers from ``extra_args`` (its bans run in
+    :class:`~.logits_processors.PydecodeBansProcessor`). Raises ValueError naming a field pydecode rejects."""
     args = parse_request_args(params.extra_args)
-    extras = {name: getattr(args, name) for name in FIELDS if name != "sequence_bias"}
+    extras = {name: getattr(args, name) for name in FIELDS if name not in _BANS}
     biases = [((int(token),), float(bias)) for token, bias in (params.logit_bias or {}).items()]
-    biases += list(args.sequence_bias or ())
     stop_ids = sorted(params.all_stop_token_ids)
     greedy = params.temperature < GREEDY_BELOW
     try:

@@ -3,9 +3,10 @@
 The per-request state lives in :class:`~.batch_slots.PydecodeSamplerState`, which follows vLLM's persistent batch
 (each request in a ``Sampler`` slot, its ``SamplingParams`` converted once at admission). Each step:
 
-1. vLLM's steps pydecode has no per-request state for, on a copy of the logits when there are any: the
-   allowed-token mask, vLLM's (string) bad words and custom processors that can change the argmax;
-2. ``Sampler.sample(logits, slots, num_logprobs=...)``: logit bias, penalties, min-tokens, pydecode's bans, then on
+1. the steps outside ``pydecode.Sampler``'s per-request state, on a copy of the logits when there are any: the
+   allowed-token mask, vLLM's (string) bad words and the processors that can change the argmax, pydecode's bans
+   (:class:`~.logits_processors.PydecodeBansProcessor`: ``sequence_bias`` may hold multi-token sequences) included;
+2. ``Sampler.sample(logits, slots, num_logprobs=...)``: logit bias, penalties, min-tokens, then on
    sampling rows temperature, pydecode's warpers, top-k -> top-p -> min-p and the draw; greedy rows the argmax;
 3. vLLM's output: the sampled ids, and with logprobs the raw logprob and rank of the sampled token and the top-``n``
    (vLLM's ``LogprobsTensors`` layout).
@@ -27,11 +28,11 @@ from vllm.v1.sample.sampler import Sampler as VllmSampler
 
 from ...ops.logprobs import token_logprobs
 from .batch_slots import PydecodeSamplerState
-from .logits_processors import PydecodeBansProcessor, PydecodeWarpersProcessor
+from .logits_processors import PydecodeWarpersProcessor
 
 # processors whose work pydecode.Sampler does itself, from the converted SamplingParams
-_COVERED = (LogitBiasLogitsProcessor, MinTokensLogitsProcessor, MinPLogitsProcessor, PydecodeBansProcessor,
-            PydecodeWarpersProcessor, PydecodeSamplerState)
+_COVERED = (LogitBiasLogitsProcessor, MinTokensLogitsProcessor, MinPLogitsProcessor, PydecodeWarpersProcessor,
+            PydecodeSamplerState)
 
 
 class PydecodeVllmSampler(torch.nn.Module):

@@ -19,6 +19,7 @@ from pydecode.integrations.vllm.sampler import PydecodeVllmSampler  # noqa: E402
 VOCAB = 50
 CONFIG = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB),
                          scheduler_config=SimpleNamespace(max_num_seqs=4))
+# (params, prompt, output so far); pydecode's bans in extra_args stay with PydecodeBansProcessor, not the sampler
 REQUESTS = {
     "a": (SamplingParams(temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.3, seed=7,
                          extra_args={"no_repeat_ngram_size": 2, "typical_p": 0.9}), [1, 2, 3, 1], [2]),
@@ -32,7 +33,7 @@ def test_vllm_params_become_pydecode_params():
     assert params.temperature == 0.0 and not params.sampling and params.sequence_bias == (((9,), 4.0),)
     assert params.min_new_tokens == 3 and params.eos_token_id == (4,)
     params = pydecode_params(REQUESTS["a"][0])
-    assert (params.top_k, params.top_p, params.seed, params.no_repeat_ngram_size) == (20, 0.9, 7, 2)
+    assert (params.top_k, params.top_p, params.seed, params.no_repeat_ngram_size) == (20, 0.9, 7, 0)
     assert params.typical_p == 0.9 and params.repetition_penalty == 1.3
     with pytest.raises(ValueError, match="typical_p"):
         PydecodeSamplerState.validate_params(SamplingParams(extra_args={"typical_p": 2.0}))
