@@ -3,14 +3,16 @@ runner samples with :class:`~.sampler.PydecodeVllmSampler` (a :class:`pydecode.S
 nothing changes.
 
 vLLM calls :func:`register` in each of its processes before it builds the model runner. The hook swaps the sampler
-class the v1 model runner module instantiates and adds :class:`~.batch_slots.PydecodeSamplerState` (the sampler's
-per-request state, following the persistent batch) to the processors the runner builds. Neither is a stable vLLM
-API: the hook is pinned to the tested versions.
+classes the model runners instantiate (v1; the GPU model runner v2 where CUDA is available: :mod:`.sampler_v2`)
+and adds the v1 sampler's batch state (:class:`~.batch_slots.PydecodeSamplerState`) to the processors the v1 runner
+builds. Neither is a stable vLLM API: the hook is pinned to the tested versions.
 """
 from __future__ import annotations
 
 import logging
 import os
+
+import torch
 
 TESTED_VLLM_VERSIONS = ("0.32.0",)
 ENABLE_VARIABLE = "PYDECODE_VLLM_SAMPLER"
@@ -43,5 +45,11 @@ def register() -> None:
 
     gpu_model_runner.Sampler = PydecodeVllmSampler
     gpu_model_runner.build_logitsprocs = with_sampler_state
+    if torch.cuda.is_available():  # the GPU model runner v2 (it does not run on CPU)
+        from vllm.v1.worker.gpu import model_runner
+
+        from .sampler_v2 import PydecodeV2Sampler
+
+        model_runner.Sampler = PydecodeV2Sampler
     logging.getLogger("vllm.plugins.pydecode").info(
         "%s=1: vLLM's model runner samples with pydecode's PydecodeVllmSampler", ENABLE_VARIABLE)
