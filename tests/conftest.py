@@ -52,9 +52,9 @@ SLOW_TESTS = (
     "test_kivi_cache.py::test_kivi4_greedy_matches_full_precision",
     "test_cli.py::test_generate_streams_text", "test_cli.py::test_generate_several_sampled_sequences",
     "test_cli.py::test_console_entry_point_chat", "test_llm.py::test_smollm2_complete_chat_and_stream",
-    # the property suites, a real vLLM (offline and served), two gloo ranks, 16 threads
+    # the property suites, a real vLLM (offline and served), SGLang's import, two gloo ranks, 16 threads
     "test_generate_fuzz.py", "test_kivi_properties.py", "test_op_properties.py", "test_sampling_properties.py",
-    "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py",
+    "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py", "test_sglang.py",
 )
 
 
