@@ -4,7 +4,7 @@
 # It borrows torch 2.13+cpu and transformers from the vLLM side venv (setup_vllm.sh, a .pth line) and adds the sglang
 # wheel without its dependencies (they pin a CUDA torch) plus the three small modules its sampler path imports.
 #
-#   tests/integrations/setup_sglang.sh     # prints the venv's python on the last line; < 1 min once vLLM's venv exists
+#   tests/integrations/setup_sglang.sh     # prints the venv's python on the last line; ~3 min once vLLM's venv exists
 set -euo pipefail
 
 SGLANG_VERSION=0.5.23
