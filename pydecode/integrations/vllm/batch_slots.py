@@ -78,6 +78,8 @@ class PydecodeSamplerState(V1LogitsProcessor):
             self.sampler.add_request(slot, pydecode_params(params), prompt or [])
             self.slot_of_row[row], self.outputs[slot], self.appended[slot] = slot, output, 0
         for a, b, direction in batch_update.moved:
+            if direction != MoveDirectionality.SWAP:
+                self._release(b)  # a request still at b is replaced (vLLM removes it first)
             slot_a, slot_b = self.slot_of_row.pop(a, None), self.slot_of_row.pop(b, None)
             if slot_a is not None:
                 self.slot_of_row[b] = slot_a
