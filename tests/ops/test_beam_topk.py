@@ -77,6 +77,16 @@ def test_first_step_takes_beam_zero(backend, device):
     assert bool((beams == 0).all())
 
 
+@pytest.mark.parametrize("num_beams,vocab,k", [(1, 2000, 1025), (600, 4, 1200), (2, 3000, 6000)])
+def test_k_beyond_the_cuda_tile(backend, device, num_beams, vocab, k):
+    """Above the CUDA kernel's 1024 candidates (beam search with num_beams > 512) every backend still answers."""
+    if _interpreted(backend, device) and num_beams * vocab > 2000:
+        pytest.skip("too slow for the Triton interpreter")
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(num_beams, vocab, generator=g).round().to(device)  # rounded: ties across the cut
+    _check(logits, torch.randn(num_beams, generator=g).to(device), num_beams, k, True, backend)
+
+
 def test_bad_arguments():
     logits = torch.zeros(6, 10)
     with pytest.raises(ValueError, match="multiple of num_beams"):
