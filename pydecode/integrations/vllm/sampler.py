@@ -25,7 +25,7 @@ from vllm.v1.sample.logits_processor import MinPLogitsProcessor
 from vllm.v1.sample.ops.bad_words import apply_bad_words
 from vllm.v1.sample.sampler import Sampler as VllmSampler
 
-from ...ops.logprobs import token_logprobs
+from ...ops.logprobs import token_logprobs_unchecked
 from ...ops.penalties import penalties_unchecked
 from ...ops.sampling import sample_unchecked
 from ..processors import GREEDY_BELOW
@@ -131,7 +131,7 @@ class PydecodeVllmSampler(torch.nn.Module):
     @staticmethod
     def _logprobs(raw: torch.Tensor, tokens: torch.Tensor, num_logprobs: int) -> LogprobsTensors:
         """The sampled token's raw logprob and rank, then the ``num_logprobs`` most likely (vLLM's layout)."""
-        _, top_values, top_ids = token_logprobs(raw, tokens, num_logprobs)
+        _, top_values, top_ids = token_logprobs_unchecked(raw, tokens, num_logprobs)
         log_probs = raw.log_softmax(-1)
         at_token = log_probs.gather(1, tokens[:, None])
         ranks = (log_probs >= at_token).sum(-1)  # vLLM's rank: 1 for the most likely token
