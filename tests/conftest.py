@@ -54,6 +54,7 @@ SLOW_TESTS = (
     "test_cli.py::test_console_entry_point_chat", "test_llm.py::test_smollm2_complete_chat_and_stream",
     # the property suites, a real vLLM (offline and served), two gloo ranks, 16 threads
     "test_generate_fuzz.py", "test_kivi_properties.py", "test_op_properties.py", "test_sampling_properties.py",
+    "test_error_rule.py",
     "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py",
 )
 
