@@ -18,6 +18,8 @@ if settings is not None:
         HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
     settings.register_profile("ci", max_examples=30, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("long", max_examples=2000, **_PROPERTY_SETTINGS)
+    # the sampling properties' slice in the sanitized CUDA-emulation run (cuda_emulation.py --asan)
+    settings.register_profile("sanitized", max_examples=10, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("dev", max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate],
                               **_PROPERTY_SETTINGS)  # ci without shrinking: a quick first look at a failure
     settings.load_profile("ci")
