@@ -18,6 +18,8 @@ if settings is not None:
         HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
     settings.register_profile("ci", max_examples=30, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("long", max_examples=2000, **_PROPERTY_SETTINGS)
+    # the sampling properties' slice in the sanitized CUDA-emulation run (cuda_emulation.py --asan)
+    settings.register_profile("sanitized", max_examples=10, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("dev", max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate],
                               **_PROPERTY_SETTINGS)  # ci without shrinking: a quick first look at a failure
     settings.load_profile("ci")
@@ -54,6 +56,7 @@ SLOW_TESTS = (
     "test_cli.py::test_console_entry_point_chat", "test_llm.py::test_smollm2_complete_chat_and_stream",
     # the property suites, a real vLLM (offline and served), SGLang's import, two gloo ranks, 16 threads
     "test_generate_fuzz.py", "test_kivi_properties.py", "test_op_properties.py", "test_sampling_properties.py",
+    "test_error_rule.py",
     "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py", "test_sglang.py",
 )
 

@@ -11,9 +11,10 @@ without a GPU; their speed, memory model and races that a barrier-to-barrier sch
 ``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
 AddressSanitizer and UndefinedBehaviorSanitizer (``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime
 preloaded): a global-memory access out of a tensor's bounds, an integer division by zero or an out-of-range shift
-then stops the run with a report (pass ``-s`` to see it). That run also resumes a block's threads in a
-shuffled order (``CUDA_EMU_ORDER=shuffle``; ``reverse`` is the other choice), which changes what a kernel missing a
-barrier computes.
+then stops the run with a report (pass ``-s`` to see it). It runs the sampling properties too, 10 drawn cases each
+(the ``sanitized`` hypothesis profile). That run also resumes a block's threads in a shuffled order
+(``CUDA_EMU_ORDER=shuffle``; ``reverse`` is the other choice), which changes what a kernel missing a barrier
+computes.
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def _run_sanitized(pytest_args: list[str]) -> int:
                              check=True).stdout.strip()
     env = {"CUDA_EMU_ORDER": "shuffle", **os.environ, "PYDECODE_CUDA_EMULATION": "asan", "LD_PRELOAD": runtime,
            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
-    tests = ["tests/ops", "tests/cache", "tests/generation/test_every_backend.py", "-k", "cuda-emulated"]
+    tests = ["tests/ops", "tests/cache", "tests/generation/test_every_backend.py", "-k", "cuda-emulated",
+             "tests/properties/test_sampling_properties.py", "--hypothesis-profile=sanitized"]
     return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *pytest_args],
                            cwd=ROOT, env=env)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops.penalties import penalties_unchecked, record_tokens_
+from ..ops.penalties import penalties_unchecked, record_tokens_unchecked
 from ..ops.reference import bad_words_banned, no_repeat_ngram_banned, prompt_token_mask
 from ..ops.reference.constraints import history_tail, ngram_completions, token_mask
 
@@ -124,7 +124,7 @@ class Penalties(Processor):
         return scores
 
     def record(self, tokens: torch.Tensor) -> None:
-        record_tokens_(self.token_counts, tokens, backend=self.backend)
+        record_tokens_unchecked(self.token_counts, tokens, self.backend)
 
     def count_tokens(self, run: torch.Tensor, count: torch.Tensor) -> None:
         """Count each row's kept tokens ``run[b, :count[b]]`` (B, T)."""

@@ -5,7 +5,7 @@ import torch
 
 from . import registry  # noqa: F401  (fills the backend registry)
 from .backends import resolve
-from .validation import check_per_row
+from .validation import check_per_row, check_tokens
 
 
 def apply_penalties_(logits: torch.Tensor, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None,
@@ -37,5 +37,14 @@ def penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency
 
 def record_tokens_(token_counts: torch.Tensor, tokens: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``token_counts[b, tokens[b]] += 1`` for every row, in place (tokens must lie in [0, V))."""
+    if not isinstance(token_counts, torch.Tensor) or token_counts.dtype != torch.int32 or token_counts.dim() != 2 \
+            or not token_counts.is_contiguous():
+        raise TypeError("token_counts must be a contiguous int32 tensor of shape (batch, vocab)")
+    check_tokens(tokens, *token_counts.shape)
+    return record_tokens_unchecked(token_counts, tokens, backend)
+
+
+def record_tokens_unchecked(token_counts, tokens, backend=None):
+    """:func:`record_tokens_` without argument checks, for the decode loop."""
     _, fn = resolve("record", token_counts.device, backend)
     return fn(token_counts, tokens)

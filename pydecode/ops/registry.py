@@ -45,7 +45,7 @@ register("degeneration_score", "cuda", "pydecode.ops.contrastive_native:degenera
 # beam search (issue 5): beam_topk(logits, beam_scores, num_beams, k, log_softmax) -> (scores, tokens, beams)
 register("beam_topk", "torch", f"{_REFERENCE}.beam:beam_topk")
 register("beam_topk", "cpp", "pydecode.ops.beam_native:beam_topk")
-register("beam_topk", "cuda", "pydecode.ops.beam_native:beam_topk")
+register("beam_topk", "cuda", "pydecode.ops.beam_native:beam_topk_cuda")
 register("beam_topk", "triton", f"{_TRITON}.beam:beam_topk")
 
 # speculative decoding (issue 7): verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..ops.backends import resolve
-from ..ops.logprobs import token_logprobs
+from ..ops.logprobs import token_logprobs_unchecked
 from ..ops.penalties import penalties_unchecked
 from ..ops.reference.dynatemp import dynamic_temperature
 from ..ops.reference.random import position_seeds
@@ -127,8 +127,8 @@ class Sampler:
             torch.distributed.broadcast(tokens, src=0, group=self.group)
         out = SampleOutput(tokens)
         if num_logprobs is not None:
-            out.logprobs, top_values, top_ids = token_logprobs(logits[:, : self.vocab_size], tokens, num_logprobs,
-                                                               backend=self.backend)
+            out.logprobs, top_values, top_ids = token_logprobs_unchecked(logits[:, : self.vocab_size], tokens,
+                                                                         num_logprobs, self.backend)
             if num_logprobs:
                 out.top_logprobs, out.top_ids = top_values, top_ids
         return out

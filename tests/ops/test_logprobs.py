@@ -60,3 +60,14 @@ def test_bad_input_raises():
         token_logprobs(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64), True)
     with pytest.raises(TypeError):
         token_logprobs(torch.zeros(2, 5, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("tokens, error, match", [
+    (torch.tensor([0, 5]), ValueError, r"tokens must lie in \[0, vocab = 5\), got 5"),
+    (torch.tensor([-1, 0]), ValueError, "got -1"),
+    (torch.tensor([0, 1, 2]), ValueError, r"tokens must have shape \(2,\)"),
+    (torch.tensor([0.0, 1.0]), TypeError, "tokens must be int64 or int32"),
+])
+def test_bad_tokens_raise_the_same_error_on_every_backend(backend, tokens, error, match):
+    with pytest.raises(error, match=match):
+        on_device(token_logprobs, torch.zeros(2, 5), tokens, 2, backend=backend)

@@ -79,6 +79,17 @@ def test_bad_input_raises(bad, error):
         apply_penalties_(args.pop("logits"), args.pop("counts"), args.pop("prompt"), **args)
 
 
+@pytest.mark.parametrize("counts, tokens, error, match", [
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([0, 5]), ValueError, r"tokens must lie in \[0, vocab = 5\)"),
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([-3, 0]), ValueError, "got -3"),
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([0]), ValueError, r"tokens must have shape \(2,\)"),
+    (torch.zeros(2, 5, dtype=torch.int64), torch.tensor([0, 1]), TypeError, "token_counts must be a contiguous int32"),
+])
+def test_record_bad_input_raises_the_same_error_on_every_backend(backend, counts, tokens, error, match):
+    with pytest.raises(error, match=match):
+        record_tokens_(to_device(counts), to_device(tokens), backend=backend)
+
+
 def test_strided_prompt_mask_and_tokens(backend, device):
     """Non-contiguous inputs (a sliced mask, a strided token column) must give the reference's result."""
     from pydecode.ops.reference import penalties as reference

@@ -26,7 +26,7 @@ from vllm.v1.sample.logits_processor import LogitBiasLogitsProcessor, MinPLogits
 from vllm.v1.sample.ops.bad_words import apply_bad_words
 from vllm.v1.sample.sampler import Sampler as VllmSampler
 
-from ...ops.logprobs import token_logprobs
+from ...ops.logprobs import token_logprobs_unchecked
 from .batch_slots import PydecodeSamplerState
 from .logits_processors import PydecodeWarpersProcessor
 
@@ -73,8 +73,8 @@ class PydecodeVllmSampler(torch.nn.Module):
             logprobs = LogprobsTensors(torch.empty(0), raw.log_softmax(-1), torch.empty(0))
         elif num_logprobs is not None:
             if out.logprobs is None:  # the logprobs of the raw logits at the drawn tokens
-                out.logprobs, out.top_logprobs, out.top_ids = token_logprobs(raw[:, :state.sampler.vocab_size],
-                                                                             tokens, num_logprobs)
+                out.logprobs, out.top_logprobs, out.top_ids = token_logprobs_unchecked(
+                    raw[:, :state.sampler.vocab_size], tokens, num_logprobs)
             logprobs = self._logprobs(raw, tokens, out, num_logprobs)
         return SamplerOutput(sampled_token_ids=tokens.to(torch.int32).unsqueeze(-1), logprobs_tensors=logprobs)
 
