@@ -1,6 +1,6 @@
 """Test-wide set-up: Triton kernels run under the interpreter on a machine without a GPU, and the ``backend``
 fixture runs a test once per backend usable on ``DEVICE`` (cuda when present, else cpu); without a GPU the CUDA
-kernels run too, emulated on the CPU (``cuda-emulated``, see cuda_emulation.py)."""
+kernels run too, emulated on the CPU (``cuda-emulated``, see support/cuda_emulation.py)."""
 import os
 
 import pytest
@@ -25,15 +25,16 @@ if settings is not None:
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import cuda_emulation  # noqa: E402
 from pydecode.ops.backends import active_backends, triton_available  # noqa: E402  (after TRITON_INTERPRET is set)
 
-from devices import DEVICE  # noqa: E402
+from tests.support import cuda_emulation  # noqa: E402
+from tests.support.devices import DEVICE  # noqa: E402
+
 ALL_BACKENDS = ("torch", "cpp", "cuda", "triton", "cuda-emulated")
 # Interpreted Triton launches, compiled for a real GPU by the session's last test (test_triton_compiles.py).
 TRITON_LAUNCHES = None
 if os.environ.get("TRITON_INTERPRET") == "1" and triton_available():
-    import triton_launches
+    from tests.support import triton_launches
 
     TRITON_LAUNCHES = triton_launches.record()
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-import cuda_emulation
+from tests.support import cuda_emulation
 
 KERNELS = r"""
 #include <cuda_runtime.h>

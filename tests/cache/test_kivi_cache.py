@@ -6,7 +6,7 @@ from transformers import (
     Qwen2Config, Qwen2ForCausalLM,
 )
 
-from devices import model_on_device, to_device
+from tests.support.devices import model_on_device, to_device
 from pydecode.cache import KiviCache, KiviLayer, activate, make_cache
 from pydecode.cache.reference import dequantize_keys, dequantize_values
 

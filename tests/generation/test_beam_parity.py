@@ -12,8 +12,7 @@ from pydecode.generation.runner import ModelRunner
 
 from tests.generation.models import EOS, padded_batch, tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_ids, case_tensors, load_golden, model_path  # noqa: E402
+from tests.fixtures.golden_v4 import case_ids, case_tensors, load_golden, model_path
 
 EOS_LIST = [EOS, 9, 17, 33, 44, 55, 66, 77, 88, 99]
 CASES = {

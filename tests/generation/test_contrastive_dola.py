@@ -14,8 +14,7 @@ from pydecode.generation.api import prepare
 from pydecode.generation.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
 from pydecode.generation.runner import ModelRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_path  # noqa: E402
+from tests.fixtures.golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_path
 
 CONTRASTIVE = load_golden("contrastive")
 DOLA = load_golden("dola")

@@ -12,11 +12,10 @@ from transformers import AutoModelForCausalLM
 
 import pydecode
 
-from devices import DEVICE, model_on_device, on_device
-from models import padded_batch, tiny_model
+from tests.support.devices import DEVICE, model_on_device, on_device
+from tests.generation.models import padded_batch, tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_tensors, load_golden, model_path  # noqa: E402
+from tests.fixtures.golden_v4 import case_tensors, load_golden, model_path
 
 GOLDEN_IDS = [
     "tiny-llama/contrastive/a0.6_k4/padded/eos",

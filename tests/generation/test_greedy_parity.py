@@ -4,7 +4,7 @@ import torch
 
 import pydecode
 
-from devices import model_on_device, on_device
+from tests.support.devices import model_on_device, on_device
 from tests.generation.models import EOS, padded_batch, tiny_model
 
 CASES = {

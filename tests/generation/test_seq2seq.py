@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from golden_v4 import case_ids, case_tensors, load_golden, model_path
+from tests.fixtures.golden_v4 import case_ids, case_tensors, load_golden, model_path
 from transformers import (
     AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration,
 )

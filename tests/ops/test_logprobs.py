@@ -7,7 +7,7 @@ top-n ids compared through the reference's log-probabilities at them (ties, comm
 import pytest
 import torch
 
-from devices import on_device
+from tests.support.devices import on_device
 from pydecode.ops import reference, token_logprobs
 
 

@@ -6,7 +6,7 @@ order and match bit for bit; the tolerance leaves room for a fused multiply-add 
 import pytest
 import torch
 
-from devices import to_device
+from tests.support.devices import to_device
 from pydecode.ops import apply_penalties_, record_tokens_
 from pydecode.ops import reference
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from devices import on_device
+from tests.support.devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample

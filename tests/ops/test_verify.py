@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from devices import on_device
+from tests.support.devices import on_device
 from pydecode.ops.reference.verify import verify as reference_verify
 from pydecode.ops.verify import verify
 

@@ -10,12 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import on_device
+from tests.support.devices import on_device
 from pydecode.cache import kivi_attention, kivi_pack
 from pydecode.cache.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
 from pydecode.cache.reference import kivi_attention as reference_attention
 from pydecode.cache.reference import kivi_pack as reference_pack
-from strategies import examples
+from tests.properties.strategies import examples
 
 
 def _values(data, shape, gen):

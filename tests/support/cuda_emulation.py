@@ -3,12 +3,12 @@
 The CUDA sources (``csrc/cuda/*.cu`` adapters and ``csrc/include/pydecode/*.cuh`` kernels) are copied with two
 rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a ``__shared__``
 declaration a reference into the block's shared memory) and compiled as C++ against the emulated runtime of
-``tests/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build does.
+``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build does.
 :class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
 thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
 without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
 
-``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
+``python tests/support/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
 AddressSanitizer and UndefinedBehaviorSanitizer (``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime
 preloaded): a global-memory access out of a tensor's bounds, an integer division by zero or an out-of-range shift
 then stops the run with a report (pass ``-s`` to see it). That run also resumes a block's threads in a
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = Path(__file__).resolve().parent / "cuda_emulator"
 
 _LAUNCH = re.compile(r"(?P<kernel>[\w:]+(?:<[\w:, ]*>)?)\s*<<<(?P<config>.*?)>>>\s*\((?P<args>.*?)\);", re.S)
@@ -166,5 +166,5 @@ def _run_sanitized(pytest_args: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--asan"]:
-        sys.exit("usage: python tests/cuda_emulation.py --asan [pytest arguments]")
+        sys.exit("usage: python tests/support/cuda_emulation.py --asan [pytest arguments]")
     sys.exit(_run_sanitized(sys.argv[2:]))
