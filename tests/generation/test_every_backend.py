@@ -83,11 +83,11 @@ def test_beam_search_matches_transformers(backend):
     dict(num_beams=3, top_k=30, temperature=1.3),
     dict(assistant_model="noisy-llama", num_assistant_tokens=3, top_p=0.95),
 ], ids=["filters-and-penalties", "beam-sampling", "speculative"])
-def test_seeded_sampling_matches_the_reference_backend(backend, extra):
+def test_seeded_sampling_matches_the_reference_backend(kernel_backend, extra):
     model = tiny_model("llama")
     ids, mask = padded_batch()
     if "assistant_model" in extra:
         extra = {**extra, "assistant_model": model_on_device(_noisy_draft())}
     kwargs = dict(input_ids=ids, attention_mask=mask, do_sample=True, seed=torch.tensor([3, 1, 4]),
                   max_new_tokens=10, **extra)
-    assert torch.equal(_generate(model, backend, **kwargs), _generate(model, "torch", **kwargs))
+    assert torch.equal(_generate(model, kernel_backend, **kwargs), _generate(model, "torch", **kwargs))
