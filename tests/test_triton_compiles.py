@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import pytest
 
-import conftest
 from tests.support import triton_launches
 
 ROOT = Path(__file__).resolve().parents[1]

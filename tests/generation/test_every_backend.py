@@ -3,8 +3,6 @@ without a GPU the CUDA kernels emulated on the CPU): the tokens of transformers,
 the CPU; on a GPU the reference backend's tokens there stand in), or, for seeded sampling, of the reference backend."""
 import copy
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +10,9 @@ from transformers import AutoModelForCausalLM
 
 import pydecode
 
-from tests.support.devices import DEVICE, model_on_device, on_device
-from tests.generation.models import padded_batch, tiny_model
-
 from tests.fixtures.golden_v4 import case_tensors, load_golden, model_path
+from tests.generation.models import padded_batch, tiny_model
+from tests.support.devices import DEVICE, model_on_device, on_device
 
 GOLDEN_IDS = [
     "tiny-llama/contrastive/a0.6_k4/padded/eos",

@@ -48,7 +48,8 @@ def test_matches_reference(kernel_backend, device, dtype, shape, padding, normal
         context = normalize_rows(context)
     alpha = torch.linspace(0, 1, shape[0], device=device)
     for a in (0.6, alpha):
-        got = degeneration_score(candidates, context, mask, probs, a, normalize_context=normalize, backend=kernel_backend)
+        got = degeneration_score(candidates, context, mask, probs, a, normalize_context=normalize,
+                                 backend=kernel_backend)
         _check(got, reference(candidates, context, mask, probs, a, normalize), dtype)
 
 

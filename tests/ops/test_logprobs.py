@@ -7,8 +7,9 @@ top-n ids compared through the reference's log-probabilities at them (ties, comm
 import pytest
 import torch
 
-from tests.support.devices import on_device
 from pydecode.ops import reference, token_logprobs
+
+from tests.support.devices import on_device
 
 
 def make_logits(batch, vocab, dtype, seed=0):

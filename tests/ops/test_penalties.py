@@ -6,9 +6,9 @@ order and match bit for bit; the tolerance leaves room for a fused multiply-add 
 import pytest
 import torch
 
+from pydecode.ops import apply_penalties_, record_tokens_, reference
+
 from tests.support.devices import to_device
-from pydecode.ops import apply_penalties_, record_tokens_
-from pydecode.ops import reference
 
 
 def make_inputs(batch, vocab, seed=0):

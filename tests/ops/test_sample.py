@@ -10,11 +10,12 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from tests.support.devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
 from pydecode.ops.reference.sampling import apply_temperature, per_row, sanitize
+
+from tests.support.devices import on_device
 
 FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
 
@@ -233,7 +234,8 @@ def test_per_row_tensors_match_scalars(backend):
         assert tokens[b] == sample(logits[b:b + 1], backend, seeds[b:b + 1], step=6, **scalars)[0]
     assert_reference_draw(tokens, logits, seeds, 6, **rows)
     same = {name: torch.full((7,), FILTERS[name], dtype=value.dtype) for name, value in rows.items()}
-    assert torch.equal(sample(logits, backend, seeds, step=6, **same), sample(logits, backend, seeds, step=6, **FILTERS))
+    assert torch.equal(sample(logits, backend, seeds, step=6, **same),
+                       sample(logits, backend, seeds, step=6, **FILTERS))
 
 
 def test_top_p_pivot_inside_a_tie_group(backend):
@@ -251,7 +253,7 @@ def test_top_p_pivot_inside_a_tie_group(backend):
 
 @pytest.mark.parametrize("rows", ["bfloat16", "float16", "all-equal"])
 def test_tied_rows_draw_the_reference_ids(backend, rows):
-    """Regression (issue #21): on rows with exact ties, where top-k / top-p cut through a group of equal values, the
+    """Regression: on rows with exact ties, where top-k / top-p cut through a group of equal values, the
     same seeds give the same ids on every backend (the reference used to keep a sort-order-dependent part of the
     group: a third of all-equal rows differed)."""
     batch = 24 if backend == "triton" else 200

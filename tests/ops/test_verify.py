@@ -5,9 +5,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from tests.support.devices import on_device
 from pydecode.ops.reference.verify import verify as reference_verify
 from pydecode.ops.verify import verify
+
+from tests.support.devices import on_device
 
 
 def make_case(batch, k, vocab, seed=0, agree=0.5, filtered=True):

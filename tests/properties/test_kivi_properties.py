@@ -10,12 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.devices import on_device
 from pydecode.cache import kivi_attention, kivi_pack
 from pydecode.cache.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
 from pydecode.cache.reference import kivi_attention as reference_attention
 from pydecode.cache.reference import kivi_pack as reference_pack
+
 from tests.properties.strategies import examples
+from tests.support.devices import on_device
 
 
 def _values(data, shape, gen):

@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.devices import on_device, to_device
 from pydecode.ops import apply_penalties_, reference, token_logprobs
 from pydecode.ops.beam import beam_topk
 from pydecode.ops.contrastive import degeneration_score
@@ -20,7 +19,9 @@ from pydecode.ops.reference.contrastive import degeneration_score as reference_d
 from pydecode.ops.reference.contrastive import normalize_rows
 from pydecode.ops.reference.verify import verify as reference_verify
 from pydecode.ops.verify import verify
+
 from tests.properties.strategies import examples, logits_batches, seeds_for, vocab_sizes
+from tests.support.devices import on_device, to_device
 
 
 def _limits(backend):

@@ -9,6 +9,7 @@ import pydecode
 from pydecode import Sampler, SamplingParams
 from pydecode.ops.reference.dynatemp import dynamic_temperature
 from pydecode.ops.reference.sampling import process_logits, sample_from_processed
+
 from tests.generation.models import padded_batch, tiny_model
 
 V = 300

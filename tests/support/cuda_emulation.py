@@ -3,7 +3,8 @@
 The CUDA sources (``csrc/cuda/*.cu`` adapters and ``csrc/include/pydecode/*.cuh`` kernels) are copied with two
 rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a ``__shared__``
 declaration a reference into the block's shared memory) and compiled as C++ against the emulated runtime of
-``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build does.
+``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build
+does.
 :class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
 thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
 without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
