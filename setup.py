@@ -17,13 +17,13 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/bindings.cpp"]
+    sources = sorted(glob.glob("csrc/*/cpu.cpp")) + ["csrc/bindings.cpp"]  # csrc/<op>/: one folder per op
     include_dirs = [os.path.join(here, "csrc", "include")]
     cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG"]  # no -std: torch's build picks the standard its headers need
     link_flags = ["-fopenmp"]
     with_cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
     if with_cuda and os.environ.get("PYDECODE_NO_CUDA") != "1":
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/*/cuda.cu"))
         nvcc_flags = ["-O3", "--use_fast_math", "-DNDEBUG"]
         ext = CUDAExtension(
             "pydecode._C", sources, include_dirs=include_dirs, define_macros=[("PYDECODE_WITH_CUDA", "1")],

@@ -1,6 +1,6 @@
 // The one TORCH_LIBRARY(pydecode, m) block: every op's schema, in one place.
-// Implementations register per device in csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL(pydecode, CPU, m)) and
-// csrc/cuda/*.cu (TORCH_LIBRARY_IMPL(pydecode, CUDA, m)); fake/meta kernels live in pydecode/ops/native.py.
+// Implementations register per device in csrc/<op>/cpu.cpp (TORCH_LIBRARY_IMPL(pydecode, CPU, m)) and
+// csrc/<op>/cuda.cu (TORCH_LIBRARY_IMPL(pydecode, CUDA, m)); fake/meta kernels live in pydecode/ops/native.py.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

@@ -1,13 +1,12 @@
 """pydecode's CUDA kernels, run on the CPU for tests.
 
-The CUDA sources (``csrc/cuda/*.cu`` adapters and ``csrc/include/pydecode/*.cuh`` kernels) are copied with two
-rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a ``__shared__``
-declaration a reference into the block's shared memory) and compiled as C++ against the emulated runtime of
-``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build
-does.
-:class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
-thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
-without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
+The CUDA sources (``csrc/<op>/cuda.cu`` adapters, ``csrc/<op>/kernel.cuh`` kernels and the shared headers) are copied
+with two rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a
+``__shared__`` declaration a reference into the block's shared memory) and compiled as C++ against the emulated
+runtime of ``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the
+real build does. :class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels.
+Every emulated GPU thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels'
+logic is tested without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
 
 ``python tests/support/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
 AddressSanitizer and UndefinedBehaviorSanitizer (``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime
@@ -66,13 +65,16 @@ def _generate(out: Path) -> list[Path]:
     sites = itertools.count()
     csrc = ROOT / "csrc"
     units = []
-    for path in sorted(csrc.glob("*.h")) + sorted((csrc / "include" / "pydecode").iterdir()) + sorted(
-            (csrc / "cuda").glob("*.cu")):
-        relative = path.relative_to(csrc)
+    adapters = sorted(csrc.glob("*/cuda.cu"))
+    headers = sorted((csrc / "include" / "pydecode").iterdir()) + sorted(
+        path for adapter in adapters for path in adapter.parent.iterdir() if path.suffix in (".h", ".cuh"))
+    for path in headers + adapters:
         text = path.read_text()
         if path.suffix in (".cu", ".cuh"):
             text = rewrite(text, sites)
-        target = out / relative.with_suffix(".cpp" if path.suffix == ".cu" else path.suffix)
+        # a translation unit per op, named after it: the extension builder names objects by file name
+        relative = path.relative_to(csrc)
+        target = out / (relative.with_name(f"{path.parent.name}_cuda.cpp") if path.suffix == ".cu" else relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_text() != text:  # unchanged files keep their timestamps (ninja)
             target.write_text(text)
