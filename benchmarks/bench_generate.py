@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 import transformers
+from plot_results import plot_csv
 
 import pydecode
 from pydecode.models import load_model
-
-from plot_results import plot_csv
 
 TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had "
         "taught him, and watched the ships pass on the grey water while the gulls circled overhead. ")

@@ -14,7 +14,8 @@ Each step's logits are the same for every provider. Providers:
   installed in pydecode's environment)
 
 Writes ``benchmarks/results/sampler_<device>.csv``, a plot next to it (matplotlib, if installed) and prints a
-markdown table headed by the machine, versions and command. Run: ``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
+markdown table headed by the machine, versions and command. Run:
+``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
 """
 from __future__ import annotations
 
@@ -26,16 +27,18 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
+from bench_sampling import captured_rows, make_logits, save_and_describe
 from transformers.generation.logits_process import (
-    LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, SequenceBiasLogitsProcessor,
-    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
-import pydecode
 from pydecode import Sampler, SamplingParams
-
-from bench_sampling import captured_rows, make_logits, save_and_describe
 
 PARAMETER_MIX = [
     SamplingParams(temperature=0.0),

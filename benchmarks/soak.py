@@ -104,8 +104,9 @@ def main():
     out = RESULTS / "soak_cpu.csv"
     kivi_rss, footprint = kivi_cycles(model, args.kivi_cycles, args.kivi_tokens)
     with (RESULTS / "soak_kivi_cpu.csv").open("w", newline="") as f:
+        kv_mib = round(footprint["total_bytes"] / 2**20, 2)
         csv.writer(f).writerows([("cycle", "rss_mib", "kivi_tokens", "kv_mib")] + [
-            (c, round(r, 2), args.kivi_tokens, round(footprint["total_bytes"] / 2**20, 2)) for c, r in enumerate(kivi_rss)])
+            (c, round(r, 2), args.kivi_tokens, kv_mib) for c, r in enumerate(kivi_rss)])
     kivi_slope = slope(list(range(len(kivi_rss))), kivi_rss) if len(kivi_rss) > 1 else 0.0
     kivi_line = (f"KIVI cache, {args.kivi_tokens} tokens, {args.kivi_cycles} allocate/free cycles: RSS "
                  f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), "

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import (
-    Cache, CacheLayerMixin, DummyLayer, DynamicSlidingWindowLayer, get_layer_types_and_kwargs,
+    Cache,
+    CacheLayerMixin,
+    DummyLayer,
+    DynamicSlidingWindowLayer,
+    get_layer_types_and_kwargs,
 )
 
 from .key_clipping import clip_key_groups

@@ -232,7 +232,8 @@ class _GroupBeamSearch:
             rows = self.rows[g]
             positions = ((torch.arange(B, device=self.device)[:, None] * G + g) * S
                          + torch.arange(S, device=self.device)).view(-1)
-            self.hyps.add(g, self.beam_scores[rows].view(B, S).double() / length, (~self.done[:, g : g + 1]).expand(B, S),
+            self.hyps.add(g, self.beam_scores[rows].view(B, S).double() / length,
+                          (~self.done[:, g : g + 1]).expand(B, S),
                           self.seqs[rows].view(B, S, L), torch.full((B, S), cur_len, device=self.device),
                           flat_history[positions].view(B, S, self.width),
                           {name: t[rows].view(B, S, *t.shape[1:]) for name, t in self.tracks.items()})

@@ -42,13 +42,13 @@ register("degeneration_score", "triton", f"{_TRITON}.contrastive:degeneration_sc
 register("degeneration_score", "cpp", "pydecode.ops.contrastive_native:degeneration_score")
 register("degeneration_score", "cuda", "pydecode.ops.contrastive_native:degeneration_score")
 
-# beam search (issue 5): beam_topk(logits, beam_scores, num_beams, k, log_softmax) -> (scores, tokens, beams)
+# beam search: beam_topk(logits, beam_scores, num_beams, k, log_softmax) -> (scores, tokens, beams)
 register("beam_topk", "torch", f"{_REFERENCE}.beam:beam_topk")
 register("beam_topk", "cpp", "pydecode.ops.beam_native:beam_topk")
 register("beam_topk", "cuda", "pydecode.ops.beam_native:beam_topk_cuda")
 register("beam_topk", "triton", f"{_TRITON}.beam:beam_topk")
 
-# speculative decoding (issue 7): verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds,
+# speculative decoding: verify(draft_tokens, draft_logits, target_logits, num_draft, temperature, seeds,
 # step) -> (accepted (B,), next_tokens (B,))
 register("verify", "torch", f"{_REFERENCE}.verify:verify")
 register("verify", "cpp", "pydecode.ops.verify_native:verify")

@@ -29,7 +29,8 @@ def check_per_row(name: str, value, batch: int, low: float, high: float, low_ope
     allowed = f"{lo_br}{low}, {high}{hi_br}"
     if isinstance(value, torch.Tensor):
         if value.dim() != 1 or value.shape[0] != batch:
-            raise ValueError(f"{name} as a tensor must have shape ({batch},), one value per row, got {tuple(value.shape)}")
+            raise ValueError(f"{name} as a tensor must have shape ({batch},), one value per row, "
+                             f"got {tuple(value.shape)}")
         if integer and value.dtype.is_floating_point:
             raise TypeError(f"{name} must hold integers, got {value.dtype}")
         values = value.detach().double().cpu()

@@ -23,13 +23,13 @@ def _interpreted(backend, device):
 
 @pytest.mark.parametrize("num_beams,vocab,k", SHAPES)
 @pytest.mark.parametrize("log_softmax", [True, False])
-def test_matches_reference(backend, device, num_beams, vocab, k, log_softmax):
-    if _interpreted(backend, device) and (num_beams, vocab, k) not in INTERPRETER_SHAPES:
+def test_matches_reference(kernel_backend, device, num_beams, vocab, k, log_softmax):
+    if _interpreted(kernel_backend, device) and (num_beams, vocab, k) not in INTERPRETER_SHAPES:
         pytest.skip("too slow for the Triton interpreter")
     g = torch.Generator().manual_seed(vocab + num_beams)
     logits = torch.randn(2 * num_beams, vocab, generator=g).to(device)
     scores = torch.randn(2 * num_beams, generator=g).to(device)
-    _check(logits, scores, num_beams, k, log_softmax, backend)
+    _check(logits, scores, num_beams, k, log_softmax, kernel_backend)
 
 
 def test_ties_go_to_the_smaller_index(backend, device):

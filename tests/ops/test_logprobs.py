@@ -7,8 +7,9 @@ top-n ids compared through the reference's log-probabilities at them (ties, comm
 import pytest
 import torch
 
-from devices import on_device
 from pydecode.ops import reference, token_logprobs
+
+from tests.support.devices import on_device
 
 
 def make_logits(batch, vocab, dtype, seed=0):
@@ -32,14 +33,14 @@ def check(logits, tokens, top_n, backend):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("vocab,batch", [(1000, 37), (49152, 7), (262144, 1)])
-def test_logprobs_match_reference(backend, vocab, batch, dtype):
-    if backend == "triton" and vocab > 1000 and dtype != torch.float32:
+def test_logprobs_match_reference(kernel_backend, vocab, batch, dtype):
+    if kernel_backend == "triton" and vocab > 1000 and dtype != torch.float32:
         pytest.skip("the Triton interpreter is slow: big vocabularies run on float32 only")
     logits = make_logits(batch, vocab, dtype, seed=vocab)
     tokens = torch.randint(0, vocab, (batch,), generator=torch.Generator().manual_seed(1))
     tokens[0] = logits[0].float().argmax()
     for top_n in (0, 1, 5):
-        check(logits, tokens, top_n, backend)
+        check(logits, tokens, top_n, kernel_backend)
 
 
 def test_nan_rows_and_top_n_above_vocab(backend):

@@ -9,11 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import on_device
 from pydecode.ops import apply_penalties_, record_tokens_, token_logprobs, top_k_top_p_sample
 from pydecode.ops.beam import beam_topk
 from pydecode.ops.verify import verify
-from strategies import examples
+
+from tests.properties.strategies import examples
+from tests.support.devices import on_device
 
 BATCH, VOCAB = 3, 11
 
@@ -78,9 +79,9 @@ def _outcome(fn, args, kwargs, backend):
 
 @settings(max_examples=examples(2.0))
 @given(data=st.data())
-def test_same_arguments_same_error_on_every_backend(backend, data):
+def test_same_arguments_same_error_on_every_backend(kernel_backend, data):
     fn, args, kwargs = _case(data)
     expected, message = _outcome(fn, args, kwargs, "torch")
     assert expected in (None, ValueError, TypeError), f"the reference raised {expected.__name__}: {message}"
-    got, got_message = _outcome(fn, args, kwargs, backend)
-    assert got is expected, f"{backend} raised {got and got.__name__} ({got_message}); the reference {message!r}"
+    got, got_message = _outcome(fn, args, kwargs, kernel_backend)
+    assert got is expected, f"{kernel_backend} raised {got and got.__name__} ({got_message}); the reference {message!r}"

@@ -15,8 +15,8 @@ the two runners have different processor interfaces, so each class implements bo
 
 - the GPU model runner v2 (``vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor``): per-slot state from
   ``add_request``, ``apply(logits, ctx)`` on unscaled logits before temperature; the token history is the
-  runner's ``all_token_ids`` (on the device). The warpers there compute on ``logits / t`` and hand back ``t`` times the result, so
-  that the runner's own division by ``t`` gives what the v1 path gives.
+  runner's ``all_token_ids`` (on the device). The warpers there compute on ``logits / t`` and hand back ``t``
+  times the result, so that the runner's own division by ``t`` gives what the v1 path gives.
 
 A request without pydecode arguments costs nothing; ``validate_params`` runs at admission (a bad value is an HTTP
 400 naming it). The bans run for the whole batch in batched device ops, without reading anything back to the host.

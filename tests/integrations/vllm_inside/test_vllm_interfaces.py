@@ -17,13 +17,15 @@ vllm = pytest.importorskip("vllm", reason="runs in the vLLM side venv (tests/int
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
-    LogitsContext, LogitsProcRequestState,
+    LogitsContext,
+    LogitsProcRequestState,
 )
 
 from pydecode.integrations.processors import RequestBans, apply_warpers  # noqa: E402
 from pydecode.integrations.request_args import parse_request_args  # noqa: E402
 from pydecode.integrations.vllm.logits_processors import (  # noqa: E402
-    PydecodeBansProcessor, PydecodeWarpersProcessor,
+    PydecodeBansProcessor,
+    PydecodeWarpersProcessor,
 )
 
 VOCAB = 40

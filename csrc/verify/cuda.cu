@@ -1,11 +1,11 @@
-// CUDA adapter of the verify op: check tensors, take the stream, call pydecode/verify.cuh.
+// CUDA adapter of the verify op: check tensors, take the stream, call verify/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../verify_args.h"
-#include "pydecode/verify.cuh"
+#include "args.h"
+#include "kernel.cuh"
 
 namespace pydecode {
 namespace {

@@ -1,10 +1,10 @@
 // CUDA speculative verification: a template on raw pointers + stream, returning cudaError_t; no torch types.
-// Semantics bit for bit those of pydecode/verify.h (CPU) and pydecode/ops/reference/verify.py; the ATen adapter is
-// csrc/cuda/verify.cu. Inputs are float32 processed logits, row-major: target (B, K + 1, V), draft (B, K, V) or null
+// Semantics bit for bit those of verify/kernel.h (CPU) and pydecode/ops/reference/verify.py; the ATen adapter is
+// csrc/verify/cuda.cu. Inputs are float32 processed logits, row-major: target (B, K + 1, V), draft (B, K, V) or null
 // (one-hot drafts, as prompt lookup gives).
 //
 // One block per row; each position is a strided pass over the vocabulary with block-wide reductions. The rounding
-// matches verify.h under --use_fast_math: exp and log are evaluated in double and rounded to float (a correctly
+// matches verify/kernel.h under --use_fast_math: exp and log are evaluated in double and rounded to float (a correctly
 // rounded expf / logf in effect, as glibc's are), the probability's division is __fdiv_rn, softmax sums accumulate
 // in double as on the CPU, and the residual's mass is only tested for being positive (any entry > 0).
 #pragma once
@@ -69,7 +69,7 @@ __device__ __forceinline__ double block_sum(double v, Shared& s) {
 __device__ __forceinline__ float exp_rn(float x) { return static_cast<float>(exp(static_cast<double>(x))); }
 __device__ __forceinline__ float log_rn(float x) { return static_cast<float>(log(static_cast<double>(x))); }
 
-// First index of the row's maximum (NaN skipped; 0 when nothing beats -inf), as verify.h's argmax.
+// First index of the row's maximum (NaN skipped; 0 when nothing beats -inf), as verify/kernel.h's argmax.
 template <typename T>
 __device__ int64_t row_argmax(const T* x, int64_t vocab, Shared& s) {
   Best best{-INFINITY, 0};

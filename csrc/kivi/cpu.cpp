@@ -1,10 +1,10 @@
-// CPU adapters of the KIVI ops: check tensors, dispatch dtypes, call the templates of pydecode/kivi.h.
+// CPU adapters of the KIVI ops: check tensors, dispatch dtypes, call the templates of kivi/kernel.h.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../kivi_args.h"
-#include "pydecode/kivi.h"
+#include "args.h"
+#include "kernel.h"
 
 namespace pydecode {
 namespace {

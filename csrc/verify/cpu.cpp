@@ -1,9 +1,9 @@
-// CPU adapter of the verify op: check tensors (verify_args.h), take pointers, call pydecode/verify.h.
+// CPU adapter of the verify op: check tensors (verify/args.h), take pointers, call verify/kernel.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../verify_args.h"
-#include "pydecode/verify.h"
+#include "args.h"
+#include "kernel.h"
 
 namespace pydecode {
 namespace {

@@ -1,11 +1,11 @@
-// CUDA adapters of the KIVI ops: check tensors, dispatch dtypes, take the stream, call pydecode/kivi.cuh.
+// CUDA adapters of the KIVI ops: check tensors, dispatch dtypes, take the stream, call kivi/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../kivi_args.h"
-#include "pydecode/kivi.cuh"
+#include "args.h"
+#include "kernel.cuh"
 
 namespace pydecode {
 namespace {

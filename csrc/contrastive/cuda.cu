@@ -1,12 +1,12 @@
 // CUDA adapter of the degeneration_score op: check tensors, dispatch the dtype, take the stream, call
-// pydecode/contrastive.cuh.
+// contrastive/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../contrastive_args.h"
-#include "pydecode/contrastive.cuh"
+#include "args.h"
+#include "kernel.cuh"
 
 namespace pydecode {
 namespace {

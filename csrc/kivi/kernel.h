@@ -1,5 +1,5 @@
 // KIVI CPU kernels (C++ + OpenMP): quantize + pack, and attention on the packed cache, whose packed tiles run the
-// AVX2 loops of kivi_avx2.h where the CPU has them (chosen at run time) and portable ones elsewhere.
+// AVX2 loops of kernel_avx2.h where the CPU has them (chosen at run time) and portable ones elsewhere.
 // Layouts and contracts: pydecode/cache/reference.py. F = 32 / nbits codes per int32 word, code j of a word in
 // bits [j * nbits, (j + 1) * nbits). x ~= code * scale + zero.
 //   keys   (per channel): codes (B, H, T/F, D) packed along tokens, scale/zero (B, H, T/G, D)
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "pydecode/cpu_math.h"
-#include "pydecode/kivi_avx2.h"
+#include "kernel_avx2.h"
 
 namespace pydecode {
 namespace kivi {
@@ -402,7 +402,7 @@ void attend_range(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t be
 }
 
 #if PYDECODE_HAS_AVX2_KERNELS
-// The same, compiled for AVX2 + FMA (the whole body is inlined here) with the packed tiles read by kivi_avx2.h.
+// The same, compiled for AVX2 + FMA (the whole body is inlined here) with the packed tiles read by kernel_avx2.h.
 template <int NBITS, typename T, typename M>
 PYDECODE_TARGET_AVX2 void attend_range_avx2(const AttentionArgs<T, M>& a, int64_t b, int64_t h, int64_t begin,
                                             int64_t end, Partial& p) {

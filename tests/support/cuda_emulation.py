@@ -1,14 +1,14 @@
 """pydecode's CUDA kernels, run on the CPU for tests.
 
-The CUDA sources (``csrc/cuda/*.cu`` adapters and ``csrc/include/pydecode/*.cuh`` kernels) are copied with two
-rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a ``__shared__``
-declaration a reference into the block's shared memory) and compiled as C++ against the emulated runtime of
-``tests/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the real build does.
-:class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels. Every emulated GPU
-thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels' logic is tested
-without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
+The CUDA sources (``csrc/<op>/cuda.cu`` adapters, ``csrc/<op>/kernel.cuh`` kernels and the shared headers) are copied
+with two rewrites (a ``<<<grid, block, shared, stream>>>`` launch becomes a call of ``cuda_emu::launch``, a
+``__shared__`` declaration a reference into the block's shared memory) and compiled as C++ against the emulated
+runtime of ``tests/support/cuda_emulator`` into an extension that registers them for torch's CUDA dispatch key, as the
+real build does. :class:`EmulatedCuda` then sends the ``pydecode`` ops, called on CPU tensors, to those kernels.
+Every emulated GPU thread runs its kernel code unchanged (barriers, warp shuffles and votes included), so the kernels'
+logic is tested without a GPU; their speed, memory model and races that a barrier-to-barrier schedule hides are not.
 
-``python tests/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
+``python tests/support/cuda_emulation.py --asan`` runs those tests again with the kernels and their adapters built under
 AddressSanitizer and UndefinedBehaviorSanitizer (``PYDECODE_CUDA_EMULATION=asan``, the sanitizer's runtime
 preloaded): a global-memory access out of a tensor's bounds, an integer division by zero or an out-of-range shift
 then stops the run with a report (pass ``-s`` to see it). It runs the sampling properties too, 10 drawn cases each
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = Path(__file__).resolve().parent / "cuda_emulator"
 
 _LAUNCH = re.compile(r"(?P<kernel>[\w:]+(?:<[\w:, ]*>)?)\s*<<<(?P<config>.*?)>>>\s*\((?P<args>.*?)\);", re.S)
@@ -66,13 +66,16 @@ def _generate(out: Path) -> list[Path]:
     sites = itertools.count()
     csrc = ROOT / "csrc"
     units = []
-    for path in sorted(csrc.glob("*.h")) + sorted((csrc / "include" / "pydecode").iterdir()) + sorted(
-            (csrc / "cuda").glob("*.cu")):
-        relative = path.relative_to(csrc)
+    adapters = sorted(csrc.glob("*/cuda.cu"))
+    headers = sorted((csrc / "include" / "pydecode").iterdir()) + sorted(
+        path for adapter in adapters for path in adapter.parent.iterdir() if path.suffix in (".h", ".cuh"))
+    for path in headers + adapters:
         text = path.read_text()
         if path.suffix in (".cu", ".cuh"):
             text = rewrite(text, sites)
-        target = out / relative.with_suffix(".cpp" if path.suffix == ".cu" else path.suffix)
+        # a translation unit per op, named after it: the extension builder names objects by file name
+        relative = path.relative_to(csrc)
+        target = out / (relative.with_name(f"{path.parent.name}_cuda.cpp") if path.suffix == ".cu" else relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_text() != text:  # unchanged files keep their timestamps (ninja)
             target.write_text(text)
@@ -168,5 +171,5 @@ def _run_sanitized(pytest_args: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--asan"]:
-        sys.exit("usage: python tests/cuda_emulation.py --asan [pytest arguments]")
+        sys.exit("usage: python tests/support/cuda_emulation.py --asan [pytest arguments]")
     sys.exit(_run_sanitized(sys.argv[2:]))

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "pydecode/sampling.h"  // Half, BFloat16, to_float
+#include "../sampling/kernel.h"  // Half, BFloat16, to_float
 
 namespace pydecode {
 

@@ -1,10 +1,10 @@
-// CUDA adapter of beam_topk: check tensors, take the stream, call pydecode/beam.cuh.
+// CUDA adapter of beam_topk: check tensors, take the stream, call beam/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "pydecode/beam.cuh"
+#include "kernel.cuh"
 
 namespace pydecode {
 namespace {

@@ -2,7 +2,7 @@
 // a coroutine (own stack, x86-64 context switch below) and a scheduler resumes them in turn until each reaches a
 // barrier or returns. CUDA_EMU_ORDER=reverse or shuffle changes the order in which they are resumed, so that code
 // missing a barrier between a shared-memory write and another thread's read gives a different result.
-// Built with -fsanitize=address (tests/cuda_emulation.py, PYDECODE_CUDA_EMULATION=asan), every global-memory access
+// Built with -fsanitize=address (tests/support/cuda_emulation.py, PYDECODE_CUDA_EMULATION=asan), every global-memory access
 // of a kernel is bounds-checked against the tensors torch allocated; the switches tell the sanitizer about the stacks.
 #include <sys/mman.h>
 

@@ -1,5 +1,5 @@
 // KIVI CUDA kernels on raw pointers + stream (no torch): quantize + pack, and flash-decoding attention on the packed
-// cache. Layouts and contracts: pydecode/cache/reference.py and pydecode/kivi.h (the CPU twin).
+// cache. Layouts and contracts: pydecode/cache/reference.py and kivi/kernel.h (the CPU twin).
 //
 // Attention: one block per (batch x kv head, sequence split, chunk of kRows query rows). The query rows of every
 // query head sharing the kv head (GQA) read each packed tile once. Per tile of G tokens (one key group):

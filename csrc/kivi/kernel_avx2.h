@@ -1,6 +1,6 @@
-// AVX2 + FMA inner loops of the KIVI CPU attention on packed tiles (see kivi.h for the layouts and the code-space
+// AVX2 + FMA inner loops of the KIVI CPU attention on packed tiles (see kivi/kernel.h for the layouts and the code-space
 // formulation). Codes are shifted out of their words in registers and multiplied straight away: no decoded tile is
-// written or read back. Chosen at run time (cpu_features.h); without AVX2 kivi.h's portable loops run.
+// written or read back. Chosen at run time (cpu_features.h); without AVX2 kivi/kernel.h's portable loops run.
 #pragma once
 #include <cstdint>
 

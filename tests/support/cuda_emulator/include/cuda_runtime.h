@@ -3,7 +3,7 @@
 // at barriers (__syncthreads*, warp shuffles and votes), so a kernel runs unchanged, barriers included. Misuse that a
 // GPU punishes with a hang or undefined results (a barrier not reached by every thread, a shuffle whose mask is not
 // the set of lanes calling it, more shared memory than a launch may have) raises an error instead.
-// Launches (<<<...>>>) and __shared__ declarations are rewritten into the calls below by tests/cuda_emulation.py.
+// Launches (<<<...>>>) and __shared__ declarations are rewritten into the calls below by tests/support/cuda_emulation.py.
 #pragma once
 #include <cmath>
 #include <cstddef>

@@ -1,9 +1,9 @@
-// CPU adapter of the degeneration_score op: check tensors, dispatch the dtype, call pydecode/contrastive.h.
+// CPU adapter of the degeneration_score op: check tensors, dispatch the dtype, call contrastive/kernel.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../contrastive_args.h"
-#include "pydecode/contrastive.h"
+#include "args.h"
+#include "kernel.h"
 
 namespace pydecode {
 namespace {

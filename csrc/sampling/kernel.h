@@ -1,5 +1,5 @@
 // CPU kernels of the sampling ops: plain C++ on raw pointers, OpenMP across rows. Semantics are those of
-// pydecode/ops/reference (see there); the ATen adapter is csrc/cpu/sampling.cpp.
+// pydecode/ops/reference (see there); the ATen adapter is csrc/sampling/cpu.cpp.
 //
 // sample, per row, over a float32 scratch copy x = sanitize(logits) / temperature:
 //   1. one pass: x and its max M (argmax for greedy rows; no finite logit -> token 0);

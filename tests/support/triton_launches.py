@@ -8,7 +8,7 @@ argument types, constexpr values and launch options, with a GPU's block sizes an
 without the interpreter, to compile each launch for sm_90 and sm_80 (the ``--arch`` list) with Triton's own compiler,
 which needs no GPU.
 
-    python tests/triton_launches.py LAUNCHES.json [--arch 90 80]
+    python tests/support/triton_launches.py LAUNCHES.json [--arch 90 80]
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 // CUDA kernels of the sampling ops: templates on raw pointers + stream, returning cudaError_t; no torch types.
-// Semantics are those of pydecode/ops/reference; the ATen adapter is csrc/cuda/sampling.cu.
+// Semantics are those of pydecode/ops/reference; the ATen adapter is csrc/sampling/cuda.cu.
 //
 // sample: one block per row, each pass a strided loop over the row with block-wide reductions (the row stays in L2):
 //   1. max and argmax of x = sanitize(logit) / temperature (greedy rows stop here);

@@ -1,8 +1,8 @@
-// CPU adapter of beam_topk: check tensors, convert to float32, call pydecode/beam.h.
+// CPU adapter of beam_topk: check tensors, convert to float32, call beam/kernel.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "pydecode/beam.h"
+#include "kernel.h"
 
 namespace pydecode {
 namespace {
