@@ -184,7 +184,7 @@ def contrastive_chart(rows: list[Row], where: str):
 
 
 def generate_chart(rows: list[Row], where: str):
-    return _bar_figure(rows, f"generate ({where})", ("mode", "batch", "prompt_length"), "provider", "tokens_per_s",
+    return _bar_figure(rows, f"generate ({where})", ("mode", "batch", "padding"), "provider", "tokens_per_s",
                        "tokens / s")
 
 
