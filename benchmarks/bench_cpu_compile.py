@@ -46,7 +46,7 @@ def compiled(forward, option: str):
 
 def measure(model, option: str, batch: int, prompt: int, warmup: int, steps: int, repeats: int) -> dict:
     """Compile time (first step) and median ms per step for one option."""
-    cache = StaticCache(config=model.config, max_cache_len=prompt + warmup + steps + 1)
+    cache = StaticCache(config=model.config, max_cache_len=prompt + warmup + steps * repeats)
     forward = compiled(model.forward, option)
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt))
     with torch.no_grad():
@@ -64,9 +64,9 @@ def measure(model, option: str, batch: int, prompt: int, warmup: int, steps: int
         for position in range(prompt + 1, prompt + warmup):
             step(position)
         runs = []
-        for _ in range(repeats):
+        for first in range(prompt + warmup, prompt + warmup + steps * repeats, steps):
             start = time.perf_counter()
-            for position in range(prompt + warmup, prompt + warmup + steps):
+            for position in range(first, first + steps):
                 step(position)
             runs.append(1000 * (time.perf_counter() - start) / steps)
     return dict(ms_per_step=round(statistics.median(runs), 2), ms_min=round(min(runs), 2),
