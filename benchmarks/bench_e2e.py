@@ -35,11 +35,11 @@ VLLM_PYTHON = Path.home() / ".cache/pydecode/vllm-0.32.0/bin/python"
 SMOLLM2_DIR = Path.home() / ".cache/pydecode/smollm2-135m-instruct"
 
 
-def greedy_config(model, device: str, compiled: bool):
-    """The model's generation config, greedy, eos ignored; with ``compiled``, transformers' static cache and compile
+def greedy_config(model, device: str, new_tokens: int, compiled: bool):
+    """The model's generation config, greedy, ``new_tokens`` new tokens, eos ignored; with ``compiled``, transformers' static cache and compile
     config (compiling on CPU too)."""
     config = copy.deepcopy(model.generation_config)
-    config.do_sample, config.eos_token_id = False, None
+    config.do_sample, config.eos_token_id, config.max_new_tokens = False, None, new_tokens
     config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
     if compiled:
         config.cache_implementation = "static"
@@ -62,19 +62,20 @@ def compile_keyword(model, inputs, device: str):
     return keyword
 
 
-def in_process_systems(model, inputs, new_tokens: int, device: str) -> dict:
-    eager, static = greedy_config(model, device, False), greedy_config(model, device, True)
+def in_process_systems(model, inputs, new_tokens: int, device: str, skip: str) -> dict:
+    eager, static = greedy_config(model, device, new_tokens, False), greedy_config(model, device, new_tokens, True)
     systems = {
-        "transformers eager": lambda: model.generate(**inputs, generation_config=eager, max_new_tokens=new_tokens),
-        "transformers compiled": lambda: model.generate(**inputs, generation_config=static,
-                                                        max_new_tokens=new_tokens),
-        "pydecode eager": lambda: pydecode.generate(model, **inputs, generation_config=eager,
-                                                    max_new_tokens=new_tokens),
+        "transformers eager": lambda: model.generate(**inputs, generation_config=eager),
+        "transformers compiled": lambda: model.generate(**inputs, generation_config=static),
+        "pydecode eager": lambda: pydecode.generate(model, **inputs, generation_config=eager),
     }
-    keyword = compile_keyword(model, inputs, device)
+    keyword = None if "compiled" in skip else compile_keyword(model, inputs, device)
     if keyword is not None:
         systems["pydecode compiled"] = lambda: pydecode.generate(model, **inputs, generation_config=eager,
-                                                                 max_new_tokens=new_tokens, compile=keyword)
+                                                                 compile=keyword)
+    if "compiled" in skip:
+        print("compiled systems: skipped (--skip compiled)", file=sys.stderr)
+        del systems["transformers compiled"]
     return systems
 
 
@@ -145,7 +146,7 @@ def main(argv=None) -> None:
     parser.add_argument("--prompt", type=int, default=30)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", default="", help="comma list of systems to leave out: vllm, llama.cpp")
+    parser.add_argument("--skip", default="", help="comma list of systems to leave out: compiled, vllm, llama.cpp")
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     args.model = args.model or ("llama-1b-random" if args.device == "cuda" else "smollm2")
@@ -157,7 +158,7 @@ def main(argv=None) -> None:
         for batch in map(int, args.batches.split(",")):
             inputs = prompts(tokenizer, batch, args.prompt, args.device)
             results = {name: (first, runs, out[:, args.prompt:].cpu()) for name, (first, runs, out) in
-                       time_interleaved(in_process_systems(model, inputs, args.new_tokens, args.device), args.device,
+                       time_interleaved(in_process_systems(model, inputs, args.new_tokens, args.device, args.skip), args.device,
                                         args.repeats).items()}
             if external and "vllm" not in args.skip:
                 vllm = vllm_run(inputs["input_ids"].cpu(), dtype, args.new_tokens, args.repeats)
