@@ -20,7 +20,6 @@ import torch
 import torch._inductor.config as inductor_config
 from transformers import StaticCache
 
-from bench_generate import machine
 from bench_sampling import save_and_describe
 from pydecode.models import load_model
 
@@ -33,7 +32,8 @@ def cpu_features() -> str:
                   if line.startswith("flags")), [])
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
     have = [flag for flag in wanted if flag in flags]
-    return f"{', '.join(have) or 'none of ' + ', '.join(wanted)}; torch capability {torch.backends.cpu.get_cpu_capability()}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{', '.join(have) or 'none of ' + ', '.join(wanted)}; torch capability {capability}"
 
 
 def compiled(forward, option: str):

@@ -36,8 +36,8 @@ SMOLLM2_DIR = Path.home() / ".cache/pydecode/smollm2-135m-instruct"
 
 
 def greedy_config(model, device: str, new_tokens: int, compiled: bool):
-    """The model's generation config, greedy, ``new_tokens`` new tokens, eos ignored; with ``compiled``, transformers' static cache and compile
-    config (compiling on CPU too)."""
+    """The model's generation config, greedy, ``new_tokens`` new tokens, eos ignored; with ``compiled``,
+    transformers' static cache and compile config (compiling on CPU too)."""
     config = copy.deepcopy(model.generation_config)
     config.do_sample, config.eos_token_id, config.max_new_tokens = False, None, new_tokens
     config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
@@ -157,9 +157,9 @@ def main(argv=None) -> None:
         model.to(args.device, DTYPES[dtype]).eval()
         for batch in map(int, args.batches.split(",")):
             inputs = prompts(tokenizer, batch, args.prompt, args.device)
+            systems = in_process_systems(model, inputs, args.new_tokens, args.device, args.skip)
             results = {name: (first, runs, out[:, args.prompt:].cpu()) for name, (first, runs, out) in
-                       time_interleaved(in_process_systems(model, inputs, args.new_tokens, args.device, args.skip), args.device,
-                                        args.repeats).items()}
+                       time_interleaved(systems, args.device, args.repeats).items()}
             if external and "vllm" not in args.skip:
                 vllm = vllm_run(inputs["input_ids"].cpu(), dtype, args.new_tokens, args.repeats)
                 if vllm is not None:
