@@ -247,7 +247,8 @@ def _save(fig, png: Path) -> None:
 # file-name prefix -> chart(rows, the rest of the stem: device or models) returning a matplotlib Figure
 FAMILIES: dict[str, Callable[[list[Row], str], object]] = {
     "sampling_": sampling_chart, "sampler_": sampler_chart, "beam_": beam_chart, "contrastive_": contrastive_chart,
-    "generate_": generate_chart, "speculative_": speculative_chart, "cpu_compile_": cpu_compile_chart, "e2e_": e2e_chart,
+    "generate_": generate_chart, "speculative_": speculative_chart,
+    "cpu_compile_": cpu_compile_chart, "e2e_": e2e_chart,
     "kv_cache_attention_": kv_attention_chart, "kv_cache_decode_": kv_decode_chart,
     "kv_cache_perplexity_": kv_perplexity_chart, "kv_cache_sinks_": kv_sinks_chart,
     "kv_cache_agreement_": kv_agreement_chart, "kv_cache_memory_": kv_memory_chart, "vllm_": vllm_chart,
