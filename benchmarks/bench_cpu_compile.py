@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
+from bench_sampling import save_and_describe
 from transformers import StaticCache
 
-from bench_sampling import save_and_describe
 from pydecode.models import load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

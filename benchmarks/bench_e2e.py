@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_generate import prompts
+from bench_sampling import save_and_describe
 from transformers import CompileConfig
 
 import pydecode
 from pydecode.models import load_model
-
-from bench_generate import prompts
-from bench_sampling import save_and_describe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 VLLM_PYTHON = Path.home() / ".cache/pydecode/vllm-0.32.0/bin/python"
