@@ -15,6 +15,8 @@ Anything else raises ``NotImplementedError`` naming it.
 """
 from __future__ import annotations
 
+import types
+
 import torch
 from transformers import StaticCache
 
@@ -66,7 +68,15 @@ class DecodeGraph:
     def __init__(self, model, rows: int, bucket: int, settings: dict, device):
         self.cache = StaticCache(config=model.config, max_cache_len=bucket)
         self.bucket = bucket
-        self.step = torch.compile(decode_step, **compile_kwargs(settings, device))
+        # decode_step under a code object of its own: dynamo keeps graphs, and counts them toward its recompile
+        # limit, per code object; a graph of another key never pushes this one out
+        own = types.FunctionType(decode_step.__code__.replace(), decode_step.__globals__, decode_step.__name__)
+        self.compiled = torch.compile(own, **compile_kwargs(settings, device))
+
+    def step(self, *args) -> None:
+        """Run the compiled step; a call that would need more graphs than dynamo keeps raises (never eager)."""
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            self.compiled(*args)
 
     @classmethod
     def get(cls, ctx: DecodeContext, settings: dict) -> "DecodeGraph":
@@ -97,7 +107,7 @@ class StepState:
         self.prefill_positions = positions
         self.positions = positions[:, -1:].clone()  # (rows, 1) of the last token fed
         fill = 0 if ctx.pad_id is None else ctx.pad_id
-        self.history = torch.full((rows, ctx.max_length + 1), fill, dtype=torch.long, device=device)  # last: scratch
+        self.history = torch.full((rows, bucket + 1), fill, dtype=torch.long, device=device)  # last: scratch
         self.history[:, :prompt_len] = ctx.input_ids
         self.length = torch.full((rows,), prompt_len, dtype=torch.long, device=device)  # tokens so far
         self.slot = torch.full((1,), prompt_len - 1, dtype=torch.long, device=device)  # cache slot of the last token
@@ -148,11 +158,12 @@ def select(pipeline, draw, raw: torch.Tensor, state: StepState) -> torch.Tensor:
     return tokens
 
 
-def decode_step(model, cache, model_kwargs: dict, pipeline, draw, state: StepState) -> None:
-    """One decoding step (the compiled graph): the last tokens through the model, then :func:`select`."""
+def decode_step(model, model_kwargs: dict, pipeline, draw, state: StepState) -> None:
+    """One decoding step (the compiled graph): the last tokens through the model, then :func:`select`;
+    ``model_kwargs`` holds the static cache under the model's cache argument."""
     state.slot += 1
     state.positions += 1
-    out = model(input_ids=state.tokens[:, None], position_ids=state.positions, past_key_values=cache,
+    out = model(input_ids=state.tokens[:, None], position_ids=state.positions,
                 attention_mask=step_mask(state.mask, state.slot, model.dtype), cache_position=state.slot,
                 use_cache=True, return_dict=True, **model_kwargs)
     select(pipeline, draw, out.logits[:, -1, :], state)
@@ -176,8 +187,8 @@ def run(ctx: DecodeContext, settings: dict):
     graph = DecodeGraph.get(ctx, settings)
     state = StepState(ctx, graph.bucket, pipeline.eos_ids)
     rows, prompt_len = ctx.input_ids.shape
-    model_kwargs = dict(runner.model_kwargs)
-    out = model(input_ids=ctx.input_ids, position_ids=state.prefill_positions, **{runner.cache_argument: graph.cache},
+    model_kwargs = dict(runner.model_kwargs, **{runner.cache_argument: graph.cache})
+    out = model(input_ids=ctx.input_ids, position_ids=state.prefill_positions,
                 attention_mask=prefill_mask(state.mask, prompt_len, model.dtype),
                 cache_position=torch.arange(prompt_len, device=ctx.input_ids.device), use_cache=True,
                 return_dict=True, **model_kwargs)
@@ -196,7 +207,7 @@ def run(ctx: DecodeContext, settings: dict):
             host_reads += 1
             if not bool(state.unfinished.any()):
                 break
-        graph.step(model, graph.cache, model_kwargs, pipeline, draw, state)
+        graph.step(model, model_kwargs, pipeline, draw, state)
         cur_len += 1
     if ctx.streamer is not None:
         ctx.streamer.end()
