@@ -65,7 +65,7 @@ def check_compilable(ctx: DecodeContext) -> None:
 class DecodeGraph:
     """The compiled decoding step of one (model, rows, bucket, dtype, device, options) and its static cache."""
 
-    def __init__(self, model, rows: int, bucket: int, settings: dict, device):
+    def __init__(self, model, bucket: int, settings: dict, device):
         self.cache = StaticCache(config=model.config, max_cache_len=bucket)
         self.bucket = bucket
         # decode_step under a code object of its own: dynamo keeps graphs, and counts them toward its recompile
@@ -79,14 +79,14 @@ class DecodeGraph:
             self.compiled(*args)
 
     @classmethod
-    def get(cls, ctx: DecodeContext, settings: dict) -> "DecodeGraph":
+    def get(cls, ctx: DecodeContext, settings: dict) -> DecodeGraph:
         """The cached graph for this call's shapes (built on first use), its cache emptied."""
         rows, device = ctx.input_ids.shape[0], ctx.input_ids.device
         bucket = bucket_for(ctx.max_length)
         per_model = COMPILED.setdefault(ctx.model, {})
         key = cache_key(settings, rows, bucket, ctx.model.dtype, device)
         if key not in per_model:
-            per_model[key] = cls(ctx.model, rows, bucket, settings, device)
+            per_model[key] = cls(ctx.model, bucket, settings, device)
         graph = per_model[key]
         graph.cache.reset()
         return graph
@@ -186,7 +186,7 @@ def run(ctx: DecodeContext, settings: dict):
     model, runner, pipeline = ctx.model, ctx.runner, ctx.pipeline
     graph = DecodeGraph.get(ctx, settings)
     state = StepState(ctx, graph.bucket, pipeline.eos_ids)
-    rows, prompt_len = ctx.input_ids.shape
+    prompt_len = ctx.input_ids.shape[1]
     model_kwargs = dict(runner.model_kwargs, **{runner.cache_argument: graph.cache})
     out = model(input_ids=ctx.input_ids, position_ids=state.prefill_positions,
                 attention_mask=prefill_mask(state.mask, prompt_len, model.dtype),
@@ -197,16 +197,13 @@ def run(ctx: DecodeContext, settings: dict):
     select(pipeline, draw, out.logits[:, -1, :], state)
     every = 1 if ctx.streamer is not None else settings.get("stop_check_every", 8)
     cur_len = prompt_len + 1
-    host_reads = 0
     while True:
         if ctx.streamer is not None:
             ctx.streamer.put(state.tokens.cpu())
         if cur_len >= ctx.max_length or ctx.stops.out_of_time():
             break
-        if state.eos is not None and (cur_len - prompt_len) % every == 0:
-            host_reads += 1
-            if not bool(state.unfinished.any()):
-                break
+        if state.eos is not None and (cur_len - prompt_len) % every == 0 and not bool(state.unfinished.any()):
+            break
         graph.step(model, model_kwargs, pipeline, draw, state)
         cur_len += 1
     if ctx.streamer is not None:
