@@ -60,6 +60,10 @@ SLOW_TESTS = (
     "test_generate_fuzz.py", "test_kivi_properties.py", "test_op_properties.py", "test_sampling_properties.py",
     "test_error_rule.py",
     "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py", "test_sglang.py",
+    # Inductor compiles of the decode step (the Dynamo-only test stays in the quick run)
+    "test_compiled_decode.py::test_greedy_matches_eager_and_transformers",
+    "test_compiled_decode.py::test_seeded_sampling_matches_eager",
+    "test_compiled_decode.py::test_inductor_graph_is_reused_across_calls",
 )
 
 
