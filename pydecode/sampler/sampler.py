@@ -7,7 +7,8 @@ order that per-request state supports, built from generate()'s own processor cla
 (:mod:`pydecode.generation.processors`, where the order is stated) and warper / draw step
 (:mod:`pydecode.generation.logits`): the one-token biases, the penalties, the bans (``no_repeat_ngram_size``,
 ``bad_words_ids``, ``suppress_tokens``, eos below ``min_new_tokens``), then on sampling rows the warpers
-(temperature, entropy-scaled with ``dynatemp_range``, first) and the draw; greedy rows take the argmax. Logprobs are those of the logits as given.
+(temperature, entropy-scaled with ``dynatemp_range``, first) and the draw; greedy rows take the argmax. Logprobs
+are those of the logits as given.
 
 The draw of row ``i`` uses the counter-based stream of ``(seed of slots[i], positions[i])``, the one generate()
 uses at that step, so a request's tokens depend only on its own seed, prompt and parameters: never on the batch,
