@@ -113,7 +113,7 @@ class Penalties(Processor):
         self.token_counts = self.prompt_mask = None
 
     @classmethod
-    def of_rows(cls, params, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None, backend) -> "Penalties":
+    def of_rows(cls, params, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None, backend) -> Penalties:
         """Penalties over per-row state the caller keeps: (B, V) int32 counts and (B, V) bool prompt presence
         (None: no repetition penalty)."""
         penalties = cls(params, None, None, backend)
