@@ -157,6 +157,7 @@ def check_refusal(sampler, logits):
 def main():
     sampler = check_registration()
     logits = torch.randn(len(ROWS), VOCAB, generator=torch.Generator().manual_seed(0)) * 2
+    logits[0, -1] = logits[0].max()  # a tie: greedy takes the first maximum, as SGLang's argmax does
     check_greedy_and_logprobs(sampler, logits[:4])
     check_mixed_batch(sampler, logits)
     check_seeds(sampler, logits)
