@@ -1,11 +1,13 @@
-"""pydecode's SGLang sampling backend against SGLang's real classes (register_sampler_backend, ServerArgs,
+"""pydecode's SGLang sampling backend against SGLang's real classes (its plugin loader, argument parser,
 create_sampler, Sampler, SamplingParams, SamplingBatchInfo.from_schedule_batch) with stand-in requests; run by
-test_sglang.py with the SGLang side venv's python (tests/integrations/setup_sglang.sh). Exits non-zero on a mismatch.
+test_sglang.py with the SGLang side venv's python (tests/integrations/setup_sglang.sh) and setup.py's
+``sglang.srt.plugins`` entry point as its argument. Exits non-zero on a mismatch.
 
 SGLang's runtime context is published the way SGLang's own unit tests do (``sglang.test.parallel_groups.publish``),
 with a one-rank TP group that has no device group: enough to construct a ``Sampler`` without its distributed runtime.
 """
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,10 +23,11 @@ from sglang.srt.layers.sampler import Sampler, create_sampler  # noqa: E402
 from sglang.srt.runtime_context import get_parallel, reset_context  # noqa: E402
 from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo  # noqa: E402
 from sglang.srt.sampling.sampling_params import SamplingParams  # noqa: E402
-from sglang.srt.server_args import ServerArgs  # noqa: E402
+from sglang.srt.plugins import load_plugins  # noqa: E402
+from sglang.srt.server_args import ServerArgs, prepare_server_args  # noqa: E402
 from sglang.test.parallel_groups import publish  # noqa: E402
 
-from pydecode.integrations.sglang.sampler import PydecodeSampler, register  # noqa: E402
+from pydecode.integrations.sglang.sampler import PydecodeSampler  # noqa: E402
 from pydecode.ops.reference.sampling import process_logits  # noqa: E402
 
 VOCAB = 50
@@ -34,10 +37,10 @@ class StandInBatch(SimpleNamespace):
     """The fields of SGLang's ScheduleBatch that SamplingBatchInfo.from_schedule_batch reads (weak-referenceable)."""
 
 
-def runtime(backend):
-    """Publish SGLang's runtime context for a one-rank server started with ``--sampling-backend backend``."""
+def runtime(server_args):
+    """Publish SGLang's runtime context for a one-rank server started with ``server_args``."""
     reset_context()
-    publish(ServerArgs(model_path="dummy", sampling_backend=backend, device="cpu"), role="test")
+    publish(server_args, role="test")
     get_parallel().override_permanently(tp_group=SimpleNamespace(rank_in_group=0, world_size=1, device_group=None))
 
 
@@ -75,9 +78,16 @@ def allowed(logits, temperature, top_k=None, top_p=1.0, min_p=0.0):
     return out / out.sum()
 
 
-def check_registration():
-    register()
-    runtime("pydecode")  # ServerArgs accepts the choice only once it is registered
+def check_registration(entry_point):
+    """SGLang's plugin loader finds the entry point in an installed distribution's metadata and runs it; its argument
+    parser then accepts ``--sampling-backend pydecode`` and create_sampler builds pydecode's sampler."""
+    dist = Path(tempfile.mkdtemp()) / "pydecode_plugin-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pydecode-plugin\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(f"[sglang.srt.plugins]\n{entry_point}\n")
+    sys.path.insert(0, str(dist.parent))
+    load_plugins()
+    runtime(prepare_server_args(["--model-path", "dummy", "--sampling-backend", "pydecode", "--device", "cpu"]))
     sampler = create_sampler()
     assert type(sampler) is PydecodeSampler and isinstance(sampler, Sampler), type(sampler)
     return sampler
@@ -87,10 +97,9 @@ def check_greedy_and_logprobs(sampler, logits):
     params = [{"temperature": 0.0}] * 4
     info = batch_info(params)
     tokens, out = sample(sampler, logits, info, [3, 4, 5, 6], top=[2, 0, 3, 0], ids=[None, [1, 2], None, None])
-    runtime("pytorch")
+    runtime(ServerArgs(model_path="dummy", sampling_backend="pytorch", device="cpu"))
     theirs, reference = sample(Sampler(), logits, batch_info(params), [3, 4, 5, 6], top=[2, 0, 3, 0],
                                ids=[None, [1, 2], None, None])
-    runtime("pydecode")
     assert torch.equal(tokens.long(), theirs.long()) and torch.equal(tokens.long(), logits.argmax(-1))
     torch.testing.assert_close(out.next_token_logprobs, reference.next_token_logprobs, atol=1e-5, rtol=0)
     for mine, their in zip(out.next_token_top_logprobs_val, reference.next_token_top_logprobs_val):
@@ -155,7 +164,7 @@ def check_refusal(sampler, logits):
 
 
 def main():
-    sampler = check_registration()
+    sampler = check_registration(sys.argv[1])
     logits = torch.randn(len(ROWS), VOCAB, generator=torch.Generator().manual_seed(0)) * 2
     logits[0, -1] = logits[0].max()  # a tie: greedy takes the first maximum, as SGLang's argmax does
     check_greedy_and_logprobs(sampler, logits[:4])
