@@ -104,7 +104,8 @@ def check_greedy_and_logprobs(sampler, logits):
     torch.testing.assert_close(out.next_token_logprobs, reference.next_token_logprobs, atol=1e-5, rtol=0)
     for mine, their in zip(out.next_token_top_logprobs_val, reference.next_token_top_logprobs_val):
         torch.testing.assert_close(torch.as_tensor(mine), torch.as_tensor(their), atol=1e-5, rtol=0)
-    assert [list(i) for i in out.next_token_top_logprobs_idx] == [list(i) for i in reference.next_token_top_logprobs_idx]
+    top_ids = [list(ids) for ids in out.next_token_top_logprobs_idx]
+    assert top_ids == [list(ids) for ids in reference.next_token_top_logprobs_idx], top_ids
     for mine, their in zip(out.next_token_token_ids_logprobs_val, reference.next_token_token_ids_logprobs_val):
         torch.testing.assert_close(torch.as_tensor(mine), torch.as_tensor(their), atol=1e-5, rtol=0)
 
