@@ -27,6 +27,7 @@ from sglang.srt.plugins import load_plugins  # noqa: E402
 from sglang.srt.server_args import ServerArgs, prepare_server_args  # noqa: E402
 from sglang.test.parallel_groups import publish  # noqa: E402
 
+from pydecode.integrations.sglang.logit_processor import PydecodeLogitProcessor  # noqa: E402
 from pydecode.integrations.sglang.sampler import PydecodeSampler  # noqa: E402
 from pydecode.ops.reference.sampling import process_logits  # noqa: E402
 
@@ -44,10 +45,10 @@ def runtime(server_args):
     get_parallel().override_permanently(tp_group=SimpleNamespace(rank_in_group=0, world_size=1, device_group=None))
 
 
-def batch_info(params, seeds=None):
+def batch_info(params, seeds=None, processor=None):
     """SGLang's SamplingBatchInfo for requests with these SamplingParams keywords (``sampling_seed`` as SGLang's
-    deterministic inference would set it)."""
-    reqs = [SimpleNamespace(sampling_params=SamplingParams(**p), custom_logit_processor=None,
+    deterministic inference would set it; ``processor``: every request's custom logit processor string)."""
+    reqs = [SimpleNamespace(sampling_params=SamplingParams(**p), custom_logit_processor=processor,
                             return_sampling_mask=False, sampling_logprobs_mode=None) for p in params]
     info = SamplingBatchInfo.from_schedule_batch(StandInBatch(reqs=reqs, device="cpu"), VOCAB)
     if seeds is not None:
@@ -87,19 +88,23 @@ def check_registration(entry_point):
     (dist / "entry_points.txt").write_text(f"[sglang.srt.plugins]\n{entry_point}\n")
     sys.path.insert(0, str(dist.parent))
     load_plugins()
-    runtime(prepare_server_args(["--model-path", "dummy", "--sampling-backend", "pydecode", "--device", "cpu"]))
+    server_args = prepare_server_args(["--model-path", "dummy", "--sampling-backend", "pydecode", "--device", "cpu",
+                                       "--enable-custom-logit-processor"])
+    runtime(server_args)
     sampler = create_sampler()
     assert type(sampler) is PydecodeSampler and isinstance(sampler, Sampler), type(sampler)
-    return sampler
+    return sampler, server_args
 
 
-def check_greedy_and_logprobs(sampler, logits):
+def check_greedy_and_logprobs(sampler, server_args, logits):
+    """Greedy tokens and every logprob output equal SGLang's own Sampler's (its pytorch backend)."""
     params = [{"temperature": 0.0}] * 4
     info = batch_info(params)
     tokens, out = sample(sampler, logits, info, [3, 4, 5, 6], top=[2, 0, 3, 0], ids=[None, [1, 2], None, None])
     runtime(ServerArgs(model_path="dummy", sampling_backend="pytorch", device="cpu"))
     theirs, reference = sample(Sampler(), logits, batch_info(params), [3, 4, 5, 6], top=[2, 0, 3, 0],
                                ids=[None, [1, 2], None, None])
+    runtime(server_args)
     assert torch.equal(tokens.long(), theirs.long()) and torch.equal(tokens.long(), logits.argmax(-1))
     torch.testing.assert_close(out.next_token_logprobs, reference.next_token_logprobs, atol=1e-5, rtol=0)
     for mine, their in zip(out.next_token_top_logprobs_val, reference.next_token_top_logprobs_val):
@@ -153,6 +158,18 @@ def check_seeds(sampler, logits):
     assert len(set(over_positions)) > 1, "one seed gave the same token at every position"
 
 
+def check_custom_processor(sampler, logits):
+    """The backend runs a request's CustomLogitProcessor before its draw, as SGLang's Sampler does."""
+    best = logits[:2].argmax(-1).tolist()
+    history = SimpleNamespace(origin_input_ids=[1], output_ids=[], sampling_params=SimpleNamespace(temperature=0.0))
+    params = [{"temperature": 0.0, "custom_params": {"bad_words_ids": [[best[0]]], "__req__": history}},
+              {"temperature": 0.0, "custom_params": {"__req__": history}}]
+    tokens, _ = sample(sampler, logits[:2], batch_info(params, processor=PydecodeLogitProcessor.to_str()), [0, 0])
+    banned = logits[0].clone()
+    banned[best[0]] = float("-inf")
+    assert tokens.tolist() == [banned.argmax().item(), best[1]], (tokens, best)
+
+
 def check_refusal(sampler, logits):
     info = batch_info(ROWS[:1])
     info.sampling_mask_batch_indices = torch.tensor([0])
@@ -165,12 +182,13 @@ def check_refusal(sampler, logits):
 
 
 def main():
-    sampler = check_registration(sys.argv[1])
+    sampler, server_args = check_registration(sys.argv[1])
     logits = torch.randn(len(ROWS), VOCAB, generator=torch.Generator().manual_seed(0)) * 2
     logits[0, -1] = logits[0].max()  # a tie: greedy takes the first maximum, as SGLang's argmax does
-    check_greedy_and_logprobs(sampler, logits[:4])
+    check_greedy_and_logprobs(sampler, server_args, logits[:4])
     check_mixed_batch(sampler, logits)
     check_seeds(sampler, logits)
+    check_custom_processor(sampler, logits)
     check_refusal(sampler, logits)
     reset_context()
     print("sglang sampler: ok")
