@@ -9,9 +9,12 @@ no admission or removal events) and applies penalties, logit bias and grammar ma
 runs. The draw is therefore stateless per call, so this backend draws with pydecode's sampling op
 (:func:`~pydecode.ops.top_k_top_p_sample`, unchecked: SGLang validates each request's parameters at admission) on the
 batch's rows, rather than with the slot-keeping :class:`pydecode.Sampler`.
-Greedy rows (SGLang marks them ``top_k == 1``) take the argmax; seeded rows (``sampling_seed``, present under
-SGLang's deterministic inference) draw from the counter-based stream of ``(seed, position)``, so a request's tokens do
-not depend on the other rows of the batch. Logprobs follow SGLang's contract (``log_softmax(logits / temperature)``,
+
+Custom logit processors run first, as in SGLang's ``Sampler``. Greedy rows (SGLang marks them ``top_k == 1``) take
+the first argmax (temperature 0). Several filters apply in pydecode's order (top-p on the mass top-k leaves), where
+SGLang's top-p counts the whole distribution; one filter alone gives SGLang's distribution. Seeded rows
+(``sampling_seed``, present under SGLang's deterministic inference) draw from the counter-based stream of
+``(seed, position)``, so a request's tokens do not depend on the other rows of the batch. Logprobs follow SGLang's contract (``log_softmax(logits / temperature)``,
 or of the raw logits with ``SGLANG_RETURN_ORIGINAL_LOGPROB``) and are written through SGLang's own logprob processor.
 """
 from __future__ import annotations
