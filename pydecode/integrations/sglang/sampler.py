@@ -14,8 +14,9 @@ Custom logit processors run first, as in SGLang's ``Sampler``. Greedy rows (SGLa
 the first argmax (temperature 0). Several filters apply in pydecode's order (top-p on the mass top-k leaves), where
 SGLang's top-p counts the whole distribution; one filter alone gives SGLang's distribution. Seeded rows
 (``sampling_seed``, present under SGLang's deterministic inference) draw from the counter-based stream of
-``(seed, position)``, so a request's tokens do not depend on the other rows of the batch. Logprobs follow SGLang's contract (``log_softmax(logits / temperature)``,
-or of the raw logits with ``SGLANG_RETURN_ORIGINAL_LOGPROB``) and are written through SGLang's own logprob processor.
+``(seed, position)``, so a request's tokens do not depend on the other rows of the batch. Logprobs follow SGLang's
+contract (``log_softmax(logits / temperature)``, or of the raw logits with ``SGLANG_RETURN_ORIGINAL_LOGPROB``) and
+are written through SGLang's own logprob processor.
 """
 from __future__ import annotations
 
