@@ -61,6 +61,8 @@ setup(
         "console_scripts": ["pydecode=pydecode.cli:main"],
         # vLLM (pydecode/integrations/vllm): the sampler swap acts only with PYDECODE_VLLM_SAMPLER=1
         "vllm.general_plugins": ["pydecode_sampler = pydecode.integrations.vllm.plugin:register"],
+        # SGLang (pydecode/integrations/sglang): adds the choice --sampling-backend pydecode, selects nothing
+        "sglang.srt.plugins": ["pydecode_sampler = pydecode.integrations.sglang.sampler:register"],
         "vllm.logits_processors": [
             "pydecode_bans = pydecode.integrations.vllm.logits_processors:PydecodeBansProcessor",
             "pydecode_warpers = pydecode.integrations.vllm.logits_processors:PydecodeWarpersProcessor",
