@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import machine  # noqa: E402
 from plot_results import plot_csv  # noqa: E402
+
 from pydecode.cache import KiviCache, KiviLayer, activate, kivi_attention, kivi_pack  # noqa: E402
 from pydecode.models import load_model  # noqa: E402
 from pydecode.ops.backends import active_backends  # noqa: E402
@@ -235,7 +236,7 @@ def attention_rows(name, model, contexts, quantized, device, repeat):
         k = torch.randn(1, hkv, context, d, generator=g, device=device, dtype=dtype)
         v = torch.randn_like(k)
         q = torch.randn(1, hq, 1, d, generator=g, device=device, dtype=dtype)
-        sdpa = _best_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+        sdpa = _best_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),  # noqa: B023
                         device, repeat)
         times = {"sdpa fp": sdpa}
         n_quant = (context - 64) // 32 * 32
@@ -247,8 +248,8 @@ def attention_rows(name, model, contexts, quantized, device, repeat):
                 if backend == "triton" and device.type != "cuda":
                     continue  # the interpreter is for correctness only
                 times[f"kivi{nbits} {backend}"] = _best_ms(
-                    lambda: kivi_attention(q, *packed, rk, rv, None, n_quant, context - n_quant, d ** -0.5, nbits,
-                                           32, backend=backend), device, repeat)
+                    lambda: kivi_attention(q, *packed, rk, rv, None, n_quant, context - n_quant, d ** -0.5, nbits,  # noqa: B023
+                                           32, backend=backend), device, repeat)  # noqa: B023
         notes = {}
         for quantized_name in quantized:
             try:
@@ -256,8 +257,8 @@ def attention_rows(name, model, contexts, quantized, device, repeat):
                 layer.update(k, v)  # the prefill: everything quantized, an empty residual
 
                 def step():  # the residual grows by one token a call (re-quantization waits for 128)
-                    keys, values = layer.update(k[:, :, -1:], v[:, :, -1:])
-                    torch.nn.functional.scaled_dot_product_attention(q, keys, values, enable_gqa=True)
+                    keys, values = layer.update(k[:, :, -1:], v[:, :, -1:])  # noqa: B023
+                    torch.nn.functional.scaled_dot_product_attention(q, keys, values, enable_gqa=True)  # noqa: B023
 
                 times[quantized_name] = _best_ms(step, device, repeat)
             except Exception as error:

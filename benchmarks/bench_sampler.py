@@ -10,32 +10,41 @@ Each step's logits are the same for every provider. Providers:
 - ``transformers``: what transformers runs for such a batch: one ``LogitsProcessorList`` per parameter set over its
   rows (RepetitionPenalty, SequenceBias, Temperature, TopK, TopP, MinP; it has no frequency / presence penalty),
   softmax + ``torch.multinomial`` (argmax for greedy rows), and the history tensor the processors read, extended
-- ``vllm``: not measured yet; the script says whether ``vllm.v1.sample.sampler.Sampler`` imports (it is not
-  installed in pydecode's environment)
+- ``vllm``: vLLM's own ``vllm.v1.sample.sampler.Sampler`` (``Sampler.forward`` only; unseeded requests) on the same
+  trace and logits, run by ``bench_sampler_vllm.py`` in vLLM's environment (``$PYDECODE_VLLM_VENV``, default
+  ``~/.cache/pydecode/vllm-0.32.0``, made by ``tests/integrations/setup_vllm.sh``); left out, with the reason
+  printed, where that environment is missing or fails
 
 Writes ``benchmarks/results/sampler_<device>.csv``, a plot next to it (matplotlib, if installed) and prints a
-markdown table headed by the machine, versions and command. Run: ``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
+markdown table headed by the machine, versions and command. Run:
+``python benchmarks/bench_sampler.py [--batch-sizes 1,8,64,256] [--vocabs 49152,128256] [--steps 6]``
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-import transformers
+from bench_sampling import captured_rows, make_logits, save_and_describe
 from transformers.generation.logits_process import (
-    LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, SequenceBiasLogitsProcessor,
-    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
-import pydecode
 from pydecode import Sampler, SamplingParams
-
-from bench_sampling import captured_rows, make_logits, save_and_describe
 
 PARAMETER_MIX = [
     SamplingParams(temperature=0.0),
@@ -108,16 +117,31 @@ class TransformersEngine:
         return tokens
 
 
-def vllm_available() -> bool:
-    """Whether vLLM's v1 sampler imports (it is not a pydecode dependency and not installed here)."""
-    try:
-        from vllm.v1.sample.sampler import Sampler as _  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - any import failure leaves vLLM out of the table
-        print(f"(vllm sampler unavailable, left out: {type(error).__name__}: {error})", file=sys.stderr)
-        return False
-    print("(vllm imports, but this benchmark has no vLLM provider yet: its SamplingMetadata differs between "
-          "versions; left out)", file=sys.stderr)
-    return False
+VLLM_PYTHON = Path(os.environ.get("PYDECODE_VLLM_VENV", Path.home() / ".cache/pydecode/vllm-0.32.0")) / "bin/python"
+
+
+def vllm_rows(rows: torch.Tensor, args) -> list[dict]:
+    """The ``vllm`` provider's result rows, measured by ``bench_sampler_vllm.py`` in vLLM's environment (same
+    threads as here), or none (the reason printed) where it is missing or fails."""
+    if args.device != "cpu" or not VLLM_PYTHON.exists():
+        reason = f"no vLLM environment at {VLLM_PYTHON}" if args.device == "cpu" else "CPU only here"
+        print(f"(vllm left out: {reason})", file=sys.stderr)
+        return []
+    here = Path(__file__).parent
+    threads = torch.get_num_threads()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TRITON_INTERPRET")}
+    env.update(PYTHONPATH=f"{here.parent}{os.pathsep}{here}", OMP_NUM_THREADS=str(threads),
+               VLLM_CPU_OMP_THREADS_BIND="nobind")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(rows, f"{tmp}/rows.pt")
+        run = subprocess.run([str(VLLM_PYTHON), str(here / "bench_sampler_vllm.py"), f"{tmp}/rows.pt",
+                              f"{tmp}/out.json", "--batch-sizes", args.batch_sizes, "--vocabs", args.vocabs,
+                              "--steps", str(args.steps), "--threads", str(threads)],
+                             env=env, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            print(f"(vllm left out: its run failed)\n{run.stderr[-2000:]}", file=sys.stderr)
+            return []
+        return json.loads(Path(f"{tmp}/out.json").read_text())
 
 
 def run_case(batch: int, vocab: int, steps: int, rows: torch.Tensor, device, backend: str) -> dict[str, list]:
@@ -161,7 +185,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     rows, source = captured_rows(args.device)
-    vllm_available()
     results = []
     for vocab in [int(v) for v in args.vocabs.split(",")]:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
@@ -170,19 +193,23 @@ def main(argv=None) -> None:
                 ms = statistics.median(values)
                 results.append(dict(batch=batch, vocab=vocab, provider=provider, ms=round(ms, 4)))
                 print(f"B={batch:<4d} V={vocab:<7d} {provider:18s} {ms:9.3f} ms", file=sys.stderr)
+    results += vllm_rows(rows, args)
     write(results, args, source, argv)
 
 
 def write(results: list[dict], args, source: str, argv) -> None:
     path = save_and_describe(results, args, source, argv, "sampler")
-    print("| vocab | batch | pydecode Sampler ms/step | transformers chains ms/step | speed-up |")
-    print("|---|---|---|---|---|")
+    print("| vocab | batch | pydecode Sampler ms/step | transformers chains ms/step | vLLM Sampler ms/step | "
+          "x transformers | x vLLM |")
+    print("|---|---|---|---|---|---|---|")
     by_case = {}
     for r in results:
         by_case.setdefault((r["vocab"], r["batch"]), {})[r["provider"]] = r["ms"]
     for (vocab, batch), ms in by_case.items():
-        print(f"| {vocab} | {batch} | {ms['pydecode-sampler']:.3f} | {ms['transformers']:.3f} | "
-              f"{ms['transformers'] / ms['pydecode-sampler']:.1f}x |")
+        ours, vllm = ms["pydecode-sampler"], ms.get("vllm")
+        print(f"| {vocab} | {batch} | {ours:.3f} | {ms['transformers']:.3f} | "
+              f"{'-' if vllm is None else f'{vllm:.3f}'} | {ms['transformers'] / ours:.1f}x | "
+              f"{'-' if vllm is None else f'{vllm / ours:.1f}x'} |")
     print(f"\nCSV: {path}")
 
 

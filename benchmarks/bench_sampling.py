@@ -24,17 +24,20 @@ from pathlib import Path
 
 import torch
 import transformers
+from bench_generate import machine
+from plot_results import plot_csv
 from transformers.generation.logits_process import (
-    LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-    TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
 import pydecode
 from pydecode.ops import apply_penalties_, top_k_top_p_sample
 from pydecode.ops.backends import active_backends
-
-from bench_generate import machine
-from plot_results import plot_csv
 
 MODES = {
     "greedy": dict(temperature=0.0),

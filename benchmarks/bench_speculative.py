@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from bench_generate import machine
+from plot_results import plot_csv
 
 import pydecode
 from pydecode.models import load_model
-
-from bench_generate import machine
-from plot_results import plot_csv
 
 HERE = Path(__file__).parent
 TASKS = {
@@ -82,9 +81,13 @@ def providers(model, draft, args) -> dict:
     """``{name: fn(inputs, max_new_tokens)}``."""
     lookup = dict(prompt_lookup_num_tokens=args.lookup_tokens)
     assisted = dict(assistant_model=draft, num_assistant_tokens=args.assistant_tokens)
-    ours = lambda **kw: lambda inputs, n: pydecode.generate(model, **inputs, max_new_tokens=n, do_sample=False,
-                                                            return_dict_in_generate=True, **kw)
-    hf = lambda **kw: lambda inputs, n: model.generate(**inputs, max_new_tokens=n, do_sample=False, **kw)
+    def ours(**kw):
+        return lambda inputs, n: pydecode.generate(model, **inputs, max_new_tokens=n, do_sample=False,
+                                                   return_dict_in_generate=True, **kw)
+
+    def hf(**kw):
+        return lambda inputs, n: model.generate(**inputs, max_new_tokens=n, do_sample=False, **kw)
+
     return {"greedy": ours(), "lookup": ours(**lookup), "hf_lookup": hf(**lookup),
             "assisted": ours(**assisted), "hf_assisted": hf(assistant_model=draft)}
 

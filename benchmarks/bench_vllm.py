@@ -1,4 +1,5 @@
-"""vLLM offline throughput with its own sampler vs pydecode's (:mod:`pydecode.integrations.vllm.sampler`), on CPU.
+"""vLLM offline throughput with its own sampler vs pydecode's (:mod:`pydecode.integrations.vllm.sampler`, a
+``pydecode.Sampler`` underneath), on CPU.
 
 One ``vllm.LLM`` (SmolLM2-135M-Instruct, float32) serves every run; ``LLM.collective_rpc`` swaps the model runner's
 sampler between runs, wrapped in a timer that adds up each sampler call (per-step sampling time, ms). Each batch of
@@ -20,13 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-# one unbound OpenMP thread per process, as the tests run vLLM on a shared CPU (set before vLLM is imported)
+# one unbound OpenMP thread per process, as the tests run vLLM on a shared CPU (set before vLLM is imported); the
+# plugin on, so that the model runner keeps pydecode's batch state whichever sampler a run installs
 for _key, _value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "2",
-                     "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}.items():
+                     "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1",
+                     "PYDECODE_VLLM_SAMPLER": "1"}.items():
     os.environ.setdefault(_key, _value)
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # plot_results, and this checkout's pydecode
 TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had "
         "taught him, and watched the ships pass on the grey water while the gulls circled overhead. ").split()
 

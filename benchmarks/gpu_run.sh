@@ -2,10 +2,10 @@
 # The GPU session's script (a lent machine, see /work/.library/device): build with CUDA, run the GPU tests, run the
 # GPU benchmarks, print a short table last. Results land in benchmarks/results/gpu/ and, when $OUT is set, in $OUT.
 #
-#   benchmarks/gpu_run.sh [STAGE ...]    stages: build test sampling kv_cache beam generate (default: all, in order)
+#   benchmarks/gpu_run.sh [STAGE ...]    stages: build test sampling kv_cache beam generate e2e (default: all, in order)
 #
 # A device call lasts 10 minutes at most and a session has 15 minutes of device time, machine start included, so
-# run "build test", then "sampling kv_cache beam" (and "generate" if time is left) in the next call, before the
+# run "build test", then "sampling kv_cache beam" (and "generate e2e" if time is left) in the next call, before the
 # warm machine is given back (30 s idle).
 #
 # The real models cannot travel (no package index there; SmolLM2's GGUF is over a call's carry), so the model
@@ -13,7 +13,7 @@
 # sampler when .whl/ holds its wheels (benchmarks/fetch_gpu_wheels.sh here, then carry ".whl").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stages=" ${*:-build test sampling kv_cache beam generate} "
+stages=" ${*:-build test sampling kv_cache beam generate e2e} "
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}  # the CUDA sources compile in parallel (ninja)
 results=benchmarks/results/gpu
 mkdir -p "$results"
@@ -57,11 +57,13 @@ fi
 [[ $stages == *" beam "* ]] && bench beam_cuda 150 python3 benchmarks/bench_beam.py --model llama-1b-random \
   --beams 4,8 --batch 1,8 --prompt-len 256 --new-tokens 32 --repeats 2 --out "$results/beam_cuda.csv"
 [[ $stages == *" generate "* ]] && bench generate_cuda 120 python3 benchmarks/bench_generate.py --device cuda \
-  --model llama-1b-random --out-dir "$results"
+  --model llama-1b-random --batch-sizes 1,16 --repeats 3 --out-dir "$results"
+[[ $stages == *" e2e "* ]] && bench e2e_cuda 240 python3 benchmarks/bench_e2e.py --device cuda --dtypes bf16 \
+  --batches 1,16 --repeats 2 --out-dir "$results"
 
 log summary
 [ -f "$results/gpu_tests.log" ] && grep -E "passed|failed|error" "$results/gpu_tests.log" | tail -1
-for name in sampling_cuda kv_cache_cuda beam_cuda generate_cuda; do
+for name in sampling_cuda kv_cache_cuda beam_cuda generate_cuda e2e_cuda; do
   [ -f "$results/$name.md" ] || continue
   echo "-- $name"
   [ -s "$results/$name.md" ] || { tail -5 "$results/$name.err"; continue; }

@@ -184,7 +184,7 @@ def contrastive_chart(rows: list[Row], where: str):
 
 
 def generate_chart(rows: list[Row], where: str):
-    return _bar_figure(rows, f"generate ({where})", ("mode", "batch", "prompt_length"), "provider", "tokens_per_s",
+    return _bar_figure(rows, f"generate ({where})", ("mode", "batch", "padding"), "provider", "tokens_per_s",
                        "tokens / s")
 
 
@@ -194,6 +194,16 @@ def vllm_chart(rows: list[Row], where: str):
     _grouped_bars(right, rows, ("prompts",), "sampler", "sampling_ms_per_step", "sampling ms / step")
     fig.suptitle(f"vLLM offline, its sampler vs pydecode's ({where})")
     return fig
+
+
+def cpu_compile_chart(rows: list[Row], where: str):
+    return _bar_figure(rows, f"Bare model decode step per compile option ({where})", ("dtype", "batch"), "option",
+                       "ms_per_step", "ms / step")
+
+
+def e2e_chart(rows: list[Row], where: str):
+    return _bar_figure(rows, f"End-to-end greedy decoding ({where})", ("dtype", "batch"), "system", "tokens_per_s",
+                       "tokens / s")
 
 
 def speculative_chart(rows: list[Row], where: str):
@@ -238,6 +248,7 @@ def _save(fig, png: Path) -> None:
 FAMILIES: dict[str, Callable[[list[Row], str], object]] = {
     "sampling_": sampling_chart, "sampler_": sampler_chart, "beam_": beam_chart, "contrastive_": contrastive_chart,
     "generate_": generate_chart, "speculative_": speculative_chart,
+    "cpu_compile_": cpu_compile_chart, "e2e_": e2e_chart,
     "kv_cache_attention_": kv_attention_chart, "kv_cache_decode_": kv_decode_chart,
     "kv_cache_perplexity_": kv_perplexity_chart, "kv_cache_sinks_": kv_sinks_chart,
     "kv_cache_agreement_": kv_agreement_chart, "kv_cache_memory_": kv_memory_chart, "vllm_": vllm_chart,

@@ -1,12 +1,15 @@
 """Soak run: many consecutive ``pydecode.generate`` calls with varying shapes and strategies on one model, watching
 resident memory, open file descriptors and threads; then the KIVI cache at a long context allocated and freed
-repeatedly. A script, not a test: it prints a table and writes ``results/soak_<device>.csv`` (one row per sample).
+repeatedly. A script, not a test: it prints a table and writes ``results/soak_cpu.csv`` (one row per sample)
+and ``results/soak_kivi_cpu.csv`` (one row per KIVI cycle).
 
-    python benchmarks/soak.py                               # 2,000 calls on SmolLM2, KIVI at 32k tokens x 20
+    python benchmarks/soak.py                               # KIVI at 32k tokens x 20, then 2,000 calls on SmolLM2
     python benchmarks/soak.py --calls 300 --kivi-cycles 5   # a shorter run
+    python benchmarks/soak.py --max-seconds 1800            # as many calls as 30 minutes allow (a loaded machine)
 
-Memory is flat when the least-squares slope of RSS over the calls after ``--warmup`` is near 0 (reported in KiB per
-call: a leak of one 49152-entry float32 row per call would show as 192 KiB/call).
+Memory is flat when the least-squares slope of RSS over the calls after the warm-up is near 0 (reported in KiB per
+call: a leak of one 49152-entry float32 row per call would show as 192 KiB/call). The warm-up is ``--warmup`` calls,
+or the first half of the calls made when the run stopped before ``2 * --warmup``.
 """
 from __future__ import annotations
 
@@ -90,6 +93,7 @@ def main():
     parser.add_argument("--kivi-cycles", type=int, default=20)
     parser.add_argument("--kivi-tokens", type=int, default=32768)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop the calls after this long")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,29 +102,41 @@ def main():
     gen = torch.Generator().manual_seed(0)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "soak_cpu.csv"
+    kivi_rss, footprint = kivi_cycles(model, args.kivi_cycles, args.kivi_tokens)
+    with (RESULTS / "soak_kivi_cpu.csv").open("w", newline="") as f:
+        kv_mib = round(footprint["total_bytes"] / 2**20, 2)
+        csv.writer(f).writerows([("cycle", "rss_mib", "kivi_tokens", "kv_mib")] + [
+            (c, round(r, 2), args.kivi_tokens, kv_mib) for c, r in enumerate(kivi_rss)])
+    kivi_slope = slope(list(range(len(kivi_rss))), kivi_rss) if len(kivi_rss) > 1 else 0.0
+    kivi_line = (f"KIVI cache, {args.kivi_tokens} tokens, {args.kivi_cycles} allocate/free cycles: RSS "
+                 f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), "
+                 f"KV memory {footprint['total_bytes'] / 2**20:.1f} MiB")
+    print(kivi_line, flush=True)
     rows, start = [], time.perf_counter()
     with out.open("w", newline="") as f:  # written as it goes: a run cut short still leaves its samples
         writer = csv.DictWriter(f, fieldnames=["call", "rss_mib", "fds", "os_threads", "py_threads", "seconds"])
         writer.writeheader()
         for i in range(args.calls):
             one_call(model, vocab, i, gen)
-            if i % args.sample_every == 0 or i == args.calls - 1:
+            last_call = i == args.calls - 1 or time.perf_counter() - start > args.max_seconds
+            if i % args.sample_every == 0 or last_call:
                 rows.append(dict(call=i, rss_mib=round(resident_mib(), 2), fds=open_fds(), os_threads=os_threads(),
                                  py_threads=threading.active_count(), seconds=round(time.perf_counter() - start, 1)))
                 writer.writerow(rows[-1])
                 f.flush()
-    after = [r for r in rows if r["call"] >= args.warmup]
+            if last_call:
+                break
+    calls = rows[-1]["call"] + 1
+    warmup = min(args.warmup, calls // 2)
+    after = [r for r in rows if r["call"] >= warmup]
     per_call_kib = slope([r["call"] for r in after], [r["rss_mib"] for r in after]) * 1024 if len(after) > 1 else 0.0
-    kivi_rss, footprint = kivi_cycles(model, args.kivi_cycles, args.kivi_tokens)
     first, last = after[0] if after else rows[0], rows[-1]
-    print("| calls | seconds | RSS after warm-up -> end (MiB) | RSS slope (KiB/call) | fds | OS threads |")
+    print(f"| calls | seconds | RSS after warm-up ({warmup} calls) -> end (MiB) | RSS slope (KiB/call) | fds | "
+          "OS threads |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.calls} | {last['seconds']} | {first['rss_mib']} -> {last['rss_mib']} | {per_call_kib:.2f} | "
+    print(f"| {calls} | {last['seconds']} | {first['rss_mib']} -> {last['rss_mib']} | {per_call_kib:.2f} | "
           f"{rows[0]['fds']} -> {last['fds']} | {rows[0]['os_threads']} -> {last['os_threads']} |")
-    kivi_slope = slope(list(range(len(kivi_rss))), kivi_rss) if len(kivi_rss) > 1 else 0.0
-    print(f"\nKIVI cache, {args.kivi_tokens} tokens, {args.kivi_cycles} allocate/free cycles: RSS "
-          f"{kivi_rss[0]:.1f} -> {kivi_rss[-1]:.1f} MiB (slope {kivi_slope:.2f} MiB/cycle), "
-          f"KV memory {footprint['total_bytes'] / 2**20:.1f} MiB")
+    print(f"\n{kivi_line}")
     print(f"wrote {out}")
 
 

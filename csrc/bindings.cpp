@@ -1,6 +1,6 @@
 // The one TORCH_LIBRARY(pydecode, m) block: every op's schema, in one place.
-// Implementations register per device in csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL(pydecode, CPU, m)) and
-// csrc/cuda/*.cu (TORCH_LIBRARY_IMPL(pydecode, CUDA, m)); fake/meta kernels live in pydecode/ops/native.py.
+// Implementations register per device in csrc/<op>/cpu.cpp (TORCH_LIBRARY_IMPL(pydecode, CPU, m)) and
+// csrc/<op>/cuda.cu (TORCH_LIBRARY_IMPL(pydecode, CUDA, m)); fake/meta kernels live in pydecode/ops/<op>/native.py.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -32,7 +32,7 @@ TORCH_LIBRARY(pydecode, m) {
   // portable ones, "auto" undoes it.
   m.def("cpu_isa() -> str", &pydecode::cpu_isa);
   m.def("set_cpu_isa(str isa) -> str", &pydecode::set_cpu_isa);
-  // --- sampling ops (issue: fused sampling kernels) ---
+  // --- sampling ops ---
   // Per-row parameters are pairs: a (B,) tensor, or None and the scalar that follows it.
   m.def("top_k_top_p_sample(Tensor logits, Tensor? temperature, float temperature_val, Tensor? top_k, int top_k_val, "
         "Tensor? top_p, float top_p_val, Tensor? min_p, float min_p_val, Tensor seeds, int step) -> Tensor");
@@ -44,22 +44,22 @@ TORCH_LIBRARY(pydecode, m) {
         "float repetition_val, Tensor? frequency, float frequency_val, Tensor? presence, float presence_val) -> ()");
   m.def("record_tokens_(Tensor(a!) token_counts, Tensor tokens) -> ()");
   m.def("token_logprobs(Tensor logits, Tensor tokens, int top_n) -> (Tensor, Tensor, Tensor)");
-  // --- KV-cache ops (issue: KIVI cache) ---
-  // KIVI: layouts and contracts in pydecode/cache/reference.py (kivi_pack, kivi_attention).
+  // --- KV-cache ops (KIVI) ---
+  // KIVI: layouts and contracts in pydecode/ops/kivi/reference.py (kivi_pack, kivi_attention).
   m.def("kivi_pack(Tensor x, Tensor? valid, int nbits, int group_size, bool per_channel, ScalarType meta_dtype) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("kivi_attention(Tensor query, Tensor key_codes, Tensor key_scale, Tensor key_zero, Tensor value_codes, "
         "Tensor value_scale, Tensor value_zero, Tensor residual_keys, Tensor residual_values, Tensor? mask, "
         "int n_quant, int n_residual, float scale, int nbits, int group_size) -> Tensor");
-  // --- contrastive ops (issue: contrastive search and DoLa) ---
-  // Contract in pydecode/ops/reference/contrastive.py; alpha is a (B,) tensor, or None and the scalar that follows.
+  // --- contrastive search and DoLa ops ---
+  // Contract in pydecode/ops/degeneration/reference.py; alpha is a (B,) tensor, or None and the scalar that follows.
   m.def("degeneration_score(Tensor candidates, Tensor context, Tensor? context_mask, Tensor probs, Tensor? alpha, "
         "float alpha_val, bool normalize_context) -> (Tensor, Tensor)");
-  // --- beam ops (issue 5: beam search family) ---
-  // beam_topk: contract in pydecode/ops/reference/beam.py; returns (scores (B, k), tokens (B, k), beams (B, k)).
+  // --- beam search ops ---
+  // beam_topk: contract in pydecode/ops/beam_topk/reference.py; returns (scores, tokens, beams), each (B, k).
   m.def("beam_topk(Tensor logits, Tensor beam_scores, int num_beams, int k, bool log_softmax) -> (Tensor, Tensor, Tensor)");
-  // --- verify ops (issue 7: assisted and prompt-lookup decoding) ---
-  // verify: contract in pydecode/ops/reference/verify.py; returns (accepted (B,), next_tokens (B,)).
+  // --- verify ops (assisted and prompt-lookup decoding) ---
+  // verify: contract in pydecode/ops/verify/reference.py; returns (accepted (B,), next_tokens (B,)).
   m.def("verify(Tensor draft_tokens, Tensor? draft_logits, Tensor target_logits, Tensor num_draft, "
         "Tensor? temperature, float temperature_val, Tensor seeds, int step) -> (Tensor, Tensor)");
 }

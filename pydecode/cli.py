@@ -16,8 +16,8 @@ import time
 # CLI flag -> generate() keyword, for the settings passed on only when given (else the model's defaults apply)
 SAMPLING_FLAGS = {
     "temperature": float, "top_k": int, "top_p": float, "min_p": float, "typical_p": float, "top_h": float,
-    "epsilon_cutoff": float, "eta_cutoff": float, "repetition_penalty": float, "frequency_penalty": float, "presence_penalty": float,
-    "no_repeat_ngram_size": int, "seed": int,
+    "epsilon_cutoff": float, "eta_cutoff": float, "repetition_penalty": float, "frequency_penalty": float,
+    "presence_penalty": float, "no_repeat_ngram_size": int, "seed": int,
 }
 DEFAULT_MAX_NEW_TOKENS = 64
 INPUT_ERRORS = (ValueError, TypeError, OSError)  # bad flags, requests, model names, files: exit 2
@@ -134,6 +134,7 @@ def load(args: argparse.Namespace, device: str):
     import transformers
 
     import pydecode
+
     from .models import load_model, model_path
 
     path = model_path(args.model)  # converts on first use, with its progress bars

@@ -128,7 +128,8 @@ class LLM:
         elif isinstance(params, dict):
             settings.update(to_generate_kwargs(params))
         else:
-            raise TypeError(f"params must be a SamplingParams, a GenerationConfig or a dict, got {type(params).__name__}")
+            raise TypeError("params must be a SamplingParams, a GenerationConfig or a dict, "
+                            f"got {type(params).__name__}")
         settings.update(to_generate_kwargs(kwargs))
         if self.backend is not None:
             settings.setdefault("backend", self.backend)

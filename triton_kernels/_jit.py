@@ -14,8 +14,8 @@ def device_function(fn):
     return fn if INTERPRET else triton.jit(fn)
 
 
-# Under the interpreter: the constants a GPU would give the next launch (read and cleared by tests/triton_launches.py,
-# which compiles each launch the tests make as a GPU would make it).
+# Under the interpreter: the constants a GPU would give the next launch (read and cleared by
+# tests/support/triton_launches.py, which compiles each launch the tests make as a GPU would make it).
 GPU_CONSTANTS: dict = {}
 
 

@@ -14,7 +14,6 @@ import triton
 import triton.language as tl
 
 PAD = tl.constexpr(-(2**63))  # below every real key (a constexpr: kernels may read no other global)
-LOW32 = 0xFFFFFFFF
 
 
 @triton.jit

@@ -14,6 +14,7 @@ import triton.language as tl
 
 from ._jit import launch_constants
 
+
 @triton.jit
 def _pack_keys_kernel(x_ptr, valid_ptr, codes_ptr, scale_ptr, zero_ptr, H, T, D,
                       HAS_VALID: tl.constexpr, NBITS: tl.constexpr, G: tl.constexpr, BLOCK_D: tl.constexpr):

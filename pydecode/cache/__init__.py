@@ -23,9 +23,9 @@ from typing import Iterator
 
 import torch
 
+from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
 from .kivi import KiviCache, KiviHandle, KiviLayer
 from .kivi_attention import ATTENTION_NAME, kivi_attention_forward
-from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
 
 __all__ = [
     "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "activate", "check_model", "kivi_attention",

@@ -20,11 +20,15 @@ from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import (
-    Cache, CacheLayerMixin, DummyLayer, DynamicSlidingWindowLayer, get_layer_types_and_kwargs,
+    Cache,
+    CacheLayerMixin,
+    DummyLayer,
+    DynamicSlidingWindowLayer,
+    get_layer_types_and_kwargs,
 )
 
-from .key_clipping import clip_key_groups
 from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_pack, validate_kivi_config
+from .key_clipping import clip_key_groups
 
 # (attribute name, packed along tokens every `n` tokens: "word" = 32 // nbits, "group" = G, "token" = 1)
 _PACKED_FIELDS = (

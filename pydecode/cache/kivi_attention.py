@@ -16,8 +16,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .kivi import KiviHandle
 from ..ops.kivi import kivi_attention
+from .kivi import KiviHandle
 
 ATTENTION_NAME = "kivi"
 

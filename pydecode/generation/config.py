@@ -49,7 +49,8 @@ class GenerationConfig(transformers.GenerationConfig):
     def __init__(self, **kwargs):
         for name, default in EXTRA_FIELDS.items():
             setattr(self, name, kwargs.pop(name, default))
-        own_cache = kwargs.pop("cache_implementation") if kwargs.get("cache_implementation") in PYDECODE_CACHES else None
+        own_cache = (kwargs.pop("cache_implementation") if kwargs.get("cache_implementation") in PYDECODE_CACHES
+                     else None)
         super().__init__(**kwargs)
         if own_cache is not None:
             self.cache_implementation = own_cache

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers.generation.utils import (
-    GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput, GenerateDecoderOnlyOutput,
+    GenerateBeamDecoderOnlyOutput,
+    GenerateBeamEncoderDecoderOutput,
+    GenerateDecoderOnlyOutput,
     GenerateEncoderDecoderOutput,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.logprobs import token_logprobs
+from ..ops.logprobs import token_logprobs_unchecked
 from .output import requested_logprobs
 
 
@@ -32,11 +32,11 @@ class RunRecorder:
             values["logits"] = raw
         if self.logprobs:
             flat = tokens.reshape(-1)
-            chosen, top_values, top_ids = token_logprobs(raw.reshape(-1, vocab), flat, self.top_n,
-                                                         backend=self.backend)
+            chosen, top_values, top_ids = token_logprobs_unchecked(raw.reshape(-1, vocab), flat, self.top_n,
+                                                                   self.backend)
             values["logprobs"] = chosen.view(batch, width)
-            values["processed_logprobs"] = token_logprobs(processed.reshape(-1, vocab), flat, 0,
-                                                          backend=self.backend)[0].view(batch, width)
+            values["processed_logprobs"] = token_logprobs_unchecked(processed.reshape(-1, vocab), flat, 0,
+                                                                    self.backend)[0].view(batch, width)
             if self.top_n:
                 values["top_logprobs"] = top_values.reshape(batch, width, -1)
                 values["top_logprob_ids"] = top_ids.reshape(batch, width, -1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.logprobs import token_logprobs
+from ..ops.logprobs import token_logprobs_unchecked
 from .model.compat import with_cache
 from .output import GenerateOutput, requested_logprobs
 
@@ -40,11 +40,11 @@ class StepRecorder:
         if self.logprobs:
             chosen, processed_logprob = drawn if drawn is not None else (None, None)
             if chosen is None or self.top_n:
-                chosen, top_values, top_ids = token_logprobs(logits, tokens, self.top_n, backend=backend)
+                chosen, top_values, top_ids = token_logprobs_unchecked(logits, tokens, self.top_n, backend)
                 self.store["top_values"].append(top_values)
                 self.store["top_ids"].append(top_ids)
             if processed_logprob is None:
-                processed_logprob = token_logprobs(processed, tokens, 0, backend=backend)[0]
+                processed_logprob = token_logprobs_unchecked(processed, tokens, 0, backend)[0]
             if live is not None:
                 chosen, processed_logprob = (torch.where(live, x, 0.0) for x in (chosen, processed_logprob))
                 if self.top_n:

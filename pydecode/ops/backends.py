@@ -185,8 +185,20 @@ def requested_backend(backend: str | None = None) -> str:
 def resolve(op: str, device: torch.device | str, backend: str | None = None) -> tuple[str, Callable]:
     """Return ``(backend_name, function)`` implementing ``op`` for tensors on ``device``.
 
-    ``backend`` None reads ``PYDECODE_BACKEND``; the decode loop passes the name its call resolved once."""
+    ``backend`` None reads ``PYDECODE_BACKEND``; the decode loop passes the name its call resolved once. While
+    ``torch.compile`` traces a call, the answer is the one the last eager call with these arguments got (tracing
+    cannot run the imports that find the backends; a compiled decode step runs its ops eagerly first)."""
     device_type = torch.device(device).type
+    if torch.compiler.is_compiling():
+        return _RESOLVED[(op, device_type, backend)]
+    _RESOLVED[(op, device_type, backend)] = found = _resolve(op, device_type, backend)
+    return found
+
+
+_RESOLVED: dict[tuple, tuple[str, Callable]] = {}  # (op, device type, backend argument) -> the last eager answer
+
+
+def _resolve(op: str, device_type: str, backend: str | None) -> tuple[str, Callable]:
     name = requested_backend(backend)
     impls = _REGISTRY.get(op, {})
     if name != "auto":

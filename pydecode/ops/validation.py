@@ -68,7 +68,8 @@ def check_per_row(name: str, value, batch: int, low: float, high: float, low_ope
     allowed = f"{lo_br}{low}, {high}{hi_br}"
     if isinstance(value, torch.Tensor):
         if value.dim() != 1 or value.shape[0] != batch:
-            raise ValueError(f"{name} as a tensor must have shape ({batch},), one value per row, got {tuple(value.shape)}")
+            raise ValueError(f"{name} as a tensor must have shape ({batch},), one value per row, "
+                             f"got {tuple(value.shape)}")
         if integer and value.dtype.is_floating_point:
             raise TypeError(f"{name} must hold integers, got {value.dtype}")
         values = value.detach().double().cpu()
@@ -99,3 +100,18 @@ def check_seeds(seeds, batch: int) -> torch.Tensor:
     if seeds.dtype != torch.int64:
         raise TypeError(f"seeds must be int64, got {seeds.dtype}")
     return seeds
+
+
+def check_tokens(tokens, batch: int, vocab: int, name: str = "tokens") -> torch.Tensor:
+    """``tokens`` must be an integer tensor of shape (batch,) with every id in [0, vocab) (checked on the host: call
+    this in the public ops, never inside the decode step)."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be int64 or int32 token ids, got {tokens.dtype}")
+    if tokens.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), one id per row, got {tuple(tokens.shape)}")
+    if batch and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:
+        bad = tokens[(tokens < 0) | (tokens >= vocab)][0].item()
+        raise ValueError(f"{name} must lie in [0, vocab = {vocab}), got {bad}")
+    return tokens

@@ -188,7 +188,7 @@ def _checked(name: str, value):
     if name == "bad_words_ids":
         words = tuple(_token_ids(name, w) for w in _sequence(name, value))
         if not words or any(len(w) == 0 for w in words):
-            raise ValueError(f"bad_words_ids must be a non-empty list of non-empty lists of token ids >= 0")
+            raise ValueError("bad_words_ids must be a non-empty list of non-empty lists of token ids >= 0")
         return words
     if name == "sequence_bias":
         return _sequence_bias(value)

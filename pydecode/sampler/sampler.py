@@ -3,10 +3,12 @@
 A serving engine owns the model, the KV cache and a batch whose rows change every step. It registers each request
 in a slot (:meth:`Sampler.add_request`), then each step hands the logits and the slot of each row to
 :meth:`Sampler.sample` and the accepted tokens to :meth:`Sampler.append`. Each step runs the steps of generate()'s
-order (:mod:`pydecode.generation.logits.processors`, then the warpers and the draw) that per-request state supports: the
-one-token biases, the penalties, the bans (``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``, eos
-below ``min_new_tokens``), then on sampling rows the warpers (temperature, entropy-scaled with ``dynatemp_range``,
-first) and the draw; greedy rows take the argmax. Logprobs are those of the logits as given.
+order that per-request state supports, built from generate()'s own processor classes
+(:mod:`pydecode.generation.logits.processors`, where the order is stated) and warper / draw step
+(:mod:`pydecode.generation.logits.pipeline`): the one-token biases, the penalties, the bans (``no_repeat_ngram_size``,
+``bad_words_ids``, ``suppress_tokens``, eos below ``min_new_tokens``), then on sampling rows the warpers
+(temperature, entropy-scaled with ``dynatemp_range``, first) and the draw; greedy rows take the argmax. Logprobs
+are those of the logits as given.
 
 The draw of row ``i`` uses the counter-based stream of ``(seed of slots[i], positions[i])``, the one generate()
 uses at that step, so a request's tokens depend only on its own seed, prompt and parameters: never on the batch,
@@ -19,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..generation.logits.pipeline import draw, warp
+from ..generation.logits.processors import StepView
 from ..ops.backends import resolve
-from ..ops.logprobs import token_logprobs
-from ..ops.penalties import penalties_unchecked
+from ..ops.logprobs import token_logprobs_unchecked
 from ..ops.random import position_seeds
-from ..ops.sample import dynamic_temperature, process_logits, sample_unchecked
 from ..ops.validation import check_logits
 from .params import SamplingParams
 from .slots import SlotTable
@@ -108,25 +110,20 @@ class Sampler:
                                          or num_logprobs < 0):
             raise ValueError(f"num_logprobs must be None or an integer >= 0, got {num_logprobs!r}")
         slots = self._slots(slots, logits)
-        scores = self._processed_scores(logits, slots)
-        t = self.slots.gather("temperature", slots)
-        warpers = self._warpers(slots)
-        temperature = self._temperature(scores, slots, t)
         if positions is None:
             positions = self.slots.generated.index_select(0, slots)
         else:
             positions = torch.as_tensor(positions, device=self.device)
             if positions.shape != slots.shape:
                 raise ValueError(f"positions must have shape {tuple(slots.shape)}, got {tuple(positions.shape)}")
-        seeds = position_seeds(self.slots.gather("seed", slots), positions)
-        tokens = sample_unchecked(scores, temperature, warpers["top_k"], warpers["top_p"], warpers["min_p"], seeds,
-                                  0, warpers["typical_p"], self.backend, cutoffs=warpers["cutoffs"])
+        params = self.slots.row_params(slots, position_seeds(self.slots.gather("seed", slots), positions))
+        tokens = draw(self._processed_scores(logits, slots, params), params, params.seeds, 0, self.backend)
         if self.sync == "broadcast":
             torch.distributed.broadcast(tokens, src=0, group=self.group)
         out = SampleOutput(tokens)
         if num_logprobs is not None:
-            out.logprobs, top_values, top_ids = token_logprobs(logits[:, : self.vocab_size], tokens, num_logprobs,
-                                                               backend=self.backend)
+            out.logprobs, top_values, top_ids = token_logprobs_unchecked(logits[:, : self.vocab_size], tokens,
+                                                                         num_logprobs, self.backend)
             if num_logprobs:
                 out.top_logprobs, out.top_ids = top_values, top_ids
         return out
@@ -137,12 +134,8 @@ class Sampler:
         if logits.dtype != torch.float32:
             raise TypeError(f"logits must be float32 to be processed in place, got {logits.dtype}")
         slots = self._slots(slots, logits)
-        scores = self._processed_scores(logits, slots)
-        warpers = self._warpers(slots)
-        processed = process_logits(scores, self._temperature(scores, slots, self.slots.gather("temperature", slots)),
-                                   warpers["top_k"], warpers["top_p"], warpers["min_p"], warpers["typical_p"],
-                                   **warpers["cutoffs"])
-        logits[:, : self.vocab_size] = processed
+        params = self.slots.row_params(slots, self.slots.gather("seed", slots))
+        logits[:, : self.vocab_size] = warp(self._processed_scores(logits, slots, params), params)
         logits[:, self.vocab_size:] = _NEG_INF
         return logits
 
@@ -157,46 +150,16 @@ class Sampler:
         return self.slots.append(slots, tokens)
 
     # ---- helpers ----
-    def _processed_scores(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Biases, penalties and bans on a float32 copy of the first ``vocab_size`` columns."""
-        table, vocab = self.slots, self.vocab_size
-        scores = logits[:, :vocab].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        if table.uses("bias"):
-            table.add_bias(scores, slots)
-        if table.uses("penalties"):
-            # (N, V) rows of the tables by advanced indexing: several times faster than index_select on CPU
-            prompt_mask = table.prompt_mask[slots] if table.uses("repetition_penalty") else None
-            penalties_unchecked(scores, table.counts[slots], prompt_mask,
-                                table.gather("repetition_penalty", slots), table.gather("frequency_penalty", slots),
-                                table.gather("presence_penalty", slots), self.backend)
-        banned = table.history_bans(slots, vocab)
-        if table.ban is not None and table.uses("bans"):
-            static = table.ban[slots]
-            banned = static if banned is None else banned | static
-        if banned is not None:
-            scores.masked_fill_(banned, _NEG_INF)
-        if table.eos is not None and table.uses("min_new_tokens"):
-            short = table.generated.index_select(0, slots) < table.gather("min_new_tokens", slots)
-            scores.masked_fill_(table.eos[slots] & short[:, None], _NEG_INF)
-        return scores
-
-    def _warpers(self, slots: torch.Tensor) -> dict:
-        """Per-row warper tensors, or their "off" scalar when no active request uses them (the fast kernels
-        specialise on scalars; typical-p and the cutoffs run on the reference path only when used)."""
+    def _processed_scores(self, logits: torch.Tensor, slots: torch.Tensor, params) -> torch.Tensor:
+        """generate()'s processors that the rows' requests need, on a float32 copy of the first ``vocab_size``
+        columns; (N, vocab_size)."""
         table = self.slots
-        out = {}
-        for name, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0), ("typical_p", 1.0)):
-            out[name] = table.gather(name, slots) if table.uses(name) else off
-        out["cutoffs"] = {key: table.gather(name, slots) for name, key in
-                          (("top_h", "top_h"), ("epsilon_cutoff", "epsilon"), ("eta_cutoff", "eta"))
-                          if table.uses(name)}
-        return out
-
-    def _temperature(self, scores: torch.Tensor, slots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not self.slots.uses("dynatemp"):
-            return t
-        return dynamic_temperature(scores, t, self.slots.gather("dynatemp_range", slots),
-                                   self.slots.gather("dynatemp_exponent", slots))
+        scores = logits[:, None, : self.vocab_size].to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        at = table.length.index_select(0, slots)[:, None]  # (N, 1): the history index each row predicts
+        view = StepView(None if table.history is None else table.history[slots], at, at[:, 0])
+        for step in table.steps(slots, params, self.backend):
+            scores = step.apply(scores, view)
+        return scores[:, 0]
 
     def _slots(self, slots, logits: torch.Tensor | None = None) -> torch.Tensor:
         slots = torch.as_tensor(slots, device=self.device).to(torch.int64).reshape(-1)

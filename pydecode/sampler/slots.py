@@ -3,15 +3,26 @@
 Per-slot parameters are (max_slots,) tensors; the token tables (counts, prompt presence, bans, eos ids) are
 (max_slots, V) and allocated on first use, so a batch of plain requests pays for none of them. The host keeps each
 active slot's :class:`~.params.SamplingParams` (set in :meth:`SlotTable.add`, never read back from the device) to
-know which steps any active request needs: a step no active request uses is skipped.
+know which steps any active request needs: a step no active request uses is skipped. Each step, :meth:`SlotTable.steps`
+gathers the rows' parameters and state into the processor classes of generate()'s one list
+(:mod:`pydecode.generation.logits.processors`, in its order).
 """
 from __future__ import annotations
 
 import torch
 
-from ..ops.constraints import history_tail, ngram_completions
+from ..generation.logits.processors import (
+    BadWords,
+    MinLengthEos,
+    NoRepeatNgram,
+    OneTokenBadWords,
+    Penalties,
+    Processor,
+    TokenBias,
+    in_order,
+)
 from ..ops.penalties import prompt_token_mask
-from ..sampling.params import _SEED_STRIDE, _wrap_int64
+from ..sampling.params import _SEED_STRIDE, RowParams, _wrap_int64
 from .params import SamplingParams
 
 # per-slot parameter tensors: name -> (dtype, the SamplingParams value it holds)
@@ -176,36 +187,51 @@ class SlotTable:
     def gather(self, name: str, slots: torch.Tensor) -> torch.Tensor:
         return self.params[name].index_select(0, slots)
 
-    def add_bias(self, scores: torch.Tensor, slots: torch.Tensor) -> None:
-        """Add each row's one-token biases to ``scores`` (N, V) in place, from the (few) active entries: no
-        (N, V) table is gathered."""
-        if self._bias is None:
-            entries = [(slot, ids[0], bias) for slot, p in self.active.items() for ids, bias in p.sequence_bias or ()]
-            self._bias = tuple(torch.tensor(column, device=self.device) for column in zip(*entries))
-        entry_slots, tokens, values = self._bias
-        match = slots[:, None] == entry_slots[None, :]  # (N, E)
-        scores.index_add_(1, tokens, torch.where(match, values.to(scores.dtype), 0.0))
+    def row_params(self, slots: torch.Tensor, seeds: torch.Tensor) -> RowParams:
+        """The rows' parameters: (N,) tensors, or the "off" scalar of a step no active request uses (the fast
+        kernels specialise on scalars; typical-p and the cutoffs run on the reference path only when used)."""
+        def value(name: str, off, step: str | None = None):
+            return self.gather(name, slots) if self.uses(step or name) else off
 
-    def history_bans(self, slots: torch.Tensor, vocab: int) -> torch.Tensor | None:
-        """(N, V) bool of the tokens the rows' histories ban (n-gram repeats, multi-token bad words), or None."""
-        sizes, banned = self.ngram_sizes(), None
-        if not sizes and not self.words:
-            return None
-        history = self.history[slots]
-        at = self.length.index_select(0, slots)[:, None]  # (N, 1): the position being predicted
-        banned = torch.zeros(slots.shape[0], vocab, dtype=torch.bool, device=self.device)
-        for n in sorted(sizes):
-            grams = history.unfold(1, n, 1)  # (N, G, n)
-            inside = torch.arange(grams.shape[1], device=self.device) <= (at - n)[..., None]  # (N, 1, G)
-            hit = ngram_completions(grams, history_tail(history, at, n - 1), vocab, inside)[:, 0]
-            banned |= hit & (self.params["no_repeat_ngram_size"].index_select(0, slots) == n)[:, None]
+        return RowParams(
+            temperature=self.gather("temperature", slots), top_k=value("top_k", 0), top_p=value("top_p", 1.0),
+            min_p=value("min_p", 0.0), typical_p=value("typical_p", 1.0), top_h=value("top_h", 0.0),
+            epsilon_cutoff=value("epsilon_cutoff", 0.0), eta_cutoff=value("eta_cutoff", 0.0),
+            repetition_penalty=value("repetition_penalty", 1.0, "penalties"),
+            frequency_penalty=value("frequency_penalty", 0.0, "penalties"),
+            presence_penalty=value("presence_penalty", 0.0, "penalties"), seeds=seeds, do_sample=True,
+            dynatemp_range=value("dynatemp_range", 0.0, "dynatemp"),
+            dynatemp_exponent=value("dynatemp_exponent", 1.0, "dynatemp"))
+
+    def steps(self, slots: torch.Tensor, params: RowParams, backend) -> list[Processor]:
+        """The processors the rows' requests need, over their gathered parameters and state, in the list's order
+        (the ban table holds one-token bad words and ``suppress_tokens``: it runs at the former's place)."""
+        steps: list[Processor] = []
+        if self.uses("bias"):
+            if self._bias is None:
+                entries = [(slot, ids[0], bias) for slot, p in self.active.items()
+                           for ids, bias in p.sequence_bias or ()]
+                self._bias = tuple(torch.tensor(column, device=self.device) for column in zip(*entries))
+            entry_slots, tokens, values = self._bias
+            steps.append(TokenBias(slots[:, None] == entry_slots[None, :], tokens, values))
+        if self.uses("penalties"):
+            # (N, V) rows of the tables by advanced indexing: several times faster than index_select on CPU
+            prompt_mask = self.prompt_mask[slots] if self.uses("repetition_penalty") else None
+            steps.append(Penalties.of_rows(params, self.counts[slots], prompt_mask, backend))
+        sizes = self.ngram_sizes()
+        if sizes:
+            row_sizes = self.params["no_repeat_ngram_size"].index_select(0, slots)
+            steps += [NoRepeatNgram(n, row_sizes == n) for n in sorted(sizes)]
         if self.words:
-            member = self.word_member[slots]
-            for w, ((_, last), prefix) in enumerate(zip(self.words, self.word_prefixes)):
-                n = prefix.shape[0]
-                ends = (history_tail(history, at, n)[:, 0] == prefix).all(-1) & (at[:, 0] >= n)
-                banned[:, last] |= ends & member[:, w]
-        return banned
+            steps.append(BadWords(list(zip(self.word_prefixes, [last for _, last in self.words])),
+                                  self.word_member[slots]))
+        if self.ban is not None and self.uses("bans"):
+            steps.append(OneTokenBadWords(self.ban[slots][:, None]))
+        if self.eos is not None and self.uses("min_new_tokens"):
+            generated = self.generated.index_select(0, slots)[:, None]
+            steps.append(MinLengthEos(self.eos[slots], 0, self.gather("min_new_tokens", slots)[:, None],
+                                      self.length.index_select(0, slots)[:, None] - generated))
+        return in_order(steps)
 
     def append(self, slots: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Record accepted tokens (rows of one slot in order); returns (N,) bool: the slot finished with this token

@@ -64,7 +64,9 @@ class RowParams:
     def temperature_of(self, scores: torch.Tensor, repeat: int = 1):
         """The temperature to divide ``scores`` (rows * repeat, V) by: the plain one, or with ``dynatemp_range``
         set the entropy-scaled one of each row (a (rows * repeat,) tensor, computed on the device)."""
-        rows = (lambda v: v.repeat_interleave(repeat) if isinstance(v, torch.Tensor) and repeat > 1 else v)
+        def rows(v):
+            return v.repeat_interleave(repeat) if isinstance(v, torch.Tensor) and repeat > 1 else v
+
         if _is_off(self.dynatemp_range, 0.0):
             return rows(self.temperature)
         return dynamic_temperature(scores, rows(self.temperature), rows(self.dynatemp_range),
@@ -86,7 +88,8 @@ class RowParams:
         do_sample = bool(config.do_sample)
         values = {}
         for name, allowed in _RANGES.items():
-            value = resolved.extra(name) if name in resolved.per_row or not hasattr(config, name) else getattr(config, name)
+            per_row = name in resolved.per_row or not hasattr(config, name)
+            value = resolved.extra(name) if per_row else getattr(config, name)
             if value is None:
                 values[name] = allowed.off
                 continue
@@ -124,7 +127,8 @@ def _row_seeds(seed, batch: int, expand: int, device) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     if isinstance(seed, torch.Tensor):
         if seed.dim() != 1 or seed.shape[0] != batch:
-            raise ValueError(f"seed as a tensor must have shape ({batch},), one value per prompt, got {tuple(seed.shape)}")
+            raise ValueError(f"seed as a tensor must have shape ({batch},), one value per prompt, "
+                             f"got {tuple(seed.shape)}")
         if seed.dtype.is_floating_point:
             raise TypeError(f"seed must hold integers, got {seed.dtype}")
         base = [int(s) for s in seed.tolist()]

@@ -4,6 +4,7 @@ import torch
 
 import pydecode
 from pydecode.cache import KiviCache
+
 from tests.generation.models import padded_batch, tiny_model
 
 

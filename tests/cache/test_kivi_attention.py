@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from pydecode.cache import kivi_attention
+from pydecode.ops.backends import cpu_isa, extension_loaded, forced_cpu_isa
 from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values, kivi_pack
 from pydecode.ops.kivi.reference import kivi_attention as reference_attention
-from pydecode.ops.backends import cpu_isa, extension_loaded, forced_cpu_isa
 
 G = 32
 # (batch, q heads, kv heads, head_dim, packed tokens, residual tokens, queries, left padding per row or None)

@@ -2,13 +2,21 @@
 import pytest
 import torch
 from transformers import (
-    DynamicCache, Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-    Qwen2Config, Qwen2ForCausalLM,
+    DynamicCache,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
-from devices import model_on_device, to_device
 from pydecode.cache import KiviCache, KiviLayer, activate, make_cache
 from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values
+
+from tests.support.devices import model_on_device, to_device
 
 SMALL = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
              num_key_value_heads=2, head_dim=32, max_position_embeddings=256)
@@ -191,7 +199,7 @@ def test_sink_tokens_stay_exact_while_the_rest_streams():
     k, v = torch.randn(1, 2, 200, 32, generator=g), torch.randn(1, 2, 200, 32, generator=g)
     layer.update(k, v)
     layer.flush()
-    for step in range(40):
+    for _ in range(40):
         new = torch.randn(1, 2, 1, 32, generator=g)
         layer.update(new, -new)
         layer.flush()

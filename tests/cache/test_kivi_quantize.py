@@ -54,14 +54,14 @@ def test_padding_is_left_out_of_key_statistics():
 @pytest.mark.parametrize("nbits", [2, 4])
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("meta_dtype", [torch.float32, torch.float16])
-def test_backend_pack_matches_reference(backend, device, nbits, per_channel, meta_dtype):
+def test_backend_pack_matches_reference(kernel_backend, device, nbits, per_channel, meta_dtype):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(3, 1, 64, 64, generator=g).to(device)
     valid = torch.ones(3, 64, dtype=torch.bool, device=device)
     valid[1, :7] = False
     valid[2, :40] = False  # a whole group of padding
     expected = reference_pack(x, valid if per_channel else None, nbits, 32, per_channel, meta_dtype)
-    got = kivi_pack(x, valid, nbits, 32, per_channel, meta_dtype, backend=backend)
+    got = kivi_pack(x, valid, nbits, 32, per_channel, meta_dtype, backend=kernel_backend)
     for e, o in zip(expected, got):
         assert o.dtype == e.dtype and o.shape == e.shape
     torch.testing.assert_close(got[1], expected[1], rtol=0, atol=0)

@@ -8,6 +8,7 @@ from transformers import GenerationConfig as HFGenerationConfig
 
 import pydecode
 from pydecode.generation.model.compat import OUTPUT_CACHE_FIELD
+
 from tests.generation.models import padded_batch, tiny_model
 
 

@@ -1,7 +1,5 @@
 """Beam search family: parity with transformers 5 generate (beam search), with transformers 4.55 golden outputs
 (diverse beam search), distributional checks (beam sampling) and bad input."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,10 +8,8 @@ from transformers import AutoModelForCausalLM
 import pydecode
 from pydecode.generation.model.runner import ModelRunner
 
+from tests.fixtures.golden_v4 import case_ids, case_tensors, load_golden, model_path
 from tests.generation.models import EOS, padded_batch, tiny_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_ids, case_tensors, load_golden, model_path  # noqa: E402
 
 EOS_LIST = [EOS, 9, 17, 33, 44, 55, 66, 77, 88, 99]
 CASES = {

@@ -1,21 +1,18 @@
 """Contrastive search and DoLa: token for token against transformers 4.55.4 goldens, reductions to greedy, bad input."""
 import functools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import pydecode
-from pydecode.generation.strategies import contrastive
-from pydecode.generation.prepare import prepare
-from pydecode.generation.strategies.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
 from pydecode.generation.model.runner import ModelRunner
+from pydecode.generation.prepare import prepare
+from pydecode.generation.strategies import contrastive
+from pydecode.generation.strategies.dola import SMALLEST_NORMAL_LOG, candidate_layers, contrast_layers
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_path  # noqa: E402
+from tests.fixtures.golden_v4 import case_ids, case_tensors, golden_file, load_golden, model_path
 
 CONTRASTIVE = load_golden("contrastive")
 DOLA = load_golden("dola")
@@ -69,7 +66,8 @@ def test_smollm2_matches_golden(case, smollm2_converted):
     _assert_golden(case)
 
 
-@pytest.mark.parametrize("case_id", ["tiny-llama/contrastive/a0.5_k8/padded/eos", "tiny-gpt2/contrastive/a0.6_k4/padded"])
+@pytest.mark.parametrize("case_id", ["tiny-llama/contrastive/a0.5_k8/padded/eos",
+                                     "tiny-gpt2/contrastive/a0.6_k4/padded"])
 def test_repeated_cache_path_matches_golden(case_id, monkeypatch):
     """Caches that cannot take the candidates in the query dimension are repeated K times (transformers' way)."""
     monkeypatch.setattr(ModelRunner, "_candidates_in_query", lambda self: False)

@@ -11,6 +11,7 @@ from transformers import CompileConfig
 
 import pydecode
 from pydecode.generation.model.positional import PositionalInputs
+
 from tests.generation.models import padded_batch, tiny_model
 from tests.generation.test_seq2seq import encoder_batch, seq2seq_model
 

@@ -3,8 +3,6 @@ without a GPU the CUDA kernels emulated on the CPU): the tokens of transformers,
 the CPU; on a GPU the reference backend's tokens there stand in), or, for seeded sampling, of the reference backend."""
 import copy
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +10,9 @@ from transformers import AutoModelForCausalLM
 
 import pydecode
 
-from devices import DEVICE, model_on_device, on_device
-from models import padded_batch, tiny_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_v4 import case_tensors, load_golden, model_path  # noqa: E402
+from tests.fixtures.golden_v4 import case_tensors, load_golden, model_path
+from tests.generation.models import padded_batch, tiny_model
+from tests.support.devices import DEVICE, model_on_device, on_device
 
 GOLDEN_IDS = [
     "tiny-llama/contrastive/a0.6_k4/padded/eos",
@@ -84,11 +80,11 @@ def test_beam_search_matches_transformers(backend):
     dict(num_beams=3, top_k=30, temperature=1.3),
     dict(assistant_model="noisy-llama", num_assistant_tokens=3, top_p=0.95),
 ], ids=["filters-and-penalties", "beam-sampling", "speculative"])
-def test_seeded_sampling_matches_the_reference_backend(backend, extra):
+def test_seeded_sampling_matches_the_reference_backend(kernel_backend, extra):
     model = tiny_model("llama")
     ids, mask = padded_batch()
     if "assistant_model" in extra:
         extra = {**extra, "assistant_model": model_on_device(_noisy_draft())}
     kwargs = dict(input_ids=ids, attention_mask=mask, do_sample=True, seed=torch.tensor([3, 1, 4]),
                   max_new_tokens=10, **extra)
-    assert torch.equal(_generate(model, backend, **kwargs), _generate(model, "torch", **kwargs))
+    assert torch.equal(_generate(model, kernel_backend, **kwargs), _generate(model, "torch", **kwargs))

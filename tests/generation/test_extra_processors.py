@@ -1,7 +1,7 @@
 """transformers' less common processors and warpers: sequence_bias, encoder_repetition_penalty,
 encoder_no_repeat_ngram_size, exponential_decay_length_penalty, begin_suppress_tokens, guidance_scale, top_h,
-epsilon_cutoff and eta_cutoff, and watermarking_config — parity with transformers 5 (tokens and scores), through greedy, beam search and
-sampling, and bad input.
+epsilon_cutoff and eta_cutoff, and watermarking_config — parity with transformers 5 (tokens and scores), through
+greedy, beam search and sampling, and bad input.
 
 Each setting is picked from the unprocessed output so that it changes the tokens (checked: a case that changes
 nothing could not fail).
@@ -277,7 +277,8 @@ WATERMARKS = {
 
 @pytest.mark.parametrize("watermark", list(WATERMARKS))
 @pytest.mark.parametrize("strategy", [dict(do_sample=False), dict(num_beams=3, num_return_sequences=2),
-                                      dict(do_sample=True, top_k=20, max_new_tokens=1)], ids=["greedy", "beam", "sample"])
+                                      dict(do_sample=True, top_k=20, max_new_tokens=1)],
+                         ids=["greedy", "beam", "sample"])
 def test_watermarks_match_transformers(watermark, strategy):
     """transformers' own watermark processors, run after pydecode's warpers: the same tokens and scores (sampling:
     the first step's processed distribution, whose draw uses another random stream)."""

@@ -4,8 +4,8 @@ import torch
 
 import pydecode
 
-from devices import model_on_device, on_device
 from tests.generation.models import EOS, padded_batch, tiny_model
+from tests.support.devices import model_on_device, on_device
 
 CASES = {
     "plain": dict(max_new_tokens=16),

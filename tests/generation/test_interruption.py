@@ -7,6 +7,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 import pydecode
 from pydecode.ops.backends import cpu_isa
+
 from tests.generation.models import padded_batch, tiny_model
 
 KIVI = dict(cache_implementation="kivi", cache_config={"nbits": 4, "group_size": 16, "residual_length": 16})

@@ -4,6 +4,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 import pydecode
+
 from tests.generation.models import VOCAB, padded_batch, tiny_model
 
 BAD = [

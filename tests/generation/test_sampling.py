@@ -5,6 +5,7 @@ from scipy.stats import chisquare
 
 import pydecode
 from pydecode.ops.reference import process_logits
+
 from tests.generation.models import VOCAB, padded_batch, tiny_model
 
 ALPHA = 1e-4  # chi-square significance level; seeds are fixed, so a pass is deterministic
@@ -34,8 +35,9 @@ def test_zero_temperature_rows_are_greedy_beside_sampling_rows():
 def test_every_draw_lies_in_the_allowed_set(warpers):
     model = tiny_model("llama")
     ids, mask = padded_batch()
-    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=12, do_sample=True, seed=11, eos_token_id=None,
-                            num_return_sequences=3, return_dict_in_generate=True, output_scores=True, **warpers)
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=12, do_sample=True, seed=11,
+                            eos_token_id=None, num_return_sequences=3, return_dict_in_generate=True,
+                            output_scores=True, **warpers)
     new = out.sequences[:, ids.shape[1]:]
     for step, scores in enumerate(out.scores):
         assert torch.isfinite(scores.gather(1, new[:, step:step + 1])).all()
@@ -49,7 +51,8 @@ def test_first_token_frequencies_match_the_processed_distribution(warpers):
     rows = 6000
     with torch.no_grad():
         logits = model(prompt).logits[:, -1].float()
-    probs = process_logits(logits, warpers["temperature"], warpers["top_k"], warpers.get("top_p", 1.0), 0.0).softmax(-1)[0]
+    processed = process_logits(logits, warpers["temperature"], warpers["top_k"], warpers.get("top_p", 1.0), 0.0)
+    probs = processed.softmax(-1)[0]
     out = pydecode.generate(model, prompt.expand(rows, -1), max_new_tokens=1, do_sample=True,
                             seed=torch.arange(rows) * 7919, **warpers)
     counts = torch.bincount(out[:, -1], minlength=VOCAB).double()

@@ -1,19 +1,24 @@
 """Encoder-decoder models (tiny random T5 and BART): parity with transformers 5 generate (greedy, beam search),
-transformers 4.55 golden outputs (diverse beam search, contrastive search), distributional checks (sampling, beam sampling), attentions /
-hidden states in the output (encoder-decoder and decoder-only), the encoder running once, and bad input."""
+transformers 4.55 golden outputs (diverse beam search, contrastive search), distributional checks (sampling, beam
+sampling), attentions / hidden states in the output (encoder-decoder and decoder-only), the encoder running once, and
+bad input."""
 import copy
 import functools
 
 import pytest
 import torch
-from golden_v4 import case_ids, case_tensors, load_golden, model_path
 from transformers import (
-    AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration,
+    AutoModelForSeq2SeqLM,
+    BartConfig,
+    BartForConditionalGeneration,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 import pydecode
 from pydecode.generation import strategies
 
+from tests.fixtures.golden_v4 import case_ids, case_tensors, load_golden, model_path
 from tests.generation.models import padded_batch, tiny_model
 
 VOCAB = 128
@@ -98,7 +103,10 @@ GREEDY = {  # tiny random models repeat themselves: the repetition penalty makes
 def _resolve(kind, kwargs):
     """Replace the "frequent" placeholder eos by :func:`frequent_token`."""
     eos = kwargs.get("eos_token_id")
-    swap = (lambda t: frequent_token(kind) if t == "frequent" else t)
+
+    def swap(t):
+        return frequent_token(kind) if t == "frequent" else t
+
     if isinstance(eos, list):
         return dict(kwargs, eos_token_id=[swap(t) for t in eos])
     return dict(kwargs, eos_token_id=swap(eos)) if eos is not None else kwargs
@@ -212,7 +220,7 @@ def _assert_same_outputs(got, want, fields):
     for name in fields:
         a, b = getattr(got, name), getattr(want, name)
         assert a is not None and b is not None, name
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")  # noqa: B023
 
 
 @pytest.mark.parametrize("kind", ["t5", "bart"])

@@ -49,7 +49,8 @@ def test_greedy_matches_plain_greedy(kind, how, eos):
     extra = {
         "self_draft": dict(assistant_model=model, num_assistant_tokens=5),
         "tiny_draft": dict(assistant_model=tiny_draft(), num_assistant_tokens=3),
-        "heuristic": dict(assistant_model=model, num_assistant_tokens=2, num_assistant_tokens_schedule="heuristic_transient"),
+        "heuristic": dict(assistant_model=model, num_assistant_tokens=2,
+                          num_assistant_tokens_schedule="heuristic_transient"),
         "lookup": dict(prompt_lookup_num_tokens=4),
         "lookup_ngram3": dict(prompt_lookup_num_tokens=6, max_matching_ngram_size=3),
     }[how]

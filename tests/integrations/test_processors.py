@@ -3,8 +3,13 @@ against transformers' processors of the same names."""
 import pytest
 import torch
 from transformers.generation.logits_process import (
-    EpsilonLogitsWarper, EtaLogitsWarper, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
-    SequenceBiasLogitsProcessor, TopHLogitsWarper, TypicalLogitsWarper,
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    TopHLogitsWarper,
+    TypicalLogitsWarper,
 )
 
 from pydecode.integrations.processors import RequestBans, apply_warpers

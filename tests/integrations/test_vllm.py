@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -36,8 +35,9 @@ def vllm_venv():
 
 
 def _side_env(**extra):
+    """The side venv's environment; it imports pydecode from this checkout (its entry points from its install)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TRITON_INTERPRET")}
-    return {**env, **VLLM_ENV, **extra}
+    return {**env, **VLLM_ENV, "PYTHONPATH": str(HERE.parent.parent), **extra}
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """Offline vLLM runs for test_vllm.py, executed by the side venv's python (tests/integrations/setup_vllm.sh).
 
-Usage: python vllm_offline.py MODEL_DIR OUT.json. Loads the model once and switches the model runner's sampler
-between vLLM's and pydecode's through ``LLM.collective_rpc``; writes every run's token ids and logprobs as JSON.
+Usage: python vllm_offline.py MODEL_DIR OUT.json. Loads the model once with the plugin on (the runner keeps
+pydecode's batch state) and switches the model runner's sampler between vLLM's and pydecode's through
+``LLM.collective_rpc``; writes every run's token ids and logprobs as JSON.
 """
 import json
+import os
 import sys
 
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "The three primary colors are"]
@@ -32,6 +34,7 @@ def outputs(results):
 
 
 def main(model, out_path):
+    os.environ["PYDECODE_VLLM_SAMPLER"] = "1"  # the plugin adds the sampler's batch state to the model runner
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=model, dtype="float32", max_model_len=512, max_num_seqs=16, enforce_eager=True, seed=0)

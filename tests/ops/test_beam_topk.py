@@ -23,13 +23,13 @@ def _interpreted(backend, device):
 
 @pytest.mark.parametrize("num_beams,vocab,k", SHAPES)
 @pytest.mark.parametrize("log_softmax", [True, False])
-def test_matches_reference(backend, device, num_beams, vocab, k, log_softmax):
-    if _interpreted(backend, device) and (num_beams, vocab, k) not in INTERPRETER_SHAPES:
+def test_matches_reference(kernel_backend, device, num_beams, vocab, k, log_softmax):
+    if _interpreted(kernel_backend, device) and (num_beams, vocab, k) not in INTERPRETER_SHAPES:
         pytest.skip("too slow for the Triton interpreter")
     g = torch.Generator().manual_seed(vocab + num_beams)
     logits = torch.randn(2 * num_beams, vocab, generator=g).to(device)
     scores = torch.randn(2 * num_beams, generator=g).to(device)
-    _check(logits, scores, num_beams, k, log_softmax, backend)
+    _check(logits, scores, num_beams, k, log_softmax, kernel_backend)
 
 
 def test_ties_go_to_the_smaller_index(backend, device):
@@ -75,6 +75,28 @@ def test_first_step_takes_beam_zero(backend, device):
     scores = torch.tensor([0.0, -1e9, -1e9, -1e9], device=device)
     _, _, beams = beam_topk(logits, scores, 4, 8, backend=backend)
     assert bool((beams == 0).all())
+
+
+@pytest.mark.parametrize("num_beams,vocab,k", [(1, 2000, 1025), (600, 4, 1200), (2, 3000, 6000)])
+def test_k_beyond_the_cuda_tile(backend, device, num_beams, vocab, k):
+    """Above the CUDA kernel's 1024 candidates (beam search with num_beams > 512) every backend still answers."""
+    if _interpreted(backend, device) and num_beams * vocab > 2000:
+        pytest.skip("too slow for the Triton interpreter")
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(num_beams, vocab, generator=g).round().to(device)  # rounded: ties across the cut
+    _check(logits, torch.randn(num_beams, generator=g).to(device), num_beams, k, True, backend)
+
+
+def test_scores_tied_by_rounding(backend, device):
+    """Distinct fp16 logits whose float32 log-softmax rounds to one value on some backend (found by the long property
+    run): every backend returns the same scores, and the same candidates up to swaps inside such a tie."""
+    logits = (torch.randn(1, 341, generator=torch.Generator().manual_seed(31)) * 1e-3).to(torch.float16)
+    got = beam_topk(logits.to(device), torch.zeros(1, device=device), 1, 341, backend=backend)
+    want = reference(logits, torch.zeros(1), 1, 341)
+    torch.testing.assert_close(got[0].cpu(), want[0], atol=1e-5, rtol=1e-5)
+    at_ids = torch.log_softmax(logits.float(), -1).gather(1, got[1].cpu())
+    torch.testing.assert_close(at_ids, want[0], atol=1e-5, rtol=0)
+    assert torch.equal(got[1].cpu().sort().values, torch.arange(341)[None])
 
 
 def test_bad_arguments():

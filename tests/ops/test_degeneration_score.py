@@ -40,24 +40,25 @@ def _check(got, want, dtype):
     ((37, 3, 9, 33), (0, 2, 8, 5)),
 ])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_matches_reference(backend, device, dtype, shape, padding, normalize):
-    if backend == "triton" and device == "cpu" and (shape[0] > 8 or shape[1] * shape[2] > 600):
+def test_matches_reference(kernel_backend, device, dtype, shape, padding, normalize):
+    if kernel_backend == "triton" and device == "cpu" and (shape[0] > 8 or shape[1] * shape[2] > 600):
         pytest.skip("kept small under the Triton interpreter")
     candidates, context, mask, probs = _inputs(*shape, dtype, device, padding, spare=3)
     if not normalize:
         context = normalize_rows(context)
     alpha = torch.linspace(0, 1, shape[0], device=device)
     for a in (0.6, alpha):
-        got = degeneration_score(candidates, context, mask, probs, a, normalize_context=normalize, backend=backend)
+        got = degeneration_score(candidates, context, mask, probs, a, normalize_context=normalize,
+                                 backend=kernel_backend)
         _check(got, reference(candidates, context, mask, probs, a, normalize), dtype)
 
 
-def test_long_context_and_wide_hidden(backend, device):
-    if backend == "triton" and device == "cpu":
+def test_long_context_and_wide_hidden(kernel_backend, device):
+    if kernel_backend == "triton" and device == "cpu":
         pytest.skip("too slow under the Triton interpreter")
     for seq, hidden in ((32768, 64), (2048, 4096)):
         candidates, context, mask, probs = _inputs(2, 4, seq, hidden, torch.bfloat16, device, (0, seq - 100))
-        got = degeneration_score(candidates, context, mask, probs, 0.6, backend=backend)
+        got = degeneration_score(candidates, context, mask, probs, 0.6, backend=kernel_backend)
         _check(got, reference(candidates, context, mask, probs, 0.6), torch.bfloat16)
 
 

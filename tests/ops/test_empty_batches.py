@@ -2,11 +2,12 @@
 grid of zero blocks is one)."""
 import torch
 
-from devices import on_device
 from pydecode.ops import apply_penalties_, record_tokens_, token_logprobs, top_k_top_p_sample
 from pydecode.ops.beam_topk import beam_topk
 from pydecode.ops.degeneration import degeneration_score
 from pydecode.ops.verify import verify
+
+from tests.support.devices import on_device
 
 NO_SEEDS = torch.empty(0, dtype=torch.int64)
 

@@ -7,9 +7,10 @@ top-n ids compared through the reference's log-probabilities at them (ties, comm
 import pytest
 import torch
 
-from devices import on_device
 from pydecode.ops import reference, token_logprobs
 from pydecode.ops.rows import sanitize
+
+from tests.support.devices import on_device
 
 
 def make_logits(batch, vocab, dtype, seed=0):
@@ -33,14 +34,14 @@ def check(logits, tokens, top_n, backend):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("vocab,batch", [(1000, 37), (49152, 7), (262144, 1)])
-def test_logprobs_match_reference(backend, vocab, batch, dtype):
-    if backend == "triton" and vocab > 1000 and dtype != torch.float32:
+def test_logprobs_match_reference(kernel_backend, vocab, batch, dtype):
+    if kernel_backend == "triton" and vocab > 1000 and dtype != torch.float32:
         pytest.skip("the Triton interpreter is slow: big vocabularies run on float32 only")
     logits = make_logits(batch, vocab, dtype, seed=vocab)
     tokens = torch.randint(0, vocab, (batch,), generator=torch.Generator().manual_seed(1))
     tokens[0] = logits[0].float().argmax()
     for top_n in (0, 1, 5):
-        check(logits, tokens, top_n, backend)
+        check(logits, tokens, top_n, kernel_backend)
 
 
 def test_nan_rows_and_top_n_above_vocab(backend):
@@ -61,3 +62,14 @@ def test_bad_input_raises():
         token_logprobs(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64), True)
     with pytest.raises(TypeError):
         token_logprobs(torch.zeros(2, 5, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("tokens, error, match", [
+    (torch.tensor([0, 5]), ValueError, r"tokens must lie in \[0, vocab = 5\), got 5"),
+    (torch.tensor([-1, 0]), ValueError, "got -1"),
+    (torch.tensor([0, 1, 2]), ValueError, r"tokens must have shape \(2,\)"),
+    (torch.tensor([0.0, 1.0]), TypeError, "tokens must be int64 or int32"),
+])
+def test_bad_tokens_raise_the_same_error_on_every_backend(backend, tokens, error, match):
+    with pytest.raises(error, match=match):
+        on_device(token_logprobs, torch.zeros(2, 5), tokens, 2, backend=backend)

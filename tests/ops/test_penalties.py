@@ -6,9 +6,9 @@ order and match bit for bit; the tolerance leaves room for a fused multiply-add 
 import pytest
 import torch
 
-from devices import to_device
-from pydecode.ops import apply_penalties_, record_tokens_
-from pydecode.ops import reference
+from pydecode.ops import apply_penalties_, record_tokens_, reference
+
+from tests.support.devices import to_device
 
 
 def make_inputs(batch, vocab, seed=0):
@@ -21,7 +21,7 @@ def make_inputs(batch, vocab, seed=0):
 
 
 @pytest.mark.parametrize("vocab,batch", [(1000, 37), (49152, 7), (262144, 1)])
-def test_penalties_match_reference(backend, vocab, batch):
+def test_penalties_match_reference(kernel_backend, vocab, batch):
     logits, counts, prompt = make_inputs(batch, vocab, seed=vocab)
     gen = torch.Generator().manual_seed(1)
     repetition = 1.0 + torch.rand(batch, generator=gen)
@@ -34,7 +34,7 @@ def test_penalties_match_reference(backend, vocab, batch):
             expected = reference.apply_penalties_(logits.clone(), counts, mask, *args)
             got = to_device(logits.clone())
             assert apply_penalties_(got, to_device(counts), to_device(mask), *map(to_device, args),
-                                    backend=backend) is got
+                                    backend=kernel_backend) is got
             got = got.cpu()
             torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
             if batch > 1 and all(isinstance(a, torch.Tensor) for a in args):
@@ -79,7 +79,18 @@ def test_bad_input_raises(bad, error):
         apply_penalties_(args.pop("logits"), args.pop("counts"), args.pop("prompt"), **args)
 
 
-def test_strided_prompt_mask_and_tokens(backend, device):
+@pytest.mark.parametrize("counts, tokens, error, match", [
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([0, 5]), ValueError, r"tokens must lie in \[0, vocab = 5\)"),
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([-3, 0]), ValueError, "got -3"),
+    (torch.zeros(2, 5, dtype=torch.int32), torch.tensor([0]), ValueError, r"tokens must have shape \(2,\)"),
+    (torch.zeros(2, 5, dtype=torch.int64), torch.tensor([0, 1]), TypeError, "token_counts must be a contiguous int32"),
+])
+def test_record_bad_input_raises_the_same_error_on_every_backend(backend, counts, tokens, error, match):
+    with pytest.raises(error, match=match):
+        record_tokens_(to_device(counts), to_device(tokens), backend=backend)
+
+
+def test_strided_prompt_mask_and_tokens(kernel_backend, device):
     """Non-contiguous inputs (a sliced mask, a strided token column) must give the reference's result."""
     from pydecode.ops.penalties import reference
 
@@ -88,9 +99,9 @@ def test_strided_prompt_mask_and_tokens(backend, device):
     counts = torch.randint(0, 3, (3, 300), generator=g, dtype=torch.int32).to(device)
     wide_mask = torch.rand(3, 301, generator=g).to(device) < 0.2
     expected = reference.apply_penalties_(logits.clone(), counts, wide_mask[:, :300].contiguous(), 1.3, 0.2, 0.1)
-    got = apply_penalties_(logits.clone(), counts, wide_mask[:, :300], 1.3, 0.2, 0.1, backend=backend)
+    got = apply_penalties_(logits.clone(), counts, wide_mask[:, :300], 1.3, 0.2, 0.1, backend=kernel_backend)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     tokens = torch.tensor([[5, 1], [7, 2], [9, 3]], device=device)[:, 0]
-    got_counts = record_tokens_(counts.clone(), tokens, backend=backend)
+    got_counts = record_tokens_(counts.clone(), tokens, backend=kernel_backend)
     expected_counts = reference.record_tokens_(counts.clone(), tokens.contiguous())
     assert torch.equal(got_counts, expected_counts)

@@ -10,11 +10,12 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
 from pydecode.ops.sample.reference import apply_temperature, per_row, sanitize
+
+from tests.support.devices import on_device
 
 FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
 
@@ -91,25 +92,25 @@ SHAPES = [(1000, 37), (49152, 7), (262144, 1)]
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("vocab,batch", SHAPES)
-def test_draw_matches_reference(backend, vocab, batch, dtype):
+def test_draw_matches_reference(kernel_backend, vocab, batch, dtype):
     cases = (FILTERS, dict(temperature=1.0), dict(temperature=0.7, top_p=0.8), dict(temperature=1.2, min_p=0.1))
-    if backend == "triton":  # the interpreter costs ~0.1 s per row: big vocabularies on float32 only, fewer rows
+    if kernel_backend == "triton":  # the interpreter costs ~0.1 s per row: big vocabularies on float32 only, fewer rows
         if vocab > 1000 and dtype != torch.float32:
             pytest.skip("the Triton interpreter is slow: big vocabularies run on float32 only")
         batch, cases = min(batch, 5), cases[:2]
     logits = make_logits(batch, vocab, dtype, seed=vocab + batch)
     seeds = make_seeds(batch)
     for params in cases:
-        tokens = sample(logits, backend, seeds, step=3, **params)
+        tokens = sample(logits, kernel_backend, seeds, step=3, **params)
         assert_reference_draw(tokens, logits, seeds, 3, **params)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("vocab,batch", SHAPES)
-def test_fused_logprobs_match_reference(backend, vocab, batch, dtype):
+def test_fused_logprobs_match_reference(kernel_backend, vocab, batch, dtype):
     cases = (FILTERS, dict(temperature=0.0), dict(temperature=0.7, top_p=0.8), dict(temperature=1.2, min_p=0.1),
              dict(temperature=torch.where(torch.arange(batch) % 2 == 0, 0.0, 0.9), top_k=40))
-    if backend == "triton":  # the interpreter is slow (top-p's mass histograms most): big vocabularies on 1 row
+    if kernel_backend == "triton":  # the interpreter is slow (top-p's mass histograms most): big vocabularies on 1 row
         if vocab > 1000 and dtype != torch.float32:
             pytest.skip("the Triton interpreter is slow: big vocabularies run on float32 only")
         batch, cases = (min(batch, 5), cases) if vocab == 1000 else (1, cases[:2])
@@ -117,7 +118,7 @@ def test_fused_logprobs_match_reference(backend, vocab, batch, dtype):
     seeds = make_seeds(batch)
     for params in cases:
         params = {k: v[:batch] if isinstance(v, torch.Tensor) else v for k, v in params.items()}
-        tokens, _, processed = assert_logprobs(logits, backend, seeds, 7, **params)
+        tokens, _, processed = assert_logprobs(logits, kernel_backend, seeds, 7, **params)
         assert_reference_draw(tokens, logits, seeds, 7, **params)
         assert bool((processed <= 1e-6).all())
 
@@ -233,7 +234,8 @@ def test_per_row_tensors_match_scalars(backend):
         assert tokens[b] == sample(logits[b:b + 1], backend, seeds[b:b + 1], step=6, **scalars)[0]
     assert_reference_draw(tokens, logits, seeds, 6, **rows)
     same = {name: torch.full((7,), FILTERS[name], dtype=value.dtype) for name, value in rows.items()}
-    assert torch.equal(sample(logits, backend, seeds, step=6, **same), sample(logits, backend, seeds, step=6, **FILTERS))
+    assert torch.equal(sample(logits, backend, seeds, step=6, **same),
+                       sample(logits, backend, seeds, step=6, **FILTERS))
 
 
 def test_top_p_pivot_inside_a_tie_group(backend):
@@ -251,7 +253,7 @@ def test_top_p_pivot_inside_a_tie_group(backend):
 
 @pytest.mark.parametrize("rows", ["bfloat16", "float16", "all-equal"])
 def test_tied_rows_draw_the_reference_ids(backend, rows):
-    """Regression (issue #21): on rows with exact ties, where top-k / top-p cut through a group of equal values, the
+    """Regression: on rows with exact ties, where top-k / top-p cut through a group of equal values, the
     same seeds give the same ids on every backend (the reference used to keep a sort-order-dependent part of the
     group: a third of all-equal rows differed)."""
     batch = 24 if backend == "triton" else 200
@@ -331,7 +333,7 @@ def test_logprobs_when_logit_over_temperature_overflows(backend):
     assert bool(processed[:3].isnan().all()) and bool(processed[3] <= 0)
 
 
-def test_signed_zeros_are_one_tie_group(backend):
+def test_signed_zeros_are_one_tie_group(kernel_backend):
     """Regression (found by tests/properties): a float16 row of +0.0 and -0.0 (tiny logits that underflowed) is one
     group of equal values; top-k 1 keeps all of it on every backend (the CUDA kernel's radix select used to drop
     the -0.0 entries)."""
@@ -341,4 +343,4 @@ def test_signed_zeros_are_one_tie_group(backend):
     for params in (dict(top_k=1), dict(top_k=1, top_p=0.5, min_p=0.5), dict(top_k=3, top_p=0.25)):
         params = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | params
         expected = reference_sample(logits, seeds=seeds, step=7, **params)
-        assert torch.equal(sample(logits, backend, seeds, step=7, **params), expected), params
+        assert torch.equal(sample(logits, kernel_backend, seeds, step=7, **params), expected), params

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(
 triton_random = pytest.importorskip("pydecode.triton_kernels._random")
 from pydecode.triton_kernels import logprobs, penalties, sampling  # noqa: E402
 
-from devices import DEVICE  # noqa: E402
+from tests.support.devices import DEVICE  # noqa: E402
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

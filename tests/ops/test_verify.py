@@ -5,9 +5,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from devices import on_device
-from pydecode.ops.verify.reference import verify as reference_verify
 from pydecode.ops.verify import verify
+from pydecode.ops.verify.reference import verify as reference_verify
+
+from tests.support.devices import on_device
 
 
 def make_case(batch, k, vocab, seed=0, agree=0.5, filtered=True):
@@ -26,17 +27,17 @@ def make_case(batch, k, vocab, seed=0, agree=0.5, filtered=True):
 
 @pytest.mark.parametrize("batch,k,vocab", [(5, 3, 37), (3, 4, 1000), (2, 1, 5000)])
 @pytest.mark.parametrize("draft", ["model", "lookup"])
-def test_matches_reference(backend, batch, k, vocab, draft):
+def test_matches_reference(kernel_backend, batch, k, vocab, draft):
     tokens, draft_logits, target, num_draft, seeds = make_case(batch, k, vocab, seed=batch + k)
     if draft == "lookup":
         draft_logits = None
     cases = [(1.0, 0), (0.0, 5), (torch.tensor([0.0, 1.0, 0.7, 0.0, 1.0])[:batch], 5)]
-    if backend == "triton":  # the interpreter runs ~1 s per row and draft: one mixed case
+    if kernel_backend == "triton":  # the interpreter runs ~1 s per row and draft: one mixed case
         cases = cases[2:]
     for temperature, step in cases:
         expected = reference_verify(tokens, draft_logits, target, num_draft, temperature, seeds, step)
         got = on_device(verify, tokens, draft_logits, target, num_draft, temperature, seeds=seeds, step=step,
-                        backend=backend)
+                        backend=kernel_backend)
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), (temperature, step)
 
 

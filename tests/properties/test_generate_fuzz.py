@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pydecode
-from strategies import examples
+
 from tests.generation.models import EOS, VOCAB, tiny_model
 from tests.generation.test_seq2seq import VOCAB as T5_VOCAB
 from tests.generation.test_seq2seq import seq2seq_model
+from tests.properties.strategies import examples
 
 KINDS = ("llama", "gpt2", "t5")
 

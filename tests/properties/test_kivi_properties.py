@@ -10,12 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import on_device
 from pydecode.cache import kivi_attention, kivi_pack
 from pydecode.ops.kivi.reference import dequantize_keys, dequantize_values, pack_codes, unpack_codes
 from pydecode.ops.kivi.reference import kivi_attention as reference_attention
 from pydecode.ops.kivi.reference import kivi_pack as reference_pack
-from strategies import examples
+
+from tests.properties.strategies import examples
+from tests.support.devices import on_device
 
 
 def _values(data, shape, gen):
@@ -63,7 +64,7 @@ def test_pack_matches_reference_and_round_trips(backend, data):
 
 @settings(max_examples=examples(0.5))
 @given(data=st.data())
-def test_attention_matches_reference(backend, data):
+def test_attention_matches_reference(kernel_backend, data):
     nbits = data.draw(st.sampled_from((2, 4)), label="nbits")
     group = data.draw(st.sampled_from((16, 32)), label="group_size")
     batch = data.draw(st.integers(1, 3), label="batch")
@@ -89,7 +90,7 @@ def test_attention_matches_reference(backend, data):
         mask = torch.ones(q_len, n, dtype=torch.bool).tril(n - q_len).expand(batch, q_len, n).clone()
         mask[:, :, : data.draw(st.integers(0, n - q_len), label="left padding")] = False
     args = (query, *store, *residual, mask, n_quant, n_residual, head_dim ** -0.5, nbits, group)
-    got = on_device(kivi_attention, *args, backend=backend)
+    got = on_device(kivi_attention, *args, backend=kernel_backend)
     expected = reference_attention(*args)
     assert got.shape == expected.shape and got.dtype == query.dtype
     tolerance = 1e-4 if dtype == torch.float32 else 1e-2

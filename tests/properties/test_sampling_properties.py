@@ -11,12 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import on_device
 from pydecode.ops import top_k_top_p_sample
 from pydecode.ops.reference import gumbel_noise, process_logits
 from pydecode.ops.reference import top_k_top_p_sample as reference_sample
 from pydecode.ops.sample.reference import apply_temperature, per_row, sanitize
-from strategies import examples, logits_batches, sampling_params, seeds_for
+
+from tests.properties.strategies import examples, logits_batches, sampling_params, seeds_for
+from tests.support.devices import on_device
 
 
 def allowed_set(logits, params):

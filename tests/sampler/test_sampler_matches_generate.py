@@ -1,4 +1,4 @@
-"""The Done-when test of issue 18: an engine-style decode loop driven by hand with pydecode.Sampler (requests
+"""An engine-style decode loop driven by hand with pydecode.Sampler (requests
 joining and leaving, rows shuffled every step, a slot per return sequence) gives every request the tokens
 pydecode.generate gives it alone with the same seed."""
 import random
@@ -9,6 +9,7 @@ from transformers import DynamicCache
 
 import pydecode
 from pydecode import Sampler, SamplingParams
+
 from tests.generation.models import EOS, VOCAB, tiny_model
 
 REQUESTS = [  # (prompt, params)

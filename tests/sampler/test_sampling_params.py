@@ -6,6 +6,7 @@ import torch
 
 import pydecode
 from pydecode import SamplingParams
+
 from tests.generation.models import padded_batch, tiny_model
 
 GOOD = {

@@ -1,5 +1,5 @@
-// Shared by the CPU (sampling.h) and CUDA (sampling.cuh) kernels: the counter-based random stream of
-// pydecode/ops/reference/random.py (every backend computes the same 32-bit words), order keys, per-row parameters.
+// Shared by the CPU (sampling/kernel.h) and CUDA (sampling/kernel.cuh) kernels: the counter-based random stream of
+// pydecode/ops/random.py (every backend computes the same 32-bit words), order keys, per-row parameters.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -17,7 +17,25 @@ import torch
 from ...ops.sample import process_logits, sample_from_processed, sample_unchecked
 from ...sampling.params import RowParams
 from .extra_processors import ExtraProcessors
-from .processors import StepView, build_processors
+from .processors import StepView, build_processors, repeat_rows
+
+
+def warp(scores: torch.Tensor, params: RowParams, width: int = 1) -> torch.Tensor:
+    """The warpers (temperature, top-H, top-k, top-p, min-p, typical, epsilon, eta) on ``scores`` (B * width, V),
+    whose rows are ``width`` positions of each of the B rows of ``params``."""
+    rows = repeat_rows(width)
+    return process_logits(scores, params.temperature_of(scores, width),
+                          *[rows(v) for v in (params.top_k, params.top_p, params.min_p, params.typical_p)],
+                          **{name: rows(v) for name, v in params.cutoffs.items()})
+
+
+def draw(scores: torch.Tensor, params: RowParams, seeds: torch.Tensor, step: int, backend,
+         return_logprobs: bool = False):
+    """The warpers and the draw fused in one op: the tokens of ``scores`` (B, V) (argmax where the temperature is 0)
+    from the ``(seeds, step)`` streams; with ``return_logprobs`` also their log-probabilities (see
+    :meth:`LogitsPipeline.select_with_logprobs`)."""
+    return sample_unchecked(scores, params.temperature_of(scores), params.top_k, params.top_p, params.min_p, seeds,
+                            step, params.typical_p, backend, return_logprobs=return_logprobs, cutoffs=params.cutoffs)
 
 
 class LogitsPipeline:
@@ -85,11 +103,9 @@ class LogitsPipeline:
         """Steps 4-5: the next token of every row, and the processed scores (warpers applied) if asked for;
         ``history`` (B, cur_len) is what a watermark reads."""
         p = self.params
-        temperature = p.temperature_of(scores)
         if not want_processed and self.watermark is None:
-            tokens = sample_unchecked(scores, temperature, p.top_k, p.top_p, p.min_p, p.seeds, step, p.typical_p,
-                                      self.backend, cutoffs=p.cutoffs)
-            return tokens, None
+            return draw(scores, p, p.seeds, step, self.backend), None
+        temperature = p.temperature_of(scores)
         processed = process_logits(scores, temperature, p.top_k, p.top_p, p.min_p, p.typical_p, **p.cutoffs)
         if self.watermark is not None:
             processed = self.watermark(history, processed)
@@ -101,9 +117,7 @@ class LogitsPipeline:
     def select_with_logprobs(self, scores: torch.Tensor, step: int):
         """Step 4 with the drawn tokens' log-probabilities from the same fused kernel: ``(tokens, logprob,
         processed_logprob)``, the latter two (B,) float32, under ``scores`` and under the processed distribution."""
-        p = self.params
-        return sample_unchecked(scores, p.temperature_of(scores), p.top_k, p.top_p, p.min_p, p.seeds, step,
-                                p.typical_p, self.backend, return_logprobs=True, cutoffs=p.cutoffs)
+        return draw(scores, self.params, self.params.seeds, step, self.backend, return_logprobs=True)
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Beam search moved row ``rows[i]`` to row i: the processors' per-row state follows."""

@@ -3,14 +3,20 @@
 The order (transformers' processor order; the warpers and the draw follow in :class:`~.logits.LogitsPipeline`):
 
 0. classifier-free guidance (``guidance_scale``, :mod:`.guidance`; one position per row only)
-1. ``sequence_bias``, ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *)
+1. ``sequence_bias``, ``encoder_repetition_penalty`` (:mod:`.extra_processors`, as the others marked *); a
+   :class:`~pydecode.Sampler`'s per-row one-token biases
 2. penalties: repetition (prompt + generated), then frequency / presence (generated) — one fused op
 3. bans from the history: ``no_repeat_ngram_size``, ``encoder_no_repeat_ngram_size`` *, ``bad_words_ids`` (multi-
-   then one-token words)
+   then one-token words; per row in a :class:`~pydecode.Sampler`, which keeps one-token words and
+   ``suppress_tokens`` in one ban table: bans commute)
 4. ``min_length`` / ``min_new_tokens`` (eos banned), ``prefix_allowed_tokens_fn`` (:mod:`.prefix_constraint`),
    ``forced_bos_token_id`` (at length 1), ``forced_eos_token_id`` (at ``max_length - 1``),
    ``remove_invalid_values``, ``exponential_decay_length_penalty`` *, ``suppress_tokens``,
    ``begin_suppress_tokens`` *, then the user's own ``logits_processor`` list
+
+:data:`ORDER` states this order in code: :func:`in_order` puts any list of processors in it, so generate() and
+:class:`~pydecode.Sampler` (which builds its steps from the same classes, with per-row parameters and state it
+gathers for the step's rows) run one pipeline.
 
 Each processor has ``active(cur_len)`` (may it change the scores at history length ``cur_len``; None: at some
 position of a block), ``apply(scores, view)`` on (rows, T, V) float32 scores — T positions per row, the speculative
@@ -25,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...ops.penalties import penalties_unchecked, prompt_token_mask, record_tokens_
 from ...ops.constraints import bad_words_banned, history_tail, ngram_completions, no_repeat_ngram_banned, token_mask
+from ...ops.penalties import penalties_unchecked, prompt_token_mask, record_tokens_unchecked
 
 _NEG_INF = float("-inf")
 
@@ -86,6 +92,17 @@ class BeforePenalties(Processor):
         return self.extra.before_penalties(scores, view.history, view.at).contiguous()
 
 
+class TokenBias(Processor):
+    """Per-row one-token biases: ``values[e]`` added to token ``tokens[e]`` of the rows where ``match[:, e]``."""
+
+    def __init__(self, match: torch.Tensor, tokens: torch.Tensor, values: torch.Tensor):
+        self.match, self.tokens, self.values = match, tokens, values
+
+    def apply(self, scores, view):
+        added = torch.where(self.match, self.values.to(scores.dtype), 0.0)[:, None]  # (B, 1, E)
+        return scores.index_add_(2, self.tokens, added.expand(-1, scores.shape[1], -1))
+
+
 class Penalties(Processor):
     """Repetition / frequency / presence penalties over per-row token counts (a block position also counts the
     drafts before it)."""
@@ -93,6 +110,14 @@ class Penalties(Processor):
     def __init__(self, params, prompt_ids, attention_mask, backend):
         self.params, self.prompt_ids, self.attention_mask, self.backend = params, prompt_ids, attention_mask, backend
         self.token_counts = self.prompt_mask = None
+
+    @classmethod
+    def of_rows(cls, params, token_counts: torch.Tensor, prompt_mask: torch.Tensor | None, backend) -> Penalties:
+        """Penalties over per-row state the caller keeps: (B, V) int32 counts and (B, V) bool prompt presence
+        (None: no repetition penalty)."""
+        penalties = cls(params, None, None, backend)
+        penalties.token_counts, penalties.prompt_mask = token_counts, prompt_mask
+        return penalties
 
     def prepare(self, vocab: int, device) -> None:
         batch = self.prompt_ids.shape[0]
@@ -123,7 +148,7 @@ class Penalties(Processor):
         return scores
 
     def record(self, tokens: torch.Tensor) -> None:
-        record_tokens_(self.token_counts, tokens, backend=self.backend)
+        record_tokens_unchecked(self.token_counts, tokens, self.backend)
 
     def count_tokens(self, run: torch.Tensor, count: torch.Tensor) -> None:
         """Count each row's kept tokens ``run[b, :count[b]]`` (B, T)."""
@@ -142,8 +167,10 @@ class Penalties(Processor):
 
 
 class NoRepeatNgram(Processor):
-    def __init__(self, size: int):
-        self.size = size
+    """No n-gram of ``size`` twice; ``rows`` (B,) bool: the rows it applies to (None: all)."""
+
+    def __init__(self, size: int, rows: torch.Tensor | None = None):
+        self.size, self.rows = size, rows
 
     def apply(self, scores, view):
         n, vocab = self.size, scores.shape[-1]
@@ -153,6 +180,8 @@ class NoRepeatNgram(Processor):
             grams = view.history[:, :-1].unfold(1, n, 1)  # (B, G, n) every n-gram of the buffer (last: scratch)
             inside = torch.arange(grams.shape[1], device=view.at.device) <= (view.at - n)[..., None]
             banned = ngram_completions(grams, history_tail(view.history, view.at, n - 1), vocab, inside)
+        if self.rows is not None:
+            banned &= self.rows[:, None, None]
         return scores.masked_fill_(banned, _NEG_INF)
 
 
@@ -166,25 +195,27 @@ class EncoderNgram(Processor):
 
 
 class BadWords(Processor):
-    """Multi-token bad words (their last token, where the history ends with the rest)."""
+    """Multi-token bad words (their last token, where the history ends with the rest); ``member`` (B, W) bool:
+    which words each row bans (None: all)."""
 
-    def __init__(self, words: list[tuple[torch.Tensor, int]]):
-        self.words = words
+    def __init__(self, words: list[tuple[torch.Tensor, int]], member: torch.Tensor | None = None):
+        self.words, self.member = words, member
 
     def apply(self, scores, view):
         vocab = scores.shape[-1]
-        if view.cur_len is not None:
+        if view.cur_len is not None and self.member is None:
             return scores.masked_fill_(bad_words_banned(view.history, self.words, vocab)[:, None], _NEG_INF)
         batch, width = view.at.shape
         banned = torch.zeros(batch, width, vocab, dtype=torch.bool, device=scores.device)
-        for prefix, last in self.words:
+        for w, (prefix, last) in enumerate(self.words):
             n = prefix.shape[0]
-            banned[..., last] |= (history_tail(view.history, view.at, n) == prefix).all(-1) & (view.at >= n)
+            ends = (history_tail(view.history, view.at, n) == prefix).all(-1) & (view.at >= n)
+            banned[..., last] |= ends if self.member is None else ends & self.member[:, w, None]
         return scores.masked_fill_(banned, _NEG_INF)
 
 
 class TokenBan(Processor):
-    """A fixed (V,) mask of banned tokens (one-token bad words; ``suppress_tokens``)."""
+    """A mask of banned tokens: (V,), or (B, 1, V) per row."""
 
     def __init__(self, mask: torch.Tensor):
         self.mask = mask
@@ -193,8 +224,19 @@ class TokenBan(Processor):
         return scores.masked_fill_(self.mask, _NEG_INF)
 
 
+class OneTokenBadWords(TokenBan):
+    """One-token bad words."""
+
+
+class SuppressTokens(TokenBan):
+    """``suppress_tokens``."""
+
+
 class MinLengthEos(Processor):
-    def __init__(self, eos_ids: torch.Tensor, min_length: int, min_new_tokens: int, prompt_len: int):
+    """eos banned below ``min_length`` tokens or ``min_new_tokens`` new ones. ``eos_ids``: (E,) ids, or (B, V) bool
+    per row; ``min_new_tokens`` and ``prompt_len``: ints, or (B, 1) per row."""
+
+    def __init__(self, eos_ids: torch.Tensor, min_length: int, min_new_tokens, prompt_len):
         self.eos_ids, self.min_length, self.min_new, self.prompt_len = eos_ids, min_length, min_new_tokens, prompt_len
 
     def active(self, cur_len):
@@ -204,6 +246,8 @@ class MinLengthEos(Processor):
 
     def apply(self, scores, view):
         ban = (view.at < self.min_length) | (view.at - self.prompt_len < self.min_new)
+        if self.eos_ids.dtype == torch.bool:
+            return scores.masked_fill_(self.eos_ids[:, None] & ban[..., None], _NEG_INF)
         scores[..., self.eos_ids] = scores[..., self.eos_ids].masked_fill(ban[..., None], _NEG_INF)
         return scores
 
@@ -306,7 +350,7 @@ def build_processors(config, params, prompt_ids, attention_mask, eos_ids, logits
     if long_words:
         steps.append(BadWords(long_words))
     if (word_ban := token_mask([w[0] for w in words if len(w) == 1], vocab, device)) is not None:
-        steps.append(TokenBan(word_ban))
+        steps.append(OneTokenBadWords(word_ban))
     if eos_ids is not None and (config.min_length or config.min_new_tokens):
         steps.append(MinLengthEos(eos_ids, config.min_length or 0, config.min_new_tokens or 0, prompt_ids.shape[1]))
     if constraint is not None:
@@ -321,12 +365,22 @@ def build_processors(config, params, prompt_ids, attention_mask, eos_ids, logits
         steps.append(DecayEos(extra))
     suppress = [t for t in config.suppress_tokens or [] if 0 <= t < vocab]
     if (suppress_ban := token_mask(suppress, vocab, device)) is not None:
-        steps.append(TokenBan(suppress_ban))
+        steps.append(SuppressTokens(suppress_ban))
     if extra.begin_tokens:
         steps.append(SuppressAtBegin(extra))
     if logits_processor:
         steps.append(UserProcessors(logits_processor))
-    return steps, penalties
+    return in_order(steps), penalties
+
+
+ORDER = (Guidance, BeforePenalties, TokenBias, Penalties, NoRepeatNgram, EncoderNgram, BadWords, OneTokenBadWords,
+         MinLengthEos, Constraint, ForcedToken, RemoveInvalid, DecayEos, SuppressTokens, SuppressAtBegin,
+         UserProcessors)
+
+
+def in_order(steps: list[Processor]) -> list[Processor]:
+    """``steps`` in the pipeline's order (steps of one class keep theirs: forced bos before forced eos)."""
+    return sorted(steps, key=lambda step: ORDER.index(type(step)))
 
 
 def repeat_rows(width: int):

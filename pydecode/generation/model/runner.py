@@ -18,8 +18,8 @@ from .compiled import mask_for_compiled_step
 from .grouped_attention import ATTENTION_NAME as GROUPED_SDPA
 from .no_cache import TokenHistory, full_positions
 from .positional import PositionalInputs
-from .slot_mask import SlotMask
 from .preallocated_cache import PreallocatedLayer, mark_shared_prefix, preallocate
+from .slot_mask import SlotMask
 
 _MANAGED = ("input_ids", "attention_mask", "position_ids", *USER_CACHE_KWARGS, "use_cache", "cache_position")
 

@@ -18,11 +18,11 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 from .compat import USER_CACHE_KWARGS, cache_argument
 from .compiled import mask_for_compiled_step
 from .no_cache import TokenHistory
 from .slot_mask import SlotMask
-from ..output import GenerateBeamOutput, Seq2SeqBeamOutput, Seq2SeqGenerateOutput
 
 _MANAGED = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs",
             *USER_CACHE_KWARGS, "use_cache", "cache_position", "return_dict")

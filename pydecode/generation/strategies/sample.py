@@ -12,9 +12,10 @@ def run(ctx: DecodeContext):
     """Decode until every row has finished or ``ctx.max_length`` tokens are reached.
 
     Per step: model -> logits pipeline -> token -> append (finished rows get ``pad_id``) -> stopping update. Logprobs
-    come from the sampling kernel itself unless the processed scores are recorded too. The only host read per step is the count of unfinished rows, and only when a row can finish early (eos, stop
-    strings, custom criteria). Once at most half the computed rows are unfinished, the finished ones are dropped
-    from the batch (unless per-step outputs are recorded). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
+    come from the sampling kernel itself unless the processed scores are recorded too. The only host read per step is
+    the count of unfinished rows, and only when a row can finish early (eos, stop strings, custom criteria). Once at
+    most half the computed rows are unfinished, the finished ones are dropped from the batch (unless per-step outputs
+    are recorded). Returns a LongTensor (B, L) or a :class:`GenerateOutput`.
     """
     runner, pipeline = ctx.runner, ctx.pipeline
     state = DecodeState(ctx)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import register_op, resolve
+from ..backends import register, register_op, resolve
 from ..validation import check_logits
 
 register_op("beam_topk", __name__, "beam")
+register("beam_topk", "cuda", f"{__name__}.cuda:beam_topk")  # the kernel within its limits, the reference beyond
 
 
 def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k: int, *, log_softmax: bool = True,
@@ -24,7 +25,8 @@ def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, num_beams: int, k
     num_beams : int >= 1
     k : int in [1, num_beams * V], candidates to keep per batch item (beam search uses ``2 * num_beams``)
     log_softmax : bool, normalise each row with log-softmax first (False: ``logits`` are already log-probs)
-    backend : "auto" | "torch" | "cpp" | "triton" | "cuda"
+    backend : "auto" | "torch" | "cpp" | "triton" | "cuda" (its kernel keeps up to 1024 candidates per item; a larger
+        ``k`` runs the reference on the GPU, with the same results)
 
     Returns
     -------

@@ -1,4 +1,5 @@
-"""Adapter from the ``beam_topk`` backend contract to ``torch.ops.pydecode.beam_topk`` (cpp and cuda backends)."""
+"""Adapter from the ``beam_topk`` backend contract to ``torch.ops.pydecode.beam_topk`` (the cpp backend; the cuda
+backend calls it through :mod:`.cuda`), and its fake implementation for ``torch.compile``."""
 from __future__ import annotations
 
 import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import check_logits
+from ..validation import check_logits, check_tokens
 
 register_op("token_logprobs", __name__, "logprobs")
 
@@ -21,5 +21,11 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0, *
     check_logits(logits)
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
         raise ValueError(f"top_logprobs must be an integer >= 0, got {top_n!r}")
+    check_tokens(tokens, *logits.shape)
+    return token_logprobs_unchecked(logits, tokens, top_n, backend)
+
+
+def token_logprobs_unchecked(logits, tokens, top_n: int = 0, backend=None):
+    """:func:`token_logprobs` without argument checks, for the decode loop."""
     _, fn = resolve("token_logprobs", logits.device, backend)
     return fn(logits, tokens, top_n)

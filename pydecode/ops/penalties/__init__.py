@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from ..backends import register_op, resolve
-from ..validation import check_parameter
+from ..validation import check_parameter, check_tokens
 from .reference import prompt_token_mask
 
-__all__ = ["apply_penalties_", "penalties_unchecked", "prompt_token_mask", "record_tokens_"]
+__all__ = ["apply_penalties_", "penalties_unchecked", "prompt_token_mask", "record_tokens_", "record_tokens_unchecked"]
 
 register_op("apply_penalties_", __name__, "penalties")
 register_op("record_tokens_", __name__, "penalties")
@@ -48,5 +48,14 @@ def penalties_unchecked(logits, token_counts, prompt_mask, repetition, frequency
 
 def record_tokens_(token_counts: torch.Tensor, tokens: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``token_counts[b, tokens[b]] += 1`` for every row, in place (tokens must lie in [0, V))."""
+    if not isinstance(token_counts, torch.Tensor) or token_counts.dtype != torch.int32 or token_counts.dim() != 2 \
+            or not token_counts.is_contiguous():
+        raise TypeError("token_counts must be a contiguous int32 tensor of shape (batch, vocab)")
+    check_tokens(tokens, *token_counts.shape)
+    return record_tokens_unchecked(token_counts, tokens, backend)
+
+
+def record_tokens_unchecked(token_counts, tokens, backend=None):
+    """:func:`record_tokens_` without argument checks, for the decode loop."""
     _, fn = resolve("record_tokens_", token_counts.device, backend)
     return fn(token_counts, tokens)

@@ -2,7 +2,8 @@
 
 - repetition (transformers semantics): every token seen in the prompt or generated so far has its logit divided by
   the penalty when positive and multiplied by it when negative; 1.0 is a no-op.
-- frequency and presence (OpenAI semantics, generated tokens only): ``logit -= frequency * count + presence * (count > 0)``.
+- frequency and presence (OpenAI semantics, generated tokens only):
+  ``logit -= frequency * count + presence * (count > 0)``.
 
 ``token_counts`` (B, V) int32 counts the generated tokens; ``prompt_mask`` (B, V) bool marks the prompt's tokens.
 Each penalty is a scalar for every row or a tensor of shape (B,).
@@ -30,11 +31,13 @@ def apply_penalties_(logits, token_counts, prompt_mask, repetition=1.0, frequenc
 
 def record_tokens_(token_counts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Count each row's new token: ``token_counts[b, tokens[b]] += 1``, in place."""
-    token_counts.scatter_add_(1, tokens.view(-1, 1).to(torch.int64), torch.ones_like(tokens.view(-1, 1), dtype=token_counts.dtype))
+    column = tokens.view(-1, 1)
+    token_counts.scatter_add_(1, column.to(torch.int64), torch.ones_like(column, dtype=token_counts.dtype))
     return token_counts
 
 
-def prompt_token_mask(input_ids: torch.Tensor, vocab_size: int, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def prompt_token_mask(input_ids: torch.Tensor, vocab_size: int,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, V) bool: which tokens occur in each prompt, leading (left) padding excluded as transformers does."""
     batch, length = input_ids.shape
     ids = input_ids.clamp(0, vocab_size - 1)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from .cutoffs import epsilon_filter, eta_filter, top_h_filter
 from ..random import gumbel_noise
 from ..rows import per_row, sanitize
+from .cutoffs import epsilon_filter, eta_filter, top_h_filter
 
 
 def apply_temperature(logits: torch.Tensor, temperature) -> torch.Tensor:

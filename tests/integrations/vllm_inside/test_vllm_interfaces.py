@@ -17,17 +17,20 @@ vllm = pytest.importorskip("vllm", reason="runs in the vLLM side venv (tests/int
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
-    LogitsContext, LogitsProcRequestState,
+    LogitsContext,
+    LogitsProcRequestState,
 )
 
 from pydecode.integrations.processors import RequestBans, apply_warpers  # noqa: E402
 from pydecode.integrations.request_args import parse_request_args  # noqa: E402
 from pydecode.integrations.vllm.logits_processors import (  # noqa: E402
-    PydecodeBansProcessor, PydecodeWarpersProcessor,
+    PydecodeBansProcessor,
+    PydecodeWarpersProcessor,
 )
 
 VOCAB = 40
-CONFIG = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB))
+CONFIG = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB),
+                         scheduler_config=SimpleNamespace(max_num_seqs=4))
 BANS = {"no_repeat_ngram_size": 2, "bad_words_ids": "[[5], [1, 2, 3]]", "sequence_bias": [[[7], 3.0]]}
 WARPS = {"typical_p": 0.6, "epsilon_cutoff": 0.02, "dynatemp_range": 0.3}
 
@@ -62,6 +65,9 @@ def test_v1_state_follows_the_batch_updates():
                                   moved=[(2, 0, MoveDirectionality.UNIDIRECTIONAL)]))
     assert set(bans.rows) == {0}
     assert torch.equal(bans.apply(logits.clone())[0], request_a.apply(logits[:1], history_a)[0])
+    histories["a"][1].append(1)  # vLLM appends the next token to its live list: the bans see it the next step
+    want = request_a.apply(logits[:1], torch.tensor([[1, 2, 1, 2, 3, 1]]))[0]
+    assert torch.equal(bans.apply(logits.clone())[0], want) and want[2] == float("-inf")  # "1 2" seen: no 2
 
 
 def _v2_batch(slots: list[int], histories: dict[int, list[int]]):

@@ -23,10 +23,17 @@ import torch
 
 from ....ops.beam_topk import beam_topk_unchecked
 from ....ops.random import gumbel_noise
-from ....ops.sample import (epsilon_filter, eta_filter, min_p_filter, top_h_filter, top_k_filter, top_p_filter,
-                            typical_filter)
-from ...model.compat import with_cache
+from ....ops.sample import (
+    epsilon_filter,
+    eta_filter,
+    min_p_filter,
+    top_h_filter,
+    top_k_filter,
+    top_p_filter,
+    typical_filter,
+)
 from ...context import DecodeContext
+from ...model.compat import with_cache
 from ...output import GenerateBeamOutput, requested_logprobs
 from .candidates import LOGPROB_FIELDS, NEVER_PICK, candidate_logprobs, gather_beams
 

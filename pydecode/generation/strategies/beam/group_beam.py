@@ -19,12 +19,12 @@ import dataclasses
 import torch
 
 from ....ops.beam_topk import beam_topk_unchecked
-from .candidates import LOGPROB_FIELDS, NEVER_PICK, candidate_logprobs, gather_beams
-from ...model.compat import with_cache
 from ...context import DecodeContext
 from ...logits.pipeline import LogitsPipeline
-from ...output import GenerateBeamOutput, requested_logprobs
 from ...logits.prefix_constraint import PrefixConstraint
+from ...model.compat import with_cache
+from ...output import GenerateBeamOutput, requested_logprobs
+from .candidates import LOGPROB_FIELDS, NEVER_PICK, candidate_logprobs, gather_beams
 
 
 def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
@@ -233,7 +233,8 @@ class _GroupBeamSearch:
             rows = self.rows[g]
             positions = ((torch.arange(B, device=self.device)[:, None] * G + g) * S
                          + torch.arange(S, device=self.device)).view(-1)
-            self.hyps.add(g, self.beam_scores[rows].view(B, S).double() / length, (~self.done[:, g : g + 1]).expand(B, S),
+            self.hyps.add(g, self.beam_scores[rows].view(B, S).double() / length,
+                          (~self.done[:, g : g + 1]).expand(B, S),
                           self.seqs[rows].view(B, S, L), torch.full((B, S), cur_len, device=self.device),
                           flat_history[positions].view(B, S, self.width),
                           {name: t[rows].view(B, S, *t.shape[1:]) for name, t in self.tracks.items()})

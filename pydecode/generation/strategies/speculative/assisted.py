@@ -15,8 +15,8 @@ from ....ops.sample import sample_from_processed
 from ...context import DecodeContext
 from ...model.runner import ModelRunner
 from ...model.seq2seq import EncoderDecoderRunner
-from .speculative import DraftState, Verified, last_logits, run_speculative
 from ...validate import _vocab_size
+from .speculative import DraftState, Verified, last_logits, run_speculative
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 

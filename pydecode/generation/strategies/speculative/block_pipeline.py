@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ....ops.sample import process_logits
-from ...logits.processors import StepView, repeat_rows
+from ...logits.pipeline import warp
+from ...logits.processors import StepView
 
 
 class BlockPipeline:
@@ -54,10 +54,5 @@ class BlockPipeline:
         if not p.do_sample:  # greedy rows draw the argmax of the processed scores
             return scores
         batch, width, vocab = scores.shape
-        rows = repeat_rows(width)
-        flat = scores.reshape(-1, vocab)
-        warped = process_logits(flat, p.temperature_of(flat, width),
-                                *[rows(v) for v in (p.top_k, p.top_p, p.min_p, p.typical_p)],
-                                **{name: rows(v) for name, v in p.cutoffs.items()})
-        return warped.view(batch, width, vocab)
+        return warp(scores.reshape(-1, vocab), p, width).view(batch, width, vocab)
 

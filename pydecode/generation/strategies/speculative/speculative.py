@@ -34,15 +34,15 @@ import torch
 
 from ....ops.sample import sample_from_processed
 from ....ops.verify import verify_unchecked
-from .block_pipeline import BlockPipeline
-from ...model.compat import with_cache
 from ...context import DecodeContext
-from ...output import GenerateOutput
+from ...model.compat import with_cache
 from ...model.output_head import fast_output_head
-from ...run_record import ForwardRecorder, RunRecorder
-from ...run_stopping import RunStops
 from ...model.runner import ModelRunner
 from ...model.seq2seq import EncoderDecoderRunner
+from ...output import GenerateOutput
+from ...run_record import ForwardRecorder, RunRecorder
+from ...run_stopping import RunStops
+from .block_pipeline import BlockPipeline
 
 
 @dataclass
