@@ -24,8 +24,8 @@ from typing import Iterator
 import torch
 
 from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
+from .attention import ATTENTION_NAME, kivi_attention_forward
 from .kivi import KiviCache, KiviHandle, KiviLayer
-from .kivi_attention import ATTENTION_NAME, kivi_attention_forward
 
 __all__ = [
     "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "activate", "check_model", "kivi_attention",
