@@ -3,7 +3,9 @@ arrows point down: strategies -> logits -> model -> (sampling, cache) -> ops -> 
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import types
 
 import pytest
 
@@ -177,3 +179,11 @@ def test_checks_catch_planted_violations(tmp_path):
                                                  "pydecode.generation.strategies.sample -> "
                                                  "pydecode.generation.strategies.beam"]
     assert oracle_imports(planted) == ["pydecode.generation.model.runner -> pydecode.ops.reference"]
+
+
+@pytest.mark.parametrize("package", ["pydecode.cache", "pydecode.generation", "pydecode.ops", "pydecode.sampler"])
+def test_exported_names_are_not_shadowed_by_submodules(package):
+    """A submodule named like a function its package exports replaces it once imported (import order decides)."""
+    module = importlib.import_module(package)
+    shadowed = [name for name in module.__all__ if isinstance(getattr(module, name), types.ModuleType)]
+    assert shadowed == []
