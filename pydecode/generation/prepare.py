@@ -23,7 +23,7 @@ from .model.embeds import EmbeddedPrompt, embedded_prompt
 from .model.no_cache import TokenHistory
 from .model.runner import ModelRunner
 from .stopping import StopConditions
-from .validate import check_inputs, check_lengths, check_model_kwargs, special_tokens
+from .validate import check_counts, check_inputs, check_lengths, check_model_kwargs, special_tokens
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Prompt:
 def prepare(model, input_ids, attention_mask, generation_config, streamer, logits_processor, stopping_criteria,
             tokenizer, kwargs) -> DecodeContext:
     """Resolve the config, choose the strategy, check the prompt, expand the rows and build the shared pieces."""
+    check_counts(kwargs.get)
     resolved = resolve_config(model, generation_config, kwargs)
     config, model_kwargs = resolved.config, dict(resolved.model_kwargs)
     check_call(model, config, model_kwargs)

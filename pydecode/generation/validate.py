@@ -97,19 +97,23 @@ def check_inputs(model, input_ids, attention_mask, pad_id, eos_ids, config, infe
     return input_ids, attention_mask
 
 
-def _check_count(name: str, value, low: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+# the integer settings and their lowest value
+COUNTS = {"max_new_tokens": 1, "min_new_tokens": 0, "num_beams": 1, "num_return_sequences": 1,
+          "no_repeat_ngram_size": 0, "top_logprobs": 0}
+
+
+def check_counts(value_of) -> None:
+    """Check every integer setting ``value_of(name)`` gives (None: not set); run on the keywords before
+    transformers merges them too, whose own check compares them with ints and fails on a string unnamed."""
+    for name, low in COUNTS.items():
+        value = value_of(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) -> int:
     """The total length to stop at, with transformers' rules for max_new_tokens / max_length defaults."""
-    _check_count("max_new_tokens", config.max_new_tokens, 1)
-    _check_count("min_new_tokens", config.min_new_tokens, 0)
-    _check_count("num_beams", config.num_beams, 1)
-    _check_count("num_return_sequences", config.num_return_sequences, 1)
-    _check_count("no_repeat_ngram_size", config.no_repeat_ngram_size, 0)
-    _check_count("top_logprobs", getattr(config, "top_logprobs", 0), 0)
+    check_counts(lambda name: getattr(config, name, None))
     vocab = getattr(model.config.get_text_config(), "vocab_size", None)
     if vocab and (getattr(config, "top_logprobs", 0) or 0) > vocab:
         raise ValueError(f"top_logprobs must be an integer in [0, {vocab}] (the vocabulary's size), "

@@ -27,6 +27,8 @@ BAD = [
     (dict(top_logprobs=VOCAB + 1), "top_logprobs"),
     (dict(bad_words_ids=[5]), "bad_words_ids"),
     (dict(bad_words_ids=[[]]), "bad_words_ids"),
+    (dict(max_new_tokens="ten"), "max_new_tokens"),  # transformers' own check failed on it without naming it
+    (dict(num_beams="two"), "num_beams"),
 ]
 
 

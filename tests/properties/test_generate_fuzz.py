@@ -187,7 +187,7 @@ BAD_VALUES = {
     "no_repeat_ngram_size": (-1, 1.5),
     "bad_words_ids": ([[-1]], [[VOCAB + 7]], [[]], [5], "words"),
     "suppress_tokens": ([-3], [VOCAB + 1]),
-    "eos_token_id": (-5, VOCAB + 10, [EOS, -1]),
+    "eos_token_id": (VOCAB + 10, [EOS, VOCAB + 3]),  # a negative id is valid: never stops (transformers' -1)
     "min_new_tokens": (-1, 1.5),
     "top_logprobs": (-1, 1.5, VOCAB + 1),
     "seed": ("seed", 1.5, torch.tensor([1, 2, 3, 4, 5])),
