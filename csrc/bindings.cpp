@@ -58,6 +58,10 @@ TORCH_LIBRARY(pydecode, m) {
   // --- beam search ops ---
   // beam_topk: contract in pydecode/ops/beam_topk/reference.py; returns (scores, tokens, beams), each (B, k).
   m.def("beam_topk(Tensor logits, Tensor beam_scores, int num_beams, int k, bool log_softmax) -> (Tensor, Tensor, Tensor)");
+  // --- model ops ---
+  // decode_linear: y = x @ weight^T + bias for a few rows (a decoding step's matmuls on the CPU, float32); contract in
+  // pydecode/ops/linear/reference.py.
+  m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   // --- verify ops (assisted and prompt-lookup decoding) ---
   // verify: contract in pydecode/ops/verify/reference.py; returns (accepted (B,), next_tokens (B,)).
   m.def("verify(Tensor draft_tokens, Tensor? draft_logits, Tensor target_logits, Tensor num_draft, "

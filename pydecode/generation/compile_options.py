@@ -6,6 +6,8 @@
 - ``backend``: ``torch.compile``'s backend (default ``"inductor"``)
 - ``options``: a dict of Inductor options; ``freezing`` and ``max_autotune`` may also be given at the top level
 - ``stop_check_every``: read the "every row finished" flag every this many steps (default 8; 1 with a streamer)
+- ``decode_linear``: on the CPU, run the step's float32 matmuls of up to 64 rows with pydecode's ``decode_linear``
+  kernel (default True; :mod:`pydecode.ops.linear`)
 
 Compiled steps live in :data:`COMPILED`, a weak dict keyed by the model (freed with the model, or by
 :func:`clear_compiled`), then by rows, cache bucket, dtype, device and options: a call with the same key reuses the
@@ -18,7 +20,7 @@ import weakref
 import torch
 
 INDUCTOR_SHORTHANDS = ("freezing", "max_autotune")
-KNOWN_KEYS = ("mode", "backend", "options", "stop_check_every", *INDUCTOR_SHORTHANDS)
+KNOWN_KEYS = ("mode", "backend", "options", "stop_check_every", "decode_linear", *INDUCTOR_SHORTHANDS)
 BUCKET = 256  # static cache lengths are rounded up to a multiple of this, so that nearby lengths share a graph
 
 COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -44,6 +46,8 @@ def check_compile(value) -> dict | None:
     every = value.get("stop_check_every", 8)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"compile['stop_check_every'] must be an int >= 1, got {every!r}")
+    if not isinstance(value.get("decode_linear", True), bool):
+        raise TypeError(f"compile['decode_linear'] must be a bool, got {value['decode_linear']!r}")
     if (options or any(k in value for k in INDUCTOR_SHORTHANDS)) and mode is not None:
         raise ValueError("compile takes either 'mode' or Inductor options ('options', 'freezing', 'max_autotune'), "
                          "not both (torch.compile accepts only one of them)")

@@ -5,7 +5,7 @@ torch ``reference`` (the fallback and the oracle of every kernel test), the ``na
 and its fake implementation, and its backend registration; the registry key, the function and the ``torch.ops``
 op share one name.
 """
-from . import beam_topk, degeneration, kivi, verify  # noqa: F401  (register their backends)
+from . import beam_topk, degeneration, kivi, linear, verify  # noqa: F401  (register their backends)
 from .backends import backends
 from .logprobs import token_logprobs
 from .penalties import apply_penalties_, record_tokens_

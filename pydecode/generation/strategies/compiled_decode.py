@@ -18,6 +18,7 @@ from __future__ import annotations
 import types
 
 import torch
+import torch._inductor.config as inductor_config
 from transformers import StaticCache
 
 from ...cache import KiviCache
@@ -27,6 +28,7 @@ from ...ops.sample import sample_unchecked
 from ..compile_options import COMPILED, bucket_for, cache_key, compile_kwargs
 from ..context import DecodeContext
 from ..logits.processors import StepView
+from ..model.compile_passes import inductor_patch
 
 
 def check_compilable(ctx: DecodeContext) -> None:
@@ -65,9 +67,10 @@ def check_compilable(ctx: DecodeContext) -> None:
 class DecodeGraph:
     """The compiled decoding step of one (model, rows, bucket, dtype, device, options) and its static cache."""
 
-    def __init__(self, model, bucket: int, settings: dict, device):
+    def __init__(self, model, bucket: int, settings: dict, device, backend):
         self.cache = StaticCache(config=model.config, max_cache_len=bucket)
         self.bucket = bucket
+        self.inductor_patch = inductor_patch(device, backend, settings.get("decode_linear", True))
         # decode_step under a code object of its own: dynamo keeps graphs, and counts them toward its recompile
         # limit, per code object; a graph of another key never pushes this one out
         own = types.FunctionType(decode_step.__code__.replace(), decode_step.__globals__, decode_step.__name__)
@@ -75,7 +78,8 @@ class DecodeGraph:
 
     def step(self, *args) -> None:
         """Run the compiled step; a call that would need more graphs than dynamo keeps raises (never eager)."""
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True), \
+                inductor_config.patch(self.inductor_patch):
             self.compiled(*args)
 
     @classmethod
@@ -86,7 +90,7 @@ class DecodeGraph:
         per_model = COMPILED.setdefault(ctx.model, {})
         key = cache_key(settings, rows, bucket, ctx.model.dtype, device)
         if key not in per_model:
-            per_model[key] = cls(ctx.model, bucket, settings, device)
+            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend)
         graph = per_model[key]
         graph.cache.reset()
         return graph
