@@ -21,7 +21,7 @@ import torch
 
 INDUCTOR_SHORTHANDS = ("freezing", "max_autotune")
 KNOWN_KEYS = ("mode", "backend", "options", "stop_check_every", "decode_linear", *INDUCTOR_SHORTHANDS)
-BUCKET = 256  # static cache lengths are rounded up to a multiple of this, so that nearby lengths share a graph
+BUCKET = 128  # static cache lengths round up to a multiple of this; nearby lengths share a graph
 
 COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -4,7 +4,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import pydecode
-from pydecode.generation.compile_options import clear_compiled
+from pydecode.generation.compile_options import COMPILED, clear_compiled
 
 from tests.generation.models import EOS, padded_batch, tiny_model
 
@@ -112,3 +112,22 @@ def test_inductor_graph_is_reused_across_calls():
     eager, compiled = both(model, longer, longer_mask, True, max_new_tokens=20, do_sample=False)
     assert torch.equal(compiled, eager)
     assert graphs() == before
+
+
+def test_cpu_passes_route_matmuls_and_drop_grouped_attention_copies():
+    """Inductor on the CPU: every few-row matmul of the step (7 per layer and the head) runs decode_linear and each
+    layer's attention reads the key / value heads without repeating them, with the tokens of the step compiled
+    without the matmul rewrite (and of eager decoding)."""
+    model = tiny_model("llama")  # 4 query heads over 2 key / value heads
+    layers = model.config.num_hidden_layers
+    clear_compiled(model)
+    ids, mask = padded_batch()
+    kwargs = dict(max_new_tokens=10, do_sample=False)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # a cached graph would skip the passes
+        plain = pydecode.generate(model, ids, attention_mask=mask, compile={"decode_linear": False}, **kwargs)
+        eager, routed = both(model, ids, mask, True, **kwargs)
+    assert torch.equal(routed, plain) and torch.equal(routed, eager)
+    counts = sorted((graph.inductor_patch["post_grad_custom_post_pass"].counts["decode_linear"],
+                     graph.inductor_patch["post_grad_custom_post_pass"].counts["gqa_attention"])
+                    for graph in COMPILED[model].values())
+    assert counts == [(0, layers), (7 * layers + 1, layers)]
