@@ -2,11 +2,14 @@
 
 Options: ``eager``; ``default`` (``torch.compile``); ``freezing`` (Inductor's ``freezing=True``: weights folded as
 constants and prepacked for oneDNN; needs ``torch.no_grad``); ``max-autotune`` (Inductor's C++ GEMM templates
-autotuned against ATen). Each in float32 and bfloat16 weights (bf16 matmuls are fast only with AVX-512 BF16 or AMX;
-the script prints what this CPU has), batch 1 and 16. Each case: a prompt forward, ``--warmup`` steps (the first
-compiles: its time is the compile time), then ``--steps`` timed steps, ``--repeats`` times; the median counts.
+autotuned against ATen); ``pydecode-passes`` (``torch.compile`` with the post-grad passes ``generate(compile=True)``
+installs on the CPU: few-row float32 matmuls on pydecode's ``decode_linear``, grouped-query attention without the
+key / value repeat; :mod:`pydecode.generation.model.compile_passes`). Each in float32 and bfloat16 weights (bf16
+matmuls are fast only with AVX-512 BF16 or AMX; the script prints what this CPU has), batch 1 and 16. Each case: a
+prompt forward, ``--warmup`` steps (the first compiles: its time is the compile time), then ``--steps`` timed steps,
+``--repeats`` times; the median counts.
 Writes ``benchmarks/results/cpu_compile_cpu.csv`` (after every case) and its plot, and prints a markdown table.
-Run: ``python benchmarks/bench_cpu_compile.py [--options eager,default,freezing,max-autotune] [--batches 1,16]``
+Run: ``python benchmarks/bench_cpu_compile.py [--options eager,default,...,pydecode-passes] [--batches 1,16]``
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch._inductor.config as inductor_config
 from bench_sampling import save_and_describe
 from transformers import StaticCache
 
+from pydecode.generation.model.compile_passes import DecodeStepPasses
 from pydecode.models import load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -41,6 +45,9 @@ def compiled(forward, option: str):
     torch._dynamo.reset()
     if option == "eager":
         return forward
+    if option == "pydecode-passes":  # what generate(compile=True) adds on the CPU: decode_linear, GQA without copies
+        return torch.compile(forward, fullgraph=True,
+                             options={"post_grad_custom_post_pass": DecodeStepPasses(linear=True)})
     return torch.compile(forward, mode="max-autotune" if option == "max-autotune" else None, fullgraph=True)
 
 
@@ -76,7 +83,7 @@ def measure(model, option: str, batch: int, prompt: int, warmup: int, steps: int
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--options", default="eager,default,freezing,max-autotune")
+    parser.add_argument("--options", default="eager,default,freezing,max-autotune,pydecode-passes")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--prompt", type=int, default=30)

@@ -206,6 +206,11 @@ def e2e_chart(rows: list[Row], where: str):
                        "tokens / s")
 
 
+def decode_linear_chart(rows: list[Row], where: str):
+    return _bar_figure(rows, f"A decoding step's linear layers, float32 ({where})", ("rows",), "provider",
+                       "weights_gb_per_s", "weights GB/s")
+
+
 def speculative_chart(rows: list[Row], where: str):
     return _bar_figure(rows, f"Speculative decoding, greedy ({where})", ("task",), "provider", "tokens_per_s",
                        "tokens / s")
@@ -248,7 +253,7 @@ def _save(fig, png: Path) -> None:
 FAMILIES: dict[str, Callable[[list[Row], str], object]] = {
     "sampling_": sampling_chart, "sampler_": sampler_chart, "beam_": beam_chart, "contrastive_": contrastive_chart,
     "generate_": generate_chart, "speculative_": speculative_chart,
-    "cpu_compile_": cpu_compile_chart, "e2e_": e2e_chart,
+    "cpu_compile_": cpu_compile_chart, "e2e_": e2e_chart, "decode_linear_": decode_linear_chart,
     "kv_cache_attention_": kv_attention_chart, "kv_cache_decode_": kv_decode_chart,
     "kv_cache_perplexity_": kv_perplexity_chart, "kv_cache_sinks_": kv_sinks_chart,
     "kv_cache_agreement_": kv_agreement_chart, "kv_cache_memory_": kv_memory_chart, "vllm_": vllm_chart,
