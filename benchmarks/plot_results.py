@@ -207,7 +207,7 @@ def e2e_chart(rows: list[Row], where: str):
 
 
 def decode_linear_chart(rows: list[Row], where: str):
-    return _bar_figure(rows, f"A decoding step's linear layers, float32 ({where})", ("rows",), "provider",
+    return _bar_figure(rows, f"A decoding step's linear layers ({where})", ("dtype", "rows"), "provider",
                        "weights_gb_per_s", "weights GB/s")
 
 

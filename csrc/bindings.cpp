@@ -19,6 +19,8 @@ bool built_with_cuda() {
 
 std::string cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
 
+bool bf16_dot_products() { return use_avx512_bf16(); }
+
 // Sets the choice ("auto": the fastest this CPU runs, or "baseline") and returns the previous one.
 std::string set_cpu_isa(const std::string& isa) {
   TORCH_CHECK(isa == "auto" || isa == "baseline", "isa must be 'auto' or 'baseline', got '", isa, "'");
@@ -32,6 +34,8 @@ TORCH_LIBRARY(pydecode, m) {
   // portable ones, "auto" undoes it.
   m.def("cpu_isa() -> str", &pydecode::cpu_isa);
   m.def("set_cpu_isa(str isa) -> str", &pydecode::set_cpu_isa);
+  // Whether bfloat16 kernels (decode_linear) run AVX-512 BF16 dot products (else portable loops, slower than oneDNN).
+  m.def("bf16_dot_products() -> bool", &pydecode::bf16_dot_products);
   // --- sampling ops ---
   // Per-row parameters are pairs: a (B,) tensor, or None and the scalar that follows it.
   m.def("top_k_top_p_sample(Tensor logits, Tensor? temperature, float temperature_val, Tensor? top_k, int top_k_val, "
@@ -59,8 +63,8 @@ TORCH_LIBRARY(pydecode, m) {
   // beam_topk: contract in pydecode/ops/beam_topk/reference.py; returns (scores, tokens, beams), each (B, k).
   m.def("beam_topk(Tensor logits, Tensor beam_scores, int num_beams, int k, bool log_softmax) -> (Tensor, Tensor, Tensor)");
   // --- model ops ---
-  // decode_linear: y = x @ weight^T + bias for a few rows (a decoding step's matmuls on the CPU, float32); contract in
-  // pydecode/ops/linear/reference.py.
+  // decode_linear: y = x @ weight^T + bias for a few rows (a decoding step's matmuls on the CPU, float32 or
+  // bfloat16); contract in pydecode/ops/linear/reference.py.
   m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   // --- verify ops (assisted and prompt-lookup decoding) ---
   // verify: contract in pydecode/ops/verify/reference.py; returns (accepted (B,), next_tokens (B,)).
