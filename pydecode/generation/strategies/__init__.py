@@ -104,7 +104,7 @@ def compiled_runner(runs: str, config, model) -> str:
                                   "tokens at a time (shapes that change step to step, which a fixed graph cannot hold)")
     unsupported = {
         "cache_implementation": config.cache_implementation is not None,
-        "use_cache=False": not config.use_cache,
+        "use_cache=False": config.use_cache is False,
         "max_time": runs == "beam" and config.max_time is not None,
     }
     named = [name for name, used in unsupported.items() if used]

@@ -48,7 +48,10 @@ class BeamSettings:
     do_sample: bool
     renormalize: bool
     min_keep: int  # tokens the warpers keep for beam sampling
-    fused: bool  # no processor: the log-softmax runs inside beam_topk, as eager beam search does then
+    # as eager beam search scores a step: "fused" (no processor acts: the log-softmax runs inside beam_topk, whose
+    # log-probs differ from torch's in the last bits), "processed" (log-softmax, processors, beam_topk), or
+    # "either" (processors acting at some lengths only: both, and the host's ``active`` flag picks)
+    scoring: str = "fused"
 
 
 class BeamState:
@@ -73,6 +76,7 @@ class BeamState:
         self.is_finished = torch.zeros(B, N, dtype=torch.bool, device=device)
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=device)
         self.done = torch.zeros((), dtype=torch.bool, device=device)  # sticky: eager beam search would have stopped
+        self.active = torch.zeros((), dtype=torch.bool, device=device)  # a processor acts at this step ("either")
         static(*self.tensors())
         self.eos = None
 
@@ -80,7 +84,7 @@ class BeamState:
         """The tensors the step mutates."""
         return (self.mask, self.positions, self.slot, self.tokens, self.cur_len, self.step, self.limits,
                 self.running, self.running_scores, self.finished, self.finished_scores, self.finished_len,
-                self.is_finished, self.may_improve, self.done)
+                self.is_finished, self.may_improve, self.done, self.active)
 
     def refill(self, ctx: DecodeContext, fill: int) -> torch.Tensor:
         """Start a call in place; returns the prompt's positions (rows, prompt_len) for its forward."""
@@ -111,7 +115,7 @@ def candidates(pipeline, topk, beam: BeamSettings, state: BeamState, logits: tor
     them (logits: (B * N, V) float32)."""
     B, N, K = beam.batch, beam.beams, beam.k
     running = state.running_scores.view(-1)
-    if beam.fused:
+    if beam.scoring == "fused":
         return topk(logits, running, N, K, True)
     at = state.cur_len.expand(B * N)
     view = StepView(state.running, at[:, None], at)
@@ -123,6 +127,9 @@ def candidates(pipeline, topk, beam: BeamSettings, state: BeamState, logits: tor
         scores = warp_for_beams(scores, pipeline.params, beam.min_keep)
     if beam.renormalize:
         scores = scores.log_softmax(dim=-1)
+    if beam.scoring == "either":
+        processed, fused = topk(scores, running, N, K, False), topk(logits, running, N, K, True)
+        return tuple(torch.where(state.active, p, f) for p, f in zip(processed, fused))
     if not beam.do_sample:
         return topk(scores, running, N, K, False)
     # Gumbel-top-k on each prompt's stream at this step (the stream eager beam sampling reads)
@@ -234,7 +241,7 @@ def run(ctx: DecodeContext, settings: dict):
         length_penalty=float(config.length_penalty if config.length_penalty is not None else 1.0),
         early_stopping=config.early_stopping if config.early_stopping is not None else False,
         do_sample=bool(config.do_sample), renormalize=bool(config.renormalize_logits),
-        min_keep=len(eos) + 1 if eos else 2, fused=False)
+        min_keep=len(eos) + 1 if eos else 2)
     graph = DecodeGraph.get(ctx, settings, beam_step, astuple(beam))
     if graph.state is None:
         graph.state = BeamState(B, N, graph.bucket, ctx.input_ids.device)
@@ -244,15 +251,22 @@ def run(ctx: DecodeContext, settings: dict):
     out, model_kwargs = forward_prompt(ctx, graph, state.mask, positions)
     pipeline = ctx.pipeline
     pipeline.prepare(out.logits.shape[-1], out.logits.device)
-    beam = replace(beam, fused=not (beam.do_sample or beam.renormalize or pipeline.steps))
+    prompt_len = ctx.input_ids.shape[1]
+    acting = [pipeline.any_active(length, out.logits[:, -1]) for length in range(prompt_len, ctx.max_length)]
+    if beam.do_sample or beam.renormalize or all(acting):
+        beam = replace(beam, scoring="processed")
+    elif any(acting):
+        beam = replace(beam, scoring="either")
     topk = resolve("beam_topk", out.logits.device, ctx.backend)[1]
+    state.active.fill_(acting[0])
     beam_select(pipeline, topk, beam, graph.cache.layers, state, out.logits[:, -1, :])
     every = settings.get("stop_check_every", 8)
-    prompt_len = ctx.input_ids.shape[1]
     cur_len = prompt_len + 1
     while cur_len < ctx.max_length:
         if (cur_len - prompt_len) % every == 0 and bool(state.done):
             break
+        if beam.scoring == "either":
+            state.active.fill_(acting[cur_len - prompt_len])  # the host's length, as eager beam search asks
         graph.step(ctx.model, model_kwargs, pipeline, topk, beam, graph.cache.layers, state)
         cur_len += 1
     R = int(config.num_return_sequences or 1)
