@@ -3,7 +3,6 @@ eager pydecode (which equals transformers), and step state that keeps its storag
 import pytest
 import torch
 from torch._dynamo.utils import counters
-
 from transformers import GenerationConfig
 
 import pydecode
@@ -51,6 +50,28 @@ def test_beam_tokens_equal_eager(case):
     ids, mask = padded_batch()
     eager, compiled = both(model, ids, mask, DYNAMO, **{"do_sample": False, **BEAM_CASES[case]})
     assert torch.equal(compiled, eager)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(num_beams=3, num_return_sequences=2, eos_token_id=EOS_LIST, early_stopping=True),
+    dict(num_beams=2, eos_token_id=EOS_LIST, do_sample=True, seed=4, top_p=0.8, repetition_penalty=1.2),
+])
+def test_dict_output_equals_eager(kwargs):
+    """return_dict_in_generate: sequences, sequences_scores, beam_indices and the per-step scores / logits of the
+    steps eager search runs (the graph may run a few more before the host reads "done")."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch()
+    eager, compiled = both(model, ids, mask, {**DYNAMO, "stop_check_every": 3}, max_new_tokens=30,
+                           return_dict_in_generate=True, output_scores=True, output_logits=True,
+                           **{"do_sample": False, **kwargs})
+    assert torch.equal(compiled.sequences, eager.sequences)
+    if kwargs.get("early_stopping"):
+        assert compiled.sequences.shape[1] < ids.shape[1] + 30, "eos must end the search mid-way"
+    assert torch.equal(compiled.beam_indices, eager.beam_indices)
+    torch.testing.assert_close(compiled.sequences_scores, eager.sequences_scores, atol=1e-6, rtol=1e-6)
+    assert len(compiled.scores) == len(eager.scores) == len(compiled.logits)
+    for got, want in zip(compiled.scores + compiled.logits, eager.scores + eager.logits):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_eos_ends_the_search_early_and_equals_transformers():
@@ -105,7 +126,8 @@ def test_sampling_state_keeps_its_storage_across_calls():
 
 @pytest.mark.parametrize("kwargs, named", [
     (dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5), "num_beam_groups"),
-    (dict(num_beams=2, return_dict_in_generate=True, output_scores=True), "return_dict_in_generate"),
+    (dict(num_beams=2, return_dict_in_generate=True, output_attentions=True), "output_attentions"),
+    (dict(num_beams=2, return_dict_in_generate=True, output_logprobs=True), "output_logprobs"),
     (dict(num_beams=2, max_time=5.0), "max_time"),
 ])
 def test_unsupported_beam_settings_raise_not_implemented(kwargs, named):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model.seq2seq import check_strategy as check_encoder_decoder_strategy
+from ..output import requested_logprobs
 from . import compiled_decode, contrastive, dola, sample
 from .beam import beam, compiled, group_beam
 from .speculative import assisted, prompt_lookup
@@ -106,6 +107,10 @@ def compiled_runner(runs: str, config, model) -> str:
         "cache_implementation": config.cache_implementation is not None,
         "use_cache=False": config.use_cache is False,
         "max_time": runs == "beam" and config.max_time is not None,
+        "return_dict_in_generate": runs == "sample" and bool(config.return_dict_in_generate),
+        "output_attentions or output_hidden_states": bool(config.return_dict_in_generate)
+        and bool(config.output_attentions or config.output_hidden_states),
+        "output_logprobs or top_logprobs": requested_logprobs(config)[1],
     }
     named = [name for name, used in unsupported.items() if used]
     if named:

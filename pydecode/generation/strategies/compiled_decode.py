@@ -124,9 +124,6 @@ def pick_draw(pipeline, device):
 def run(ctx: DecodeContext, settings: dict):
     """Decode as :func:`pydecode.generation.strategies.sample.run` does, each step through the compiled graph."""
     check_built_call(ctx)
-    if ctx.config.return_dict_in_generate:
-        raise NotImplementedError("compile=True does not support return_dict_in_generate with greedy decoding or "
-                                  "sampling yet; call generate without compile for it")
     pipeline = ctx.pipeline
     graph = DecodeGraph.get(ctx, settings, decode_step)
     rows, prompt_len = ctx.input_ids.shape

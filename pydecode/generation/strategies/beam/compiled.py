@@ -11,7 +11,9 @@ change). Finished hypotheses live in fixed-size tensors (B, N, bucket) with thei
 The graph also updates the stopping bound (``early_stopping`` True / False / "never") and a sticky "done" flag; the
 host reads it every ``stop_check_every`` steps. Steps past "done" leave the finished hypotheses as they are, so the
 result equals eager beam search (which equals transformers'). Finished prompts keep running (eager beam search may
-drop them: the same result). Not run: diverse beam search and dict outputs (``return_dict_in_generate``).
+drop them: the same result). With ``return_dict_in_generate`` the step also keeps each token's source row and
+its scores / logits for the host to copy (``sequences_scores``, ``scores``, ``logits``, ``beam_indices``). Not run:
+diverse beam search, attentions, hidden states and logprob outputs (``strategies.choose`` names them).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from ...model.compiled_step import (
     static,
     step_mask,
 )
+from ...output import GenerateBeamOutput
 from .beam import warp_for_beams
 from .candidates import NEVER_PICK
 
@@ -48,6 +51,7 @@ class BeamSettings:
     do_sample: bool
     renormalize: bool
     min_keep: int  # tokens the warpers keep for beam sampling
+    record: bool  # a dict output: the step keeps its scores and logits and the hypotheses' beam indices
     # as eager beam search scores a step: "fused" (no processor acts: the log-softmax runs inside beam_topk, whose
     # log-probs differ from torch's in the last bits), "processed" (log-softmax, processors, beam_topk), or
     # "either" (processors acting at some lengths only: both, and the host's ``active`` flag picks)
@@ -77,14 +81,30 @@ class BeamState:
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=device)
         self.done = torch.zeros((), dtype=torch.bool, device=device)  # sticky: eager beam search would have stopped
         self.active = torch.zeros((), dtype=torch.bool, device=device)  # a processor acts at this step ("either")
+        self.live = torch.zeros((), **long)  # steps that began before "done": the steps eager search runs
+        # with a dict output (allocated by :meth:`record`): each token's source row, per beam and hypothesis, and
+        # the last step's processed scores and raw logits
+        self.running_from = self.finished_from = self.scores_seen = self.logits_seen = None
         static(*self.tensors())
         self.eos = None
+
+    def record(self, vocab: int) -> None:
+        """Allocate the dict output's tensors (once)."""
+        if self.running_from is None:
+            rows, width = self.running.shape
+            self.running_from = torch.full((rows, width), -1, dtype=torch.int32, device=self.running.device)
+            self.finished_from = self.running_from.view_as(self.finished).clone()
+            self.scores_seen = torch.zeros(rows, vocab, device=self.running.device)
+            self.logits_seen = torch.zeros(rows, vocab, device=self.running.device)
+            static(self.running_from, self.finished_from, self.scores_seen, self.logits_seen)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The tensors the step mutates."""
         return (self.mask, self.positions, self.slot, self.tokens, self.cur_len, self.step, self.limits,
                 self.running, self.running_scores, self.finished, self.finished_scores, self.finished_len,
-                self.is_finished, self.may_improve, self.done, self.active)
+                self.is_finished, self.may_improve, self.done, self.active, self.live,
+                *(t for t in (self.running_from, self.finished_from, self.scores_seen, self.logits_seen)
+                  if t is not None))
 
     def refill(self, ctx: DecodeContext, fill: int) -> torch.Tensor:
         """Start a call in place; returns the prompt's positions (rows, prompt_len) for its forward."""
@@ -101,8 +121,11 @@ class BeamState:
         self.running_scores[:, 1:] = NEVER_PICK  # only beam 0 may start, or all beams would pick the same tokens
         self.finished.copy_(self.running.view_as(self.finished))
         self.finished_scores.fill_(NEVER_PICK)
-        for tensor in (self.tokens, self.step, self.finished_len):
+        for tensor in (self.tokens, self.step, self.finished_len, self.live):
             tensor.zero_()
+        if self.running_from is not None:
+            self.running_from.fill_(-1)
+            self.finished_from.fill_(-1)
         self.is_finished.fill_(False)
         self.may_improve.fill_(True)
         self.done.fill_(False)
@@ -127,6 +150,8 @@ def candidates(pipeline, topk, beam: BeamSettings, state: BeamState, logits: tor
         scores = warp_for_beams(scores, pipeline.params, beam.min_keep)
     if beam.renormalize:
         scores = scores.log_softmax(dim=-1)
+    if beam.record:
+        state.scores_seen.copy_(scores)
     if beam.scoring == "either":
         processed, fused = topk(scores, running, N, K, False), topk(logits, running, N, K, True)
         return tuple(torch.where(state.active, p, f) for p, f in zip(processed, fused))
@@ -150,7 +175,10 @@ def beam_select(pipeline, topk, beam: BeamSettings, cache_layers, state: BeamSta
     B, N, K = beam.batch, beam.beams, beam.k
     W = state.running.shape[1]
     prompt_len, max_length = state.limits[0], state.limits[1]
-    scores, tokens, beams = candidates(pipeline, topk, beam, state, raw.to(torch.float32, copy=True))
+    logits = raw.to(torch.float32, copy=True)
+    if beam.record:
+        state.logits_seen.copy_(logits)
+    scores, tokens, beams = candidates(pipeline, topk, beam, state, logits)
     row_offset = torch.arange(B, device=tokens.device)[:, None] * N
     source_rows = (beams + row_offset).view(-1)
     cand = state.running.index_select(0, source_rows)
@@ -165,7 +193,8 @@ def beam_select(pipeline, topk, beam: BeamSettings, cache_layers, state: BeamSta
     alive_scores = scores + hits.to(torch.float32) * NEVER_PICK
     keep = torch.topk(alive_scores, k=N)[1]
     state.running_scores.copy_(alive_scores.gather(1, keep))
-    state.running.copy_(cand.index_select(0, (keep + row_offset * (K // N)).view(-1)))
+    keep_rows = (keep + row_offset * (K // N)).view(-1)
+    state.running.copy_(cand.index_select(0, keep_rows))
 
     # candidates in the top N that stopped may enter the finished set (unchanged once eager search would stop)
     generated = state.cur_len + 1 - prompt_len
@@ -185,6 +214,14 @@ def beam_select(pipeline, topk, beam: BeamSettings, cache_layers, state: BeamSta
     state.finished_len.copy_(torch.where(kept, state.finished_len, lengths))
     merged = torch.cat((state.finished, cand.view(B, K, W)), dim=1).gather(1, best[:, :, None].expand(-1, -1, W))
     state.finished.copy_(torch.where(kept, state.finished, merged))
+    if beam.record:
+        cand_from = state.running_from.index_select(0, source_rows)
+        cand_from.scatter_(1, (generated - 1).expand(B * K, 1), source_rows.to(torch.int32)[:, None])
+        state.running_from.copy_(cand_from.index_select(0, keep_rows))
+        merged = torch.cat((state.finished_from, cand_from.view(B, K, W)), dim=1)
+        state.finished_from.copy_(torch.where(kept, state.finished_from, merged.gather(
+            1, best[:, :, None].expand(-1, -1, W))))
+    state.live += (~kept).long()
 
     # the running beams now continue rows `sources`: the cache and the token counts follow
     sources = source_rows.view(B, K).gather(1, keep).view(-1)
@@ -212,8 +249,13 @@ def update_bound(beam: BeamSettings, state: BeamState, hits: torch.Tensor) -> No
     worst = torch.where(state.is_finished, torch.min(state.finished_scores, dim=1, keepdim=True)[0], NEVER_PICK)
     state.may_improve &= torch.any(best_possible > worst, dim=-1, keepdim=True)
     full = torch.all(state.is_finished, dim=-1) & (beam.early_stopping is True)
-    # a prompt that cannot improve, or is full with early_stopping=True, keeps its hypotheses from now on
-    state.done |= torch.all(~state.may_improve.view(-1) | full) | torch.all(hits)
+    # a prompt that cannot improve, or is full with early_stopping=True, keeps its hypotheses from now on; a dict
+    # output counts the steps, and there eager search (computing every prompt) stops only once no prompt improves
+    # or every prompt is full
+    if beam.record:
+        state.done |= ~torch.any(state.may_improve) | torch.all(full) | torch.all(hits)
+    else:
+        state.done |= torch.all(~state.may_improve.view(-1) | full) | torch.all(hits)
 
 
 def beam_step(model, model_kwargs: dict, pipeline, topk, beam: BeamSettings, cache_layers, state: BeamState) -> None:
@@ -229,19 +271,20 @@ def beam_step(model, model_kwargs: dict, pipeline, topk, beam: BeamSettings, cac
 
 def run(ctx: DecodeContext, settings: dict):
     """Beam search or beam sampling as :func:`.beam.run` does, each step after the prompt's through the compiled
-    graph; returns the best ``num_return_sequences`` hypotheses of each prompt (B * R, L)."""
+    graph; returns the best ``num_return_sequences`` hypotheses of each prompt (B * R, L) as a LongTensor, or with
+    ``return_dict_in_generate`` a :class:`GenerateBeamOutput` (its ``past_key_values`` None: the static cache
+    belongs to the compiled step and the next call)."""
     check_built_call(ctx)
     config = ctx.config
-    if config.return_dict_in_generate:
-        raise NotImplementedError("compile=True does not support return_dict_in_generate with beam search yet (its "
-                                  "per-step scores and beam indices); call generate without compile for it")
     B, N, eos = ctx.batch, ctx.expand, ctx.eos_ids
+    keep = {name: [] if config.return_dict_in_generate and getattr(config, f"output_{name}") else None
+            for name in ("scores", "logits")}
     beam = BeamSettings(
         batch=B, beams=N, k=max(2, 1 + len(eos)) * N,
         length_penalty=float(config.length_penalty if config.length_penalty is not None else 1.0),
         early_stopping=config.early_stopping if config.early_stopping is not None else False,
         do_sample=bool(config.do_sample), renormalize=bool(config.renormalize_logits),
-        min_keep=len(eos) + 1 if eos else 2)
+        min_keep=len(eos) + 1 if eos else 2, record=bool(config.return_dict_in_generate))
     graph = DecodeGraph.get(ctx, settings, beam_step, astuple(beam))
     if graph.state is None:
         graph.state = BeamState(B, N, graph.bucket, ctx.input_ids.device)
@@ -249,11 +292,13 @@ def run(ctx: DecodeContext, settings: dict):
     # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset), -1 without eos
     positions = state.refill(ctx, (ctx.pad_id or eos[0]) if eos else -1)
     out, model_kwargs = forward_prompt(ctx, graph, state.mask, positions)
-    pipeline = ctx.pipeline
-    pipeline.prepare(out.logits.shape[-1], out.logits.device)
+    pipeline, vocab = ctx.pipeline, out.logits.shape[-1]
+    pipeline.prepare(vocab, out.logits.device)
+    if beam.record:
+        state.record(vocab)
     prompt_len = ctx.input_ids.shape[1]
     acting = [pipeline.any_active(length, out.logits[:, -1]) for length in range(prompt_len, ctx.max_length)]
-    if beam.do_sample or beam.renormalize or all(acting):
+    if beam.do_sample or beam.renormalize or keep["scores"] is not None or all(acting):
         beam = replace(beam, scoring="processed")
     elif any(acting):
         beam = replace(beam, scoring="either")
@@ -261,14 +306,31 @@ def run(ctx: DecodeContext, settings: dict):
     state.active.fill_(acting[0])
     beam_select(pipeline, topk, beam, graph.cache.layers, state, out.logits[:, -1, :])
     every = settings.get("stop_check_every", 8)
-    cur_len = prompt_len + 1
-    while cur_len < ctx.max_length:
-        if (cur_len - prompt_len) % every == 0 and bool(state.done):
+    cur_len, host_syncs = prompt_len + 1, 2  # and the two reads after the loop
+    while True:
+        for name, kept in keep.items():
+            if kept is not None:
+                kept.append((state.scores_seen if name == "scores" else state.logits_seen).clone())
+        if cur_len >= ctx.max_length:
             break
+        if (cur_len - prompt_len) % every == 0:
+            host_syncs += 1
+            if bool(state.done):
+                break
         if beam.scoring == "either":
             state.active.fill_(acting[cur_len - prompt_len])  # the host's length, as eager beam search asks
         graph.step(ctx.model, model_kwargs, pipeline, topk, beam, graph.cache.layers, state)
         cur_len += 1
     R = int(config.num_return_sequences or 1)
     generated = int(state.finished_len[:, :R].max())  # read once, after the loop
-    return state.finished[:, :R, : prompt_len + generated].reshape(B * R, -1).clone()
+    sequences = state.finished[:, :R, : prompt_len + generated].reshape(B * R, -1).clone()
+    if not beam.record:
+        return sequences
+    steps = int(state.live)  # the steps eager search runs; the later ones only kept the graph's pace
+    keep = {name: tuple(kept[:steps]) if kept is not None else None for name, kept in keep.items()}
+    return GenerateBeamOutput(
+        sequences=sequences,
+        sequences_scores=state.finished_scores[:, :R].reshape(-1).clone() if config.output_scores else None,
+        scores=keep["scores"], logits=keep["logits"],
+        beam_indices=state.finished_from[:, :R, :generated].reshape(B * R, -1).clone(),
+        host_syncs=host_syncs)
