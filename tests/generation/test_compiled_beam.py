@@ -155,6 +155,9 @@ def test_choose_names_the_compiled_runner_before_anything_is_built(config, compi
         assert choose(generation_config, model, {}, None, {}).compiled == compiled
 
 
+@pytest.mark.xfail(strict=True, reason="known: under Inductor (not under Dynamo alone) the beams part from eager's "
+                   "after the first compiled step (same logits at step 1, other beam_indices and ~2e-3 other "
+                   "sequences_scores after); suspected: the in-place beam reorder of the static cache")
 def test_inductor_beam_search_matches_eager():
     """Inductor (slow): fp32 beam search and beam sampling tokens equal eager pydecode's."""
     model = tiny_model("gpt2")
