@@ -66,6 +66,7 @@ SLOW_TESTS = (
     "test_compiled_decode.py::test_inductor_graph_is_reused_across_calls",
     "test_compiled_decode.py::test_cpu_passes_route_matmuls_and_drop_grouped_attention_copies",
     "test_compiled_decode.py::test_cpu_passes_route_bfloat16_matmuls_where_the_cpu_has_bf16_dot_products",
+    "test_compiled_beam.py::test_inductor_beam_search_matches_eager",
 )
 
 

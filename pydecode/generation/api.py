@@ -11,7 +11,6 @@ from . import strategies
 from .compile_options import check_compile
 from .model.seq2seq import EncoderDecoderRunner
 from .prepare import prepare
-from .strategies import compiled_decode
 
 
 @torch.no_grad()
@@ -24,8 +23,8 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     ``logits_processor`` / ``stopping_criteria`` lists; ``prefix_allowed_tokens_fn``; ``inputs_embeds``;
     ``negative_prompt_ids``; ``assistant_model``) plus pydecode's: ``frequency_penalty``,
     ``presence_penalty``, ``seed``, ``output_logprobs``, ``top_logprobs``, ``backend`` and ``compile`` (True or a
-    dict of settings: each decoding step of greedy decoding / sampling runs as one compiled graph, see
-    :mod:`~pydecode.generation.strategies.compiled_decode`). Every sampling parameter
+    dict of settings: each decoding step of greedy decoding, sampling and the beam family runs as one compiled graph,
+    see :mod:`~pydecode.generation.strategies.compiled_decode`). Every sampling parameter
     and penalty may also be a tensor of shape (batch,), one value per prompt. Returns the sequences (B * n, L) as a
     LongTensor, or a :class:`~pydecode.generation.output.GenerateOutput` with ``return_dict_in_generate=True``.
     Encoder-decoder models (T5, BART, ...) take ``decoder_input_ids`` / ``decoder_start_token_id`` too, return
@@ -33,9 +32,9 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     """
     compile_settings = check_compile(kwargs.pop("compile", False))
     ctx = prepare(model, input_ids if input_ids is not None else inputs, attention_mask, generation_config, streamer,
-                  logits_processor, stopping_criteria, tokenizer, kwargs)
-    if compile_settings is not None:
-        return compiled_decode.run(ctx, compile_settings)
+                  logits_processor, stopping_criteria, tokenizer, kwargs, compile_settings)
+    if ctx.compiled is not None:
+        return strategies.load_compiled(ctx.compiled)(ctx, compile_settings)
     with _attention_for(ctx.runner.cache, model):
         result = strategies.load(ctx.runs)(ctx)
     if isinstance(ctx.runner, EncoderDecoderRunner):

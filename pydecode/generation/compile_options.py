@@ -10,8 +10,8 @@
   kernel (default True; :mod:`pydecode.ops.linear`)
 
 Compiled steps live in :data:`COMPILED`, a weak dict keyed by the model (freed with the model, or by
-:func:`clear_compiled`), then by rows, cache bucket, dtype, device and options: a call with the same key reuses the
-step, its graph and its static KV cache.
+:func:`clear_compiled`), then by the strategy's step, rows, cache bucket, dtype, device and options: a call with the
+same key reuses the step, its graph, its static KV cache and its step state (refilled in place).
 """
 from __future__ import annotations
 

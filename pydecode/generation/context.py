@@ -20,7 +20,8 @@ class DecodeContext:
     built for those rows. ``max_length`` is the total length limit (prompt included), already written into
     ``config.max_length``. ``eos_ids`` are the host-side ids; their device tensor is ``pipeline.eos_ids`` (shared
     with ``stops``). ``backend`` is the name resolved once for the call. ``strategy`` names the strategy the config
-    asks for; ``runs`` the key of :data:`~pydecode.generation.strategies.RUNS` that decodes the call.
+    asks for; ``runs`` the key of :data:`~pydecode.generation.strategies.RUNS` that decodes the call, ``compiled`` the
+    key of :data:`~pydecode.generation.strategies.COMPILED_RUNS` that decodes it under ``compile=`` (None: eager).
     """
 
     model: torch.nn.Module
@@ -41,3 +42,4 @@ class DecodeContext:
     model_kwargs: dict
     strategy: str
     runs: str
+    compiled: str | None = None

@@ -38,13 +38,14 @@ class Prompt:
 
 
 def prepare(model, input_ids, attention_mask, generation_config, streamer, logits_processor, stopping_criteria,
-            tokenizer, kwargs) -> DecodeContext:
-    """Resolve the config, choose the strategy, check the prompt, expand the rows and build the shared pieces."""
+            tokenizer, kwargs, compile_settings: dict | None = None) -> DecodeContext:
+    """Resolve the config, choose the strategy (and, with ``compile_settings``, its compiled runner), check the
+    prompt, expand the rows and build the shared pieces."""
     check_counts(kwargs.get)
     resolved = resolve_config(model, generation_config, kwargs)
     config, model_kwargs = resolved.config, dict(resolved.model_kwargs)
     check_call(model, config, model_kwargs)
-    choice = strategies.choose(config, model, model_kwargs, streamer)
+    choice = strategies.choose(config, model, model_kwargs, streamer, compile_settings)
     if attention_mask is None:
         attention_mask = model_kwargs.pop("attention_mask", None)
     eos_ids, pad_id = special_tokens(config, model)
@@ -71,7 +72,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         runner=runner,
         input_ids=prompt.input_ids, attention_mask=prompt.attention_mask, batch=batch, expand=expand,
         max_length=max_length, eos_ids=eos_ids, pad_id=pad_id, streamer=streamer, backend=backend,
-        model_kwargs=model_kwargs, strategy=choice.name, runs=choice.runs,
+        model_kwargs=model_kwargs, strategy=choice.name, runs=choice.runs, compiled=choice.compiled,
     )
 
 

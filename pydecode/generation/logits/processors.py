@@ -162,8 +162,9 @@ class Penalties(Processor):
             self.prompt_mask = self.prompt_mask[rows]
 
     def reorder(self, rows):
-        # the prompt mask needs no move: beams only ever come from rows of the same prompt
-        self.token_counts = self.token_counts.index_select(0, rows)
+        # the prompt mask needs no move: beams only ever come from rows of the same prompt; in place, so that a
+        # compiled beam step keeps the counts at their address
+        self.token_counts.copy_(self.token_counts.index_select(0, rows))
 
 
 class NoRepeatNgram(Processor):

@@ -11,133 +11,69 @@ steps in which some row was still unfinished), so the result equals eager decodi
 
 Supported: greedy decoding and sampling with the processors pydecode runs on the device (penalties, n-gram and
 bad-word bans, min length, forced tokens, suppression, ...), eos, padding, ``num_return_sequences``, a streamer.
-Anything else raises ``NotImplementedError`` naming it.
+Anything else raises ``NotImplementedError`` naming it (the strategy and config in ``strategies.choose``, the built
+pieces in :func:`~pydecode.generation.model.compiled_step.check_built_call`). The step state lives in the cached graph
+and is refilled in place by each call (:mod:`~pydecode.generation.model.compiled_step`).
 """
 from __future__ import annotations
 
-import types
-
 import torch
-import torch._inductor.config as inductor_config
-from transformers import StaticCache
 
-from ...cache import KiviCache
 from ...ops.backends import resolve
 from ...ops.random import position_seeds
 from ...ops.sample import sample_unchecked
-from ..compile_options import COMPILED, bucket_for, cache_key, compile_kwargs
 from ..context import DecodeContext
 from ..logits.processors import StepView
-from ..model.compile_passes import inductor_patch
-
-
-def check_compilable(ctx: DecodeContext) -> None:
-    """Raise ``NotImplementedError`` naming what ``compile=True`` does not run for this call."""
-    config, runner, pipeline = ctx.config, ctx.runner, ctx.pipeline
-    if ctx.runs != "sample":
-        raise NotImplementedError(f"compile=True runs greedy decoding and sampling, not the {ctx.strategy!r} "
-                                  "strategy; call generate without compile for it")
-    if isinstance(runner.cache, KiviCache):
-        raise NotImplementedError("compile=True does not run the KIVI cache: its packed store grows by a group of "
-                                  "tokens at a time (shapes that change step to step, which a fixed graph cannot hold)")
-    if getattr(ctx.model.config, "is_encoder_decoder", False):
-        raise NotImplementedError("compile=True runs decoder-only models; call generate without compile for "
-                                  "encoder-decoder models")
-    unsupported = {
-        "a cache passed in (past_key_values) or cache_implementation": runner.cache.get_seq_length() > 0
-        or type(runner.cache).__name__ != "DynamicCache" or config.cache_implementation is not None,
-        "use_cache=False": not config.use_cache,
-        "inputs_embeds": runner.prompt_embeds is not None,
-        "prefill_chunk_size": runner.prefill_chunk is not None,
-        "per-position model inputs (token_type_ids, ...)": runner.positional is not None,
-        "a logits_processor list": bool(pipeline.logits_processor),
-        "guidance_scale": pipeline.guidance is not None,
-        "prefix_allowed_tokens_fn": pipeline.constraint is not None,
-        "watermarking_config": pipeline.watermark is not None,
-        "stop_strings or stopping_criteria": bool(ctx.stops.criteria),
-        "return_dict_in_generate": bool(config.return_dict_in_generate),
-        "dynatemp_range": isinstance(ctx.params.dynatemp_range, torch.Tensor) or ctx.params.dynatemp_range != 0.0,
-    }
-    named = [name for name, used in unsupported.items() if used]
-    if named:
-        raise NotImplementedError(f"compile=True does not support {', '.join(named)} yet; call generate without "
-                                  "compile for it")
-
-
-class DecodeGraph:
-    """The compiled decoding step of one (model, rows, bucket, dtype, device, options) and its static cache."""
-
-    def __init__(self, model, bucket: int, settings: dict, device, backend):
-        self.cache = StaticCache(config=model.config, max_cache_len=bucket)
-        self.bucket = bucket
-        self.inductor_patch = inductor_patch(device, backend, settings.get("decode_linear", True))
-        # decode_step under a code object of its own: dynamo keeps graphs, and counts them toward its recompile
-        # limit, per code object; a graph of another key never pushes this one out
-        own = types.FunctionType(decode_step.__code__.replace(), decode_step.__globals__, decode_step.__name__)
-        self.compiled = torch.compile(own, **compile_kwargs(settings, device))
-
-    def step(self, *args) -> None:
-        """Run the compiled step; a call that would need more graphs than dynamo keeps raises (never eager)."""
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True), \
-                inductor_config.patch(self.inductor_patch):
-            self.compiled(*args)
-
-    @classmethod
-    def get(cls, ctx: DecodeContext, settings: dict) -> DecodeGraph:
-        """The cached graph for this call's shapes (built on first use), its cache emptied."""
-        rows, device = ctx.input_ids.shape[0], ctx.input_ids.device
-        bucket = bucket_for(ctx.max_length)
-        per_model = COMPILED.setdefault(ctx.model, {})
-        key = cache_key(settings, rows, bucket, ctx.model.dtype, device)
-        if key not in per_model:
-            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend)
-        graph = per_model[key]
-        graph.cache.reset()
-        return graph
+from ..model.compiled_step import (
+    DecodeGraph,
+    check_built_call,
+    forward_prompt,
+    prompt_positions,
+    refill_mask,
+    static,
+    step_mask,
+)
 
 
 class StepState:
-    """The tensors a decoding step reads and updates in place (fixed shapes)."""
+    """The tensors a decoding step reads and updates in place (fixed shapes), allocated once per graph and
+    refilled by :meth:`refill` at each call (same storage every call); ``eos`` / ``pad`` are the call's, read only."""
 
-    def __init__(self, ctx: DecodeContext, bucket: int, eos: torch.Tensor | None):
-        rows, prompt_len = ctx.input_ids.shape
-        device = ctx.input_ids.device
+    def __init__(self, rows: int, bucket: int, device):
         self.mask = torch.ones(rows, bucket, dtype=torch.long, device=device)
-        if ctx.attention_mask is not None:
-            self.mask[:, :prompt_len] = ctx.attention_mask
-            positions = (ctx.attention_mask.long().cumsum(-1) - 1).masked_fill(ctx.attention_mask == 0, 0)
-        else:
-            positions = torch.arange(prompt_len, device=device).expand(rows, -1)
-        self.prefill_positions = positions
-        self.positions = positions[:, -1:].clone()  # (rows, 1) of the last token fed
-        fill = 0 if ctx.pad_id is None else ctx.pad_id
-        self.history = torch.full((rows, bucket + 1), fill, dtype=torch.long, device=device)  # last: scratch
-        self.history[:, :prompt_len] = ctx.input_ids
-        self.length = torch.full((rows,), prompt_len, dtype=torch.long, device=device)  # tokens so far
-        self.slot = torch.full((1,), prompt_len - 1, dtype=torch.long, device=device)  # cache slot of the last token
+        self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)  # of the last token fed
+        self.history = torch.zeros(rows, bucket + 1, dtype=torch.long, device=device)  # last column: scratch
+        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # tokens so far
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache slot of the last token
         self.drawn = torch.zeros((), dtype=torch.long, device=device)  # the draw's step: tokens generated so far
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         self.live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which a row was unfinished
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        static(*self.tensors())
+        self.eos = self.pad = None
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the step mutates."""
+        return (self.mask, self.positions, self.history, self.length, self.slot, self.drawn, self.unfinished,
+                self.live_steps, self.tokens)
+
+    def refill(self, ctx: DecodeContext, eos: torch.Tensor | None) -> torch.Tensor:
+        """Start a call in place; returns the prompt's positions (rows, prompt_len) for its forward."""
+        rows, prompt_len = ctx.input_ids.shape
+        refill_mask(self.mask, ctx.attention_mask)
+        positions = prompt_positions(ctx.attention_mask, rows, prompt_len, self.mask.device)
+        self.positions.copy_(positions[:, -1:])
+        fill = 0 if ctx.pad_id is None else ctx.pad_id
+        self.history.fill_(fill)
+        self.history[:, :prompt_len].copy_(ctx.input_ids)
+        self.length.fill_(prompt_len)
+        self.slot.fill_(prompt_len - 1)
+        for tensor in (self.drawn, self.live_steps, self.tokens):
+            tensor.zero_()
+        self.unfinished.fill_(True)
         self.eos = eos
-        self.pad = torch.tensor(fill, device=device) if ctx.pad_id is not None and eos is not None else None
-
-
-def prefill_mask(mask: torch.Tensor, length: int, dtype) -> torch.Tensor:
-    """Additive (rows, 1, length, bucket) mask of the prompt's causal forward over the static cache."""
-    slots = torch.arange(mask.shape[1], device=mask.device)
-    positions = torch.arange(length, device=mask.device)
-    allowed = mask.bool()[:, None, :] & (slots[None, None, :] <= positions[None, :, None])
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)[:, None]
-
-
-def step_mask(mask: torch.Tensor, slot: torch.Tensor, dtype) -> torch.Tensor:
-    """Additive (rows, 1, 1, bucket) mask of one decoding step at cache ``slot`` (1,)."""
-    slots = torch.arange(mask.shape[1], device=mask.device)
-    allowed = mask.bool() & (slots[None, :] <= slot)
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)[:, None, None]
+        self.pad = torch.tensor(fill, device=self.mask.device) if ctx.pad_id is not None and eos is not None else None
+        return positions
 
 
 def select(pipeline, draw, raw: torch.Tensor, state: StepState) -> torch.Tensor:
@@ -187,16 +123,15 @@ def pick_draw(pipeline, device):
 
 def run(ctx: DecodeContext, settings: dict):
     """Decode as :func:`pydecode.generation.strategies.sample.run` does, each step through the compiled graph."""
-    check_compilable(ctx)
-    model, runner, pipeline = ctx.model, ctx.runner, ctx.pipeline
-    graph = DecodeGraph.get(ctx, settings)
-    state = StepState(ctx, graph.bucket, pipeline.eos_ids)
-    prompt_len = ctx.input_ids.shape[1]
-    model_kwargs = dict(runner.model_kwargs, **{runner.cache_argument: graph.cache})
-    out = model(input_ids=ctx.input_ids, position_ids=state.prefill_positions,
-                attention_mask=prefill_mask(state.mask, prompt_len, model.dtype),
-                cache_position=torch.arange(prompt_len, device=ctx.input_ids.device), use_cache=True,
-                return_dict=True, **model_kwargs)
+    check_built_call(ctx)
+    pipeline = ctx.pipeline
+    graph = DecodeGraph.get(ctx, settings, decode_step)
+    rows, prompt_len = ctx.input_ids.shape
+    if graph.state is None:
+        graph.state = StepState(rows, graph.bucket, ctx.input_ids.device)
+    state = graph.state
+    positions = state.refill(ctx, pipeline.eos_ids)
+    out, model_kwargs = forward_prompt(ctx, graph, state.mask, positions)
     pipeline.prepare(out.logits.shape[-1], out.logits.device)
     draw = pick_draw(pipeline, out.logits.device)
     select(pipeline, draw, out.logits[:, -1, :], state)
@@ -209,9 +144,9 @@ def run(ctx: DecodeContext, settings: dict):
             break
         if state.eos is not None and (cur_len - prompt_len) % every == 0 and not bool(state.unfinished.any()):
             break
-        graph.step(model, model_kwargs, pipeline, draw, state)
+        graph.step(ctx.model, model_kwargs, pipeline, draw, state)
         cur_len += 1
     if ctx.streamer is not None:
         ctx.streamer.end()
     end = prompt_len + int(state.live_steps) if state.eos is not None else cur_len
-    return state.history[:, :end]
+    return state.history[:, :end].clone()

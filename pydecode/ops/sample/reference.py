@@ -32,9 +32,12 @@ def top_k_filter(logits: torch.Tensor, top_k) -> torch.Tensor:
     batch, vocab = logits.shape
     k = per_row(top_k, batch, logits.device, torch.int64)
     active = (k > 0) & (k < vocab)
-    if not bool(active.any()):
+    if torch.compiler.is_compiling():  # no host read inside a graph: a bound the arguments give (same result)
+        kmax = vocab if isinstance(top_k, torch.Tensor) else min(max(int(top_k), 1), vocab)
+    elif not bool(active.any()):
         return logits
-    kmax = int(torch.where(active, k, 1).max())
+    else:
+        kmax = int(torch.where(active, k, 1).max())
     top_values = logits.topk(kmax, dim=-1).values
     kth = top_values.gather(1, (torch.where(active, k, 1) - 1).clamp(max=kmax - 1))
     remove = active & (logits < kth)
@@ -45,7 +48,7 @@ def top_p_filter(logits: torch.Tensor, top_p) -> torch.Tensor:
     """Nucleus filter: drop the least probable tokens whose cumulative mass is <= ``1 - top_p``."""
     p = per_row(top_p, logits.shape[0], logits.device, torch.float32)
     active = p < 1.0
-    if not bool(active.any()):
+    if not torch.compiler.is_compiling() and not bool(active.any()):  # the shortcut (inactive rows stay anyway)
         return logits
     sorted_logits, sorted_idx = torch.sort(logits, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -59,7 +62,7 @@ def top_p_filter(logits: torch.Tensor, top_p) -> torch.Tensor:
 def min_p_filter(logits: torch.Tensor, min_p) -> torch.Tensor:
     """Drop tokens whose probability is below ``min_p`` times the row's top probability."""
     m = per_row(min_p, logits.shape[0], logits.device, torch.float32)
-    if not bool((m > 0).any()):
+    if not torch.compiler.is_compiling() and not bool((m > 0).any()):  # the shortcut (m = 0 removes nothing)
         return logits
     probs = logits.softmax(dim=-1)
     remove = probs < m * probs.amax(dim=-1, keepdim=True)
@@ -71,7 +74,7 @@ def typical_filter(logits: torch.Tensor, typical_p) -> torch.Tensor:
     """Locally typical sampling (Meister et al.): keep the tokens closest to the entropy until ``typical_p`` mass."""
     mass = per_row(typical_p, logits.shape[0], logits.device, torch.float32)
     active = mass < 1.0
-    if not bool(active.any()):
+    if not torch.compiler.is_compiling() and not bool(active.any()):  # the shortcut (inactive rows stay anyway)
         return logits
     log_probs = logits.log_softmax(dim=-1)
     entropy = -(log_probs * log_probs.exp()).nansum(-1, keepdim=True)
