@@ -24,7 +24,7 @@ import torch._inductor.config as inductor_config
 from bench_sampling import save_and_describe
 from transformers import StaticCache
 
-from pydecode.generation.model.compile_passes import DecodeStepPasses
+from pydecode.generation.model.compile_passes import inductor_patch
 from pydecode.models import load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -46,8 +46,7 @@ def compiled(forward, option: str):
     if option == "eager":
         return forward
     if option == "pydecode-passes":  # what generate(compile=True) adds on the CPU: decode_linear, GQA without copies
-        return torch.compile(forward, fullgraph=True,
-                             options={"post_grad_custom_post_pass": DecodeStepPasses(linear=True)})
+        return torch.compile(forward, fullgraph=True, options=inductor_patch(torch.device("cpu"), None, True))
     return torch.compile(forward, mode="max-autotune" if option == "max-autotune" else None, fullgraph=True)
 
 
