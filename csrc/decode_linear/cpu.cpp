@@ -1,5 +1,5 @@
 // CPU adapter of the decode_linear op: check tensors, split the weight rows over the intra-op threads, call
-// linear/kernel.h (its AVX2 + FMA variant where the CPU has it, cpu_features.h), add the bias.
+// decode_linear/kernel.h (its AVX2 + FMA variant where the CPU has it, cpu_features.h), add the bias.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
