@@ -190,7 +190,7 @@ def run(ctx: DecodeContext, settings: dict):
     check_compilable(ctx)
     model, runner, pipeline = ctx.model, ctx.runner, ctx.pipeline
     graph = DecodeGraph.get(ctx, settings)
-    state = StepState(ctx, graph.bucket, pipeline.eos_ids)
+    state = StepState(ctx, graph.bucket, ctx.eos_ids)
     prompt_len = ctx.input_ids.shape[1]
     model_kwargs = dict(runner.model_kwargs, **{runner.cache_argument: graph.cache})
     out = model(input_ids=ctx.input_ids, position_ids=state.prefill_positions,
