@@ -47,10 +47,10 @@ def check_beam_config(config, streamer=None) -> None:
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"num_beam_groups must be an integer >= 1, got {groups!r}")
     if num_beams % groups:
-        raise ValueError(f"num_beams ({num_beams}) must be divisible by num_beam_groups ({groups})")
+        raise ValueError(f"num_beams must be divisible by num_beam_groups ({groups}), got num_beams={num_beams}")
     diversity = config.diversity_penalty or 0.0
-    if diversity < 0:
-        raise ValueError(f"diversity_penalty must be >= 0, got {diversity}")
+    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not diversity >= 0:
+        raise ValueError(f"diversity_penalty must be a number >= 0, got {diversity!r}")
     if diversity > 0 and groups == 1:
         raise ValueError("diversity_penalty only acts between beam groups: set num_beam_groups > 1 "
                          f"(got num_beam_groups={groups})")
