@@ -19,7 +19,8 @@ inline PenaltyArgs penalty_args(const at::Tensor& logits, const at::Tensor& coun
                                 const std::optional<at::Tensor>& presence) {
   check_logits(logits, /*float32_only=*/true);
   TORCH_CHECK(logits.is_contiguous(), "logits must be contiguous (penalties are applied in place)");
-  TORCH_CHECK(counts.sizes() == logits.sizes() && counts.scalar_type() == at::kInt && counts.device() == logits.device(),
+  TORCH_CHECK(counts.sizes() == logits.sizes() && counts.scalar_type() == at::kInt &&
+                  counts.device() == logits.device(),
               "token_counts must be int32 of shape ", logits.sizes(), " on ", logits.device());
   PenaltyArgs a;
   a.counts = counts.contiguous();
