@@ -14,9 +14,12 @@ trap 'rm -rf "$work"' EXIT
 
 instantiations() {  # explicit instantiations for one header, named by its path under csrc/
   case "$1" in
-    sampling/kernel.cuh)
+    top_k_top_p_sample/kernel.cuh)
       for t in float __half __nv_bfloat16; do
         echo "template cudaError_t pydecode::sample_cuda<$t>(const $t*, int64_t, int64_t, const pydecode::SampleParams&, int64_t*, float*, float*, cudaStream_t);"
+      done ;;
+    token_logprobs/kernel.cuh)
+      for t in float __half __nv_bfloat16; do
         echo "template cudaError_t pydecode::logprobs_cuda<$t>(const $t*, const int64_t*, int64_t, int64_t, int64_t, float*, float*, int64_t*, cudaStream_t);"
       done ;;
     verify/kernel.cuh)

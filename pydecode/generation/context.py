@@ -18,8 +18,9 @@ class DecodeContext:
     ``input_ids`` / ``attention_mask`` are already expanded to ``rows = batch * expand`` (``expand`` is
     ``num_beams`` for the beam family, else ``num_return_sequences``); ``params``, ``pipeline`` and ``runner`` are
     built for those rows. ``max_length`` is the total length limit (prompt included), already written into
-    ``config.max_length``. ``eos_ids`` are the host-side ids; their device tensor is ``pipeline.eos_ids`` (shared
-    with ``stops``). ``backend`` is the name resolved once for the call. ``strategy`` names the strategy the config
+    ``config.max_length``. ``eos_ids`` is the call's one form of its eos ids: an int64 tensor (E,) on the prompt's
+    device, or None without eos (the tensor ``pipeline`` and ``stops`` were built with; host-side forms are derived
+    where needed). ``backend`` is the name resolved once for the call. ``strategy`` names the strategy the config
     asks for; ``runs`` the key of :data:`~pydecode.generation.strategies.RUNS` that decodes the call, ``compiled`` the
     key of :data:`~pydecode.generation.strategies.COMPILED_RUNS` that decodes it under ``compile=`` (None: eager).
     """
@@ -35,7 +36,7 @@ class DecodeContext:
     batch: int
     expand: int
     max_length: int
-    eos_ids: list[int]
+    eos_ids: torch.Tensor | None
     pad_id: int | None
     streamer: object
     backend: str

@@ -61,7 +61,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
                                        prompt.embedded is not None or prompt.encoder_inputs is not None)
     if streamer is not None:
         streamer.put(prompt.input_ids.cpu())
-    eos_tensor = torch.tensor(eos_ids, device=prompt.input_ids.device) if eos_ids else None
+    eos_tensor = torch.tensor(eos_ids, device=prompt.input_ids.device) if eos_ids else None  # the one form kept
     backend = requested_backend(resolved.extra("backend"))  # PYDECODE_BACKEND read once per call
     pipeline = logits_pipeline(model, config, model_kwargs, params, prompt, choice.name, expand, eos_tensor,
                                logits_processor, backend)
@@ -71,7 +71,7 @@ def prepare(model, input_ids, attention_mask, generation_config, streamer, logit
         stops=StopConditions(config, eos_tensor, tokenizer, stopping_criteria),
         runner=runner,
         input_ids=prompt.input_ids, attention_mask=prompt.attention_mask, batch=batch, expand=expand,
-        max_length=max_length, eos_ids=eos_ids, pad_id=pad_id, streamer=streamer, backend=backend,
+        max_length=max_length, eos_ids=eos_tensor, pad_id=pad_id, streamer=streamer, backend=backend,
         model_kwargs=model_kwargs, strategy=choice.name, runs=choice.runs, compiled=choice.compiled,
     )
 

@@ -19,7 +19,7 @@ class RunStops:
         criteria = ctx.stops.criteria
         self.strings = [c for c in criteria if isinstance(c, StopStringCriteria)]
         self.others = [c for c in criteria if not isinstance(c, StopStringCriteria)]
-        self.eos = ctx.pipeline.eos_ids
+        self.eos = ctx.eos_ids
         self.history, self.fill, self.max_length = history, fill, ctx.max_length
         self.host_reads = 0
 

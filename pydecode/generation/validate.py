@@ -118,8 +118,10 @@ def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) 
     if vocab and (getattr(config, "top_logprobs", 0) or 0) > vocab:
         raise ValueError(f"top_logprobs must be an integer in [0, {vocab}] (the vocabulary's size), "
                          f"got {config.top_logprobs}")
-    if config.max_time is not None and not config.max_time > 0:
-        raise ValueError(f"max_time must be > 0 seconds, got {config.max_time}")
+    max_time = config.max_time
+    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))
+                                 or not max_time > 0):
+        raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
     if config.max_new_tokens is not None:
         max_length = config.max_new_tokens + prompt_len
     elif has_default_max_length:
@@ -128,7 +130,7 @@ def check_lengths(model, config, prompt_len: int, has_default_max_length: bool) 
         max_length = min(max_length, limit) if limit else max_length
     else:
         max_length = config.max_length
-    if max_length <= prompt_len:
-        raise ValueError(f"max_length ({max_length}) must exceed the prompt length ({prompt_len}): "
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= prompt_len:
+        raise ValueError(f"max_length must be an integer > the prompt length ({prompt_len}), got {max_length!r}: "
                          "raise max_length or use max_new_tokens >= 1")
     return max_length

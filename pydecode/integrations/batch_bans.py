@@ -1,11 +1,12 @@
-"""The bans and biases of :class:`~.processors.RequestBans` for a whole batch at once, on the device.
+"""The bans and biases of engine requests (``sequence_bias``, ``no_repeat_ngram_size``, ``bad_words_ids``) for a
+whole batch at once, on the device.
 
 Per-slot tables (one slot per engine request) hold each request's ``no_repeat_ngram_size`` and its membership in
 the batch's bad-word and sequence-bias entries; a step takes the rows' token histories as a device tensor and
 applies every row's entries in a few batched ops, with no read back to the host. Entries are grouped by prefix
 length: a row matches an entry when its history ends with the entry's prefix, and then the entry's value (a bias,
-or ``-inf`` for a bad word) is added to the entry's last token. :class:`~.processors.RequestBans` (one request at a
-time, pydecode's reference processors) is the oracle.
+or ``-inf`` for a bad word) is added to the entry's last token. The tests' oracle is ``RequestBans``
+(``tests/support/request_bans.py``: one request at a time, pydecode's reference processors).
 """
 from __future__ import annotations
 

@@ -45,14 +45,17 @@ def registered_targets() -> list[tuple[str, str, str]]:
     return [(op, backend, target) for op, impls in _REGISTRY.items() for backend, target in impls.items()]
 
 
-def register_op(op: str, package: str, triton_module: str) -> None:
-    """Register the four backends of ``op`` where an op package keeps them, each function named ``op``: the
-    ``torch`` reference in ``<package>.reference``, the ``cpp`` / ``cuda`` adapters in ``<package>.native``, and the
-    ``triton`` launcher in ``pydecode.triton_kernels.<triton_module>``."""
+def register_op(op: str, package: str, triton_module: str | None, *, cuda: bool = True) -> None:
+    """Register the backends of ``op`` where an op package keeps them, each function named ``op``: the ``torch``
+    reference in ``<package>.reference``, the ``cpp`` and (unless ``cuda`` is False: a CPU-only kernel) ``cuda``
+    adapters in ``<package>.native``, and the ``triton`` launcher in ``pydecode.triton_kernels.<triton_module>``
+    (none when ``triton_module`` is None)."""
     register(op, "torch", f"{package}.reference:{op}")
     register(op, "cpp", f"{package}.native:{op}")
-    register(op, "cuda", f"{package}.native:{op}")
-    register(op, "triton", f"pydecode.triton_kernels.{triton_module}:{op}")
+    if cuda:
+        register(op, "cuda", f"{package}.native:{op}")
+    if triton_module is not None:
+        register(op, "triton", f"pydecode.triton_kernels.{triton_module}:{op}")
 
 
 _LOG = logging.getLogger("pydecode.ops")

@@ -12,9 +12,11 @@ from sglang_import import import_sglang  # noqa: E402
 
 _, CustomLogitProcessor = import_sglang()
 
-from pydecode.integrations.processors import RequestBans, apply_warpers  # noqa: E402
+from pydecode.integrations.processors import apply_warpers  # noqa: E402
 from pydecode.integrations.request_args import parse_request_args  # noqa: E402
 from pydecode.integrations.sglang.logit_processor import PydecodeLogitProcessor  # noqa: E402
+
+from tests.support.request_bans import RequestBans  # noqa: E402
 
 VOCAB = 40
 BANS = {"no_repeat_ngram_size": 2, "bad_words_ids": [[5], [1, 2, 3]], "sequence_bias": [[[7], 3.0]]}

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from pydecode.integrations.batch_bans import BatchBans
-from pydecode.integrations.processors import RequestBans
 from pydecode.integrations.request_args import parse_request_args
+
+from tests.support.request_bans import RequestBans
 
 VOCAB = 12
 REQUESTS = [

@@ -12,9 +12,11 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from pydecode.integrations.processors import RequestBans, apply_warpers
+from pydecode.integrations.processors import apply_warpers
 from pydecode.integrations.request_args import RequestArgs, parse_request_args
 from pydecode.ops.sample.dynatemp import dynamic_temperature
+
+from tests.support.request_bans import RequestBans
 
 VOCAB = 50
 

@@ -30,6 +30,16 @@ def test_every_registered_target_loads_where_its_backend_runs(op, backend, targe
     assert target.endswith(f":{op}"), "the registry key, the function and the torch.ops op share one name"
 
 
+def test_each_op_registers_the_backends_its_package_has():
+    """register_op registers the reference and the cpp adapter always, cuda and triton only where they exist."""
+    registered = {}
+    for op, backend, _ in backends.registered_targets():
+        registered.setdefault(op, set()).add(backend)
+    assert registered["decode_linear"] == {"torch", "cpp"}
+    assert registered["top_k_top_p_sample"] == {"torch", "cpp", "cuda", "triton"}
+    assert all({"torch", "cpp"} <= found for found in registered.values())
+
+
 @pytest.fixture
 def broken_op():
     """An op whose cpp target cannot be imported and whose torch target works."""

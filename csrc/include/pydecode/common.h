@@ -1,4 +1,4 @@
-// Shared by the CPU (sampling/kernel.h) and CUDA (sampling/kernel.cuh) kernels: the counter-based random stream of
+// Shared by the CPU (kernel.h) and CUDA (kernel.cuh) kernels of csrc/<op>/: the counter-based random stream of
 // pydecode/ops/random.py (every backend computes the same 32-bit words), order keys, per-row parameters.
 #pragma once
 #include <cmath>

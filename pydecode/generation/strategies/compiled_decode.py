@@ -130,7 +130,7 @@ def run(ctx: DecodeContext, settings: dict):
     if graph.state is None:
         graph.state = StepState(rows, graph.bucket, ctx.input_ids.device)
     state = graph.state
-    positions = state.refill(ctx, pipeline.eos_ids)
+    positions = state.refill(ctx, ctx.eos_ids)
     out, model_kwargs = forward_prompt(ctx, graph, state.mask, positions)
     pipeline.prepare(out.logits.shape[-1], out.logits.device)
     draw = pick_draw(pipeline, out.logits.device)

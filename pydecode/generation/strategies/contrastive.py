@@ -33,7 +33,7 @@ def check_contrastive_args(config) -> None:
         raise ValueError(f"penalty_alpha must be a number in [0, 1], got {alpha!r}")
     top_k = config.top_k
     if alpha > 0 and not config.do_sample and isinstance(top_k, int) and top_k < 1:
-        raise ValueError(f"contrastive search (penalty_alpha > 0) needs top_k >= 1 candidates, got top_k={top_k}")
+        raise ValueError(f"top_k must be an integer >= 1 for contrastive search (penalty_alpha > 0), got {top_k!r}")
 
 
 def asks_for_contrastive(config) -> bool:
@@ -66,7 +66,8 @@ def _search(ctx: DecodeContext):
     last_hidden = _hidden_states(outputs)[-1]
     vocab = outputs.logits.shape[-1]
     if top_k > vocab:
-        raise ValueError(f"top_k ({top_k}) must not exceed the vocabulary size ({vocab}) in contrastive search")
+        raise ValueError(f"top_k must be an integer in [1, {vocab}] (the vocabulary's size) for contrastive search, "
+                         f"got {top_k}")
     context = last_hidden.new_empty(rows, max_length, last_hidden.shape[-1])
     context[:, :prompt_len] = normalize_rows(last_hidden)
     context_mask = None

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import register, resolve
+from ..backends import register_op, resolve
 
 __all__ = ["decode_linear", "decode_linear_unchecked"]
 
-register("decode_linear", "torch", f"{__name__}.reference:decode_linear")
-register("decode_linear", "cpp", f"{__name__}.native:decode_linear")
+register_op("decode_linear", __name__, None, cuda=False)  # a CPU kernel only: no CUDA or Triton one
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,

@@ -21,12 +21,14 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
     LogitsProcRequestState,
 )
 
-from pydecode.integrations.processors import RequestBans, apply_warpers  # noqa: E402
+from pydecode.integrations.processors import apply_warpers  # noqa: E402
 from pydecode.integrations.request_args import parse_request_args  # noqa: E402
 from pydecode.integrations.vllm.logits_processors import (  # noqa: E402
     PydecodeBansProcessor,
     PydecodeWarpersProcessor,
 )
+
+from tests.support.request_bans import RequestBans  # noqa: E402
 
 VOCAB = 40
 CONFIG = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB),

@@ -14,10 +14,11 @@ from vllm.v1.worker.gpu import buffer_utils  # noqa: E402
 from vllm.v1.worker.gpu.states import RequestState  # noqa: E402
 
 import pydecode  # noqa: E402
-from pydecode.integrations.processors import RequestBans  # noqa: E402
 from pydecode.integrations.request_args import parse_request_args  # noqa: E402
 from pydecode.integrations.vllm.logits_processors import PydecodeBansProcessor  # noqa: E402
 from pydecode.integrations.vllm.sampler_v2 import PydecodeV2Sampler, draw_params  # noqa: E402
+
+from tests.support.request_bans import RequestBans  # noqa: E402
 
 VOCAB, SLOTS = 50, 4
 BANS = {"no_repeat_ngram_size": 2, "bad_words_ids": "[[3, 4]]"}

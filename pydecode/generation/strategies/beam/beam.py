@@ -47,10 +47,10 @@ def check_beam_config(config, streamer=None) -> None:
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"num_beam_groups must be an integer >= 1, got {groups!r}")
     if num_beams % groups:
-        raise ValueError(f"num_beams ({num_beams}) must be divisible by num_beam_groups ({groups})")
+        raise ValueError(f"num_beams must be divisible by num_beam_groups ({groups}), got num_beams={num_beams}")
     diversity = config.diversity_penalty or 0.0
-    if diversity < 0:
-        raise ValueError(f"diversity_penalty must be >= 0, got {diversity}")
+    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not diversity >= 0:
+        raise ValueError(f"diversity_penalty must be a number >= 0, got {diversity!r}")
     if diversity > 0 and groups == 1:
         raise ValueError("diversity_penalty only acts between beam groups: set num_beam_groups > 1 "
                          f"(got num_beam_groups={groups})")
@@ -58,7 +58,7 @@ def check_beam_config(config, streamer=None) -> None:
         raise ValueError("diverse beam search (num_beam_groups > 1) cannot be combined with do_sample=True")
     returned = config.num_return_sequences or 1
     if returned > num_beams:
-        raise ValueError(f"num_return_sequences ({returned}) must be <= num_beams ({num_beams})")
+        raise ValueError(f"num_return_sequences must be an integer in [1, num_beams={num_beams}], got {returned}")
     if config.early_stopping not in (None, True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {config.early_stopping!r}")
     if streamer is not None:
@@ -110,16 +110,17 @@ class _BeamSearch:
         self.prompt_len = ctx.input_ids.shape[1]
         self.max_length = ctx.max_length
         self.device = ctx.input_ids.device
-        eos = ctx.eos_ids
-        self.eos = ctx.pipeline.eos_ids  # the call's eos tensor (None without eos)
-        self.k = max(2, 1 + len(eos)) * self.beams
+        self.eos = ctx.eos_ids  # (E,) or None
+        n_eos = len(self.eos) if self.eos is not None else 0
+        self.k = max(2, 1 + n_eos) * self.beams
         self.length_penalty = config.length_penalty if config.length_penalty is not None else 1.0
         self.early_stopping = config.early_stopping if config.early_stopping is not None else False
         self.do_sample = bool(config.do_sample)
-        self.min_keep = len(eos) + 1 if eos else 2
+        self.min_keep = n_eos + 1 if n_eos else 2
         B, N, L = self.batch, self.beams, self.max_length
-        # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset), -1 without eos
-        fill = ((ctx.pad_id or eos[0]) if eos else -1)
+        # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset), -1 without eos;
+        # read once, before the loop
+        fill = (ctx.pad_id or int(self.eos[0])) if n_eos else -1
         self.running = torch.full((B * N, L), fill, dtype=torch.long, device=self.device)
         self.running[:, : self.prompt_len] = ctx.input_ids
         self.running_scores = torch.zeros(B, N, device=self.device)

@@ -129,7 +129,7 @@ class BeamState:
         self.is_finished.fill_(False)
         self.may_improve.fill_(True)
         self.done.fill_(False)
-        self.eos = ctx.pipeline.eos_ids
+        self.eos = ctx.eos_ids
         return positions
 
 
@@ -276,21 +276,22 @@ def run(ctx: DecodeContext, settings: dict):
     belongs to the compiled step and the next call)."""
     check_built_call(ctx)
     config = ctx.config
-    B, N, eos = ctx.batch, ctx.expand, ctx.eos_ids
+    B, N = ctx.batch, ctx.expand
+    n_eos = len(ctx.eos_ids) if ctx.eos_ids is not None else 0
     keep = {name: [] if config.return_dict_in_generate and getattr(config, f"output_{name}") else None
             for name in ("scores", "logits")}
     beam = BeamSettings(
-        batch=B, beams=N, k=max(2, 1 + len(eos)) * N,
+        batch=B, beams=N, k=max(2, 1 + n_eos) * N,
         length_penalty=float(config.length_penalty if config.length_penalty is not None else 1.0),
         early_stopping=config.early_stopping if config.early_stopping is not None else False,
         do_sample=bool(config.do_sample), renormalize=bool(config.renormalize_logits),
-        min_keep=len(eos) + 1 if eos else 2, record=bool(config.return_dict_in_generate))
+        min_keep=n_eos + 1 if n_eos else 2, record=bool(config.return_dict_in_generate))
     graph = DecodeGraph.get(ctx, settings, beam_step, astuple(beam))
     if graph.state is None:
         graph.state = BeamState(B, N, graph.bucket, ctx.input_ids.device)
     state = graph.state
     # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset), -1 without eos
-    positions = state.refill(ctx, (ctx.pad_id or eos[0]) if eos else -1)
+    positions = state.refill(ctx, (ctx.pad_id or int(ctx.eos_ids[0])) if n_eos else -1)
     out, model_kwargs = forward_prompt(ctx, graph, state.mask, positions)
     pipeline, vocab = ctx.pipeline, out.logits.shape[-1]
     pipeline.prepare(vocab, out.logits.device)

@@ -39,7 +39,7 @@ def _group_pipeline(ctx: DecodeContext, rows: torch.Tensor) -> LogitsPipeline:
     if p.constraint is not None:  # transformers 4.x: the group's rows, its beams per prompt
         constraint = PrefixConstraint(p.constraint.fn, rows.shape[0], ctx.expand // int(ctx.config.num_beam_groups))
     return LogitsPipeline(config=ctx.config, params=params, prompt_ids=ctx.input_ids[rows], attention_mask=mask,
-                          eos_ids=p.eos_ids, logits_processor=p.logits_processor, backend=p.backend,
+                          eos_ids=ctx.eos_ids, logits_processor=p.logits_processor, backend=p.backend,
                           encoder_ids=p.extra.encoder_ids[rows], constraint=constraint)
 
 
@@ -93,8 +93,8 @@ class _GroupBeamSearch:
         self.size = self.beams // self.groups
         self.prompt_len, self.max_length = ctx.input_ids.shape[1], ctx.max_length
         self.device = device = ctx.input_ids.device
-        self.eos = ctx.pipeline.eos_ids  # the call's eos tensor (None without eos)
-        self.k = max(2, 1 + len(ctx.eos_ids)) * self.size
+        self.eos = ctx.eos_ids  # (E,) or None
+        self.k = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * self.size
         self.length_penalty = config.length_penalty if config.length_penalty is not None else 1.0
         self.early_stopping = config.early_stopping if config.early_stopping is not None else False
         self.diversity = float(config.diversity_penalty or 0.0)
@@ -250,7 +250,7 @@ class _GroupBeamSearch:
         out_len = min(int(lengths.max()) + 1, L)  # read once, after the loop
         positions = torch.arange(out_len, device=self.device)[None, :]
         sequences = torch.where(positions < lengths[:, None], seqs[:, :out_len], self.pad)
-        closing = ctx.eos_ids[0] if ctx.eos_ids else self.pad
+        closing = self.eos[0] if self.eos is not None else self.pad
         sequences = torch.where(positions == lengths[:, None], closing, sequences)
         if not config.return_dict_in_generate:
             return sequences

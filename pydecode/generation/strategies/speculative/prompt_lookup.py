@@ -33,7 +33,7 @@ def check_prompt_lookup(config) -> tuple[int, int]:
 def run(ctx: DecodeContext):
     """Prompt-lookup decoding (see :mod:`.speculative` for the loop)."""
     num_tokens, ngram = check_prompt_lookup(ctx.config)
-    return run_speculative(ctx, LookupProposer(num_tokens, ngram, ctx.pipeline.eos_ids))
+    return run_speculative(ctx, LookupProposer(num_tokens, ngram, ctx.eos_ids))
 
 
 def lookup_drafts(history: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor, max_ngram: int, k: int,

@@ -1,4 +1,4 @@
-// CUDA adapter of beam_topk: check tensors, take the stream, call beam/kernel.cuh.
+// CUDA adapter of beam_topk: check tensors, take the stream, call beam_topk/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

@@ -1,5 +1,5 @@
 // CUDA adapter of the degeneration_score op: check tensors, dispatch the dtype, take the stream, call
-// contrastive/kernel.cuh.
+// degeneration_score/kernel.cuh.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

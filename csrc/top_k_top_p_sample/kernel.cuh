@@ -1,5 +1,6 @@
-// CUDA kernels of the sampling ops: templates on raw pointers + stream, returning cudaError_t; no torch types.
-// Semantics are those of pydecode/ops/sample/reference.py; the ATen adapter is csrc/sampling/cuda.cu.
+// CUDA kernel of top_k_top_p_sample (and top_k_top_p_sample_logprobs): a template on raw pointers + stream,
+// returning cudaError_t; no torch types. Semantics are those of pydecode/ops/sample/reference.py; the ATen
+// adapter is cuda.cu.
 //
 // sample: one block per row, each pass a strided loop over the row with block-wide reductions (the row stays in L2):
 //   1. max and argmax of x = sanitize(logit) / temperature (greedy rows stop here);
@@ -18,82 +19,16 @@
 //      mass, and the input row's log-sum-exp).
 // Top-p ties at the pivot value are all kept. Temperature uses __fdiv_rn so --use_fast_math keeps it exact.
 #pragma once
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "pydecode/block_reduce.cuh"
 #include "pydecode/common.h"
 #include "pydecode/radix_select.cuh"
 
 namespace pydecode {
 namespace cuda_detail {
-
-constexpr int kThreads = 512;
-constexpr int kWarps = kThreads / 32;
-
-__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-
-template <typename T>
-__device__ __forceinline__ float sanitized(const T* row, int64_t i) {
-  const float x = load(row, i);
-  return isnan(x) ? -INFINITY : x;
-}
-
-struct ArgMax {
-  float value;
-  int64_t index;
-};
-
-// Larger value wins; equal values go to the lower index (torch.argmax's first maximum). NaN never enters.
-__device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
-  return (b.value > a.value || (b.value == a.value && b.index < a.index)) ? b : a;
-}
-
-// Block-wide argmax; every thread gets the result. `shared` holds kWarps entries.
-__device__ ArgMax block_argmax(ArgMax a, ArgMax* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    ArgMax other{__shfl_down_sync(0xFFFFFFFFu, a.value, offset), __shfl_down_sync(0xFFFFFFFFu, a.index, offset)};
-    a = better(a, other);
-  }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // shared may still be read by a previous call
-  if (lane == 0) shared[warp] = a;
-  __syncthreads();
-  ArgMax result = shared[0];
-  for (int w = 1; w < kWarps; ++w) result = better(result, shared[w]);
-  return result;
-}
-
-// Block-wide float sum in a fixed order (deterministic); every thread gets the result.
-__device__ float block_sum(float v, float* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xFFFFFFFFu, v, offset);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = 0.0f;
-  for (int w = 0; w < kWarps; ++w) total += shared[w];
-  return total;
-}
-
-struct LogNormalizer {
-  float max, log_z;  // log_softmax(x)[i] = (x[i] - max) - log_z
-};
-
-// The sanitized row's log-softmax normaliser; every thread gets it (NaN log_z when nothing is finite or one is +inf).
-template <typename T>
-__device__ LogNormalizer block_log_normalizer(const T* row, int64_t vocab, ArgMax* reduce, float* sums) {
-  ArgMax best{-INFINITY, vocab};
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{sanitized(row, i), i});
-  const float row_max = block_argmax(best, reduce).value;
-  float partial = 0.0f;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) partial += expf(sanitized(row, i) - row_max);
-  return {row_max, logf(block_sum(partial, sums))};
-}
 
 // Largest value tau with weight(value >= tau) >= target, over i in [0, n) (weight(i) == 0 excludes an entry).
 // relative: target is a fraction of the total weight. Returns -inf when the total falls short (keep all).
@@ -317,58 +252,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* logits, int64
   }
 }
 
-// Grid (row, vocab chunk); rows without any penalty return at once.
-__global__ void penalties_kernel(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t vocab,
-                                 const float* repetition, float repetition_val, const float* frequency,
-                                 float frequency_val, const float* presence, float presence_val) {
-  const int64_t b = blockIdx.y;
-  const float rep = row_param(repetition, repetition_val, b);
-  const float freq = row_param(frequency, frequency_val, b);
-  const float pres = row_param(presence, presence_val, b);
-  if (rep == 1.0f && freq == 0.0f && pres == 0.0f) return;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= vocab) return;
-  const int64_t at = b * vocab + i;
-  const int32_t c = counts[at];
-  float v = logits[at];
-  if (rep != 1.0f && (c > 0 || (prompt_mask && prompt_mask[at]))) v = v < 0.0f ? __fmul_rn(v, rep) : __fdiv_rn(v, rep);
-  logits[at] = __fsub_rn(v, __fadd_rn(__fmul_rn(freq, static_cast<float>(c)), c > 0 ? pres : 0.0f));
-}
-
-__global__ void record_kernel(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (b < batch && tokens[b] >= 0 && tokens[b] < vocab) counts[b * vocab + tokens[b]] += 1;
-}
-
-// One block per row: max, sum-exp, the chosen token, then top_n rounds of "next largest after the previous".
-template <typename T>
-__global__ void __launch_bounds__(kThreads) logprobs_kernel(const T* logits, const int64_t* tokens, int64_t vocab,
-                                                            int64_t top_n, float* chosen, float* top_values,
-                                                            int64_t* top_ids) {
-  __shared__ ArgMax reduce[kWarps];
-  __shared__ float sums[kWarps];
-  const int64_t b = blockIdx.x;
-  const T* row = logits + b * vocab;
-  const LogNormalizer norm = block_log_normalizer(row, vocab, reduce, sums);
-  const float row_max = norm.max, log_z = norm.log_z;
-  const int64_t tok = tokens[b];
-  if (threadIdx.x == 0) chosen[b] = (tok >= 0 && tok < vocab) ? (sanitized(row, tok) - row_max) - log_z : NAN;
-  ArgMax previous{INFINITY, -1};
-  for (int64_t j = 0; j < top_n; ++j) {
-    ArgMax next{-INFINITY, vocab};
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-      const float v = sanitized(row, i);
-      if (v < previous.value || (v == previous.value && i > previous.index)) next = better(next, ArgMax{v, i});
-    }
-    next = block_argmax(next, reduce);
-    if (threadIdx.x == 0) {
-      top_values[b * top_n + j] = (next.value - row_max) - log_z;
-      top_ids[b * top_n + j] = next.index;
-    }
-    previous = next;
-  }
-}
-
 }  // namespace cuda_detail
 
 // out[b] = the token drawn for row b of logits (batch, vocab); T is float, __half or __nv_bfloat16.
@@ -380,39 +263,6 @@ cudaError_t sample_cuda(const T* logits, int64_t batch, int64_t vocab, const Sam
   if (batch == 0) return cudaSuccess;
   cuda_detail::sample_kernel<T><<<static_cast<unsigned>(batch), cuda_detail::kThreads, 0, stream>>>(
       logits, vocab, params, out, logprob, processed_logprob);
-  return cudaGetLastError();
-}
-
-// Repetition / frequency / presence penalties in place on float32 logits (batch, vocab); prompt_mask may be null.
-inline cudaError_t penalties_cuda(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t batch,
-                                  int64_t vocab, const float* repetition, float repetition_val,
-                                  const float* frequency, float frequency_val, const float* presence,
-                                  float presence_val, cudaStream_t stream) {
-  if (batch == 0) return cudaSuccess;
-  constexpr int kBlock = 256;
-  const dim3 grid(static_cast<unsigned>((vocab + kBlock - 1) / kBlock), static_cast<unsigned>(batch));
-  cuda_detail::penalties_kernel<<<grid, kBlock, 0, stream>>>(logits, counts, prompt_mask, vocab, repetition,
-                                                             repetition_val, frequency, frequency_val, presence,
-                                                             presence_val);
-  return cudaGetLastError();
-}
-
-// counts[b, tokens[b]] += 1; tokens outside [0, vocab) are ignored.
-inline cudaError_t record_cuda(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab,
-                               cudaStream_t stream) {
-  if (batch == 0) return cudaSuccess;
-  const unsigned blocks = static_cast<unsigned>((batch + 255) / 256);
-  cuda_detail::record_kernel<<<blocks, 256, 0, stream>>>(counts, tokens, batch, vocab);
-  return cudaGetLastError();
-}
-
-// chosen[b] = log_softmax(logits[b])[tokens[b]]; top_values / top_ids (batch, top_n), descending, ties to lower id.
-template <typename T>
-cudaError_t logprobs_cuda(const T* logits, const int64_t* tokens, int64_t batch, int64_t vocab, int64_t top_n,
-                          float* chosen, float* top_values, int64_t* top_ids, cudaStream_t stream) {
-  if (batch == 0) return cudaSuccess;
-  cuda_detail::logprobs_kernel<T><<<static_cast<unsigned>(batch), cuda_detail::kThreads, 0, stream>>>(
-      logits, tokens, vocab, top_n, chosen, top_values, top_ids);
   return cudaGetLastError();
 }
 

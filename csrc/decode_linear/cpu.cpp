@@ -1,5 +1,5 @@
 // CPU adapter of the decode_linear op: check tensors, split the weight rows over the intra-op threads, call
-// linear/kernel.h (float32: its AVX2 + FMA variant where the CPU has it; bfloat16: its AVX-512 BF16 variant;
+// decode_linear/kernel.h (float32: its AVX2 + FMA variant where the CPU has it; bfloat16: its AVX-512 BF16 variant;
 // cpu_features.h), add the bias in float32 and round once to the input's dtype.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -1,4 +1,4 @@
-// CPU adapter of beam_topk: check tensors, convert to float32, call beam/kernel.h.
+// CPU adapter of beam_topk: check tensors, convert to float32, call beam_topk/kernel.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

@@ -1,5 +1,5 @@
-// CPU kernels of the sampling ops: plain C++ on raw pointers, OpenMP across rows. Semantics are those of
-// pydecode/ops/sample/reference.py (see there); the ATen adapter is csrc/sampling/cpu.cpp.
+// CPU kernel of top_k_top_p_sample (and top_k_top_p_sample_logprobs): plain C++ on raw pointers, OpenMP across
+// rows. Semantics are those of pydecode/ops/sample/reference.py (see there); the ATen adapter is cpu.cpp.
 //
 // sample, per row, over a float32 scratch copy x = sanitize(logits) / temperature:
 //   1. one pass: x and its max M (argmax for greedy rows; no finite logit -> token 0);
@@ -20,45 +20,10 @@
 #include <vector>
 
 #include "pydecode/common.h"
+#include "pydecode/cpu_logits.h"
 #include "pydecode/cpu_math.h"
 
 namespace pydecode {
-
-struct Half { uint16_t bits; };      // IEEE binary16 storage, layout-compatible with at::Half
-struct BFloat16 { uint16_t bits; };  // bfloat16 storage, layout-compatible with at::BFloat16
-
-inline float to_float(float x) { return x; }
-inline float to_float(BFloat16 x) {
-  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, sizeof(f));
-  return f;
-}
-inline float to_float(Half x) {
-  const uint32_t sign = static_cast<uint32_t>(x.bits & 0x8000u) << 16;
-  const uint32_t exponent = (x.bits >> 10) & 0x1Fu, mantissa = x.bits & 0x3FFu;
-  uint32_t u;
-  if (exponent == 0x1F) {
-    u = sign | 0x7F800000u | (mantissa << 13);
-  } else if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
-    const float f = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
-    return sign ? -f : f;
-  } else {
-    u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-  }
-  float f;
-  __builtin_memcpy(&f, &u, sizeof(f));
-  return f;
-}
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr float kPosInf = std::numeric_limits<float>::infinity();
-
-template <typename T>
-inline float sanitized(T raw) {
-  const float x = to_float(raw);
-  return std::isnan(x) ? kNegInf : x;
-}
 
 // Scratch of one thread for rows of `vocab` entries.
 struct SampleScratch {
@@ -117,23 +82,6 @@ int64_t greedy_row(const T* logits, int64_t vocab) {
     }
   }
   return 0;
-}
-
-// log_softmax(row)[i] = (x_i - max) - log_z, in that order: max + log_z rounded at max's scale would lose float32
-// ulps of a large logit. NaN log_z when no logit is finite or one is +inf (as log_softmax gives).
-struct LogNormalizer {
-  float max, log_z;
-  float at(float x) const { return (x - max) - log_z; }
-};
-
-template <typename T>
-LogNormalizer row_log_normalizer(const T* logits, int64_t vocab) {
-  float row_max = kNegInf;  // std::max(m, NaN) keeps m, and exp_nonpositive counts NaN as -inf: no sanitizing needed
-#pragma omp simd reduction(max : row_max)
-  for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, to_float(logits[i]));
-  if (!std::isfinite(row_max)) return {row_max, std::numeric_limits<float>::quiet_NaN()};
-  const double z = exp_sum(vocab, row_max, [logits](int64_t i) { return to_float(logits[i]); });
-  return {row_max, static_cast<float>(std::log(z))};
 }
 
 // The drawn token and, when asked for, its log-probability under the input and under the processed distribution.
@@ -232,63 +180,6 @@ void sample_cpu(const T* logits, int64_t batch, int64_t vocab, const SampleParam
         processed_logprob[b] = d.processed_logprob;
       }
     }
-  }
-}
-
-// Repetition / frequency / presence penalties in place on float32 logits (batch, vocab); prompt_mask may be null.
-inline void penalties_cpu(float* logits, const int32_t* counts, const bool* prompt_mask, int64_t batch,
-                          int64_t vocab, const float* repetition, float repetition_val, const float* frequency,
-                          float frequency_val, const float* presence, float presence_val) {
-#pragma omp parallel for schedule(static) if (batch * vocab > (1 << 16))
-  for (int64_t b = 0; b < batch; ++b) {
-    const float rep = row_param(repetition, repetition_val, b);
-    const float freq = row_param(frequency, frequency_val, b);
-    const float pres = row_param(presence, presence_val, b);
-    if (rep == 1.0f && freq == 0.0f && pres == 0.0f) continue;
-    float* x = logits + b * vocab;
-    const int32_t* c = counts + b * vocab;
-    const bool* prompt = prompt_mask ? prompt_mask + b * vocab : nullptr;
-    for (int64_t i = 0; i < vocab; ++i) {
-      const bool generated = c[i] > 0;
-      float v = x[i];
-      if (rep != 1.0f && (generated || (prompt && prompt[i]))) v = v < 0.0f ? v * rep : v / rep;
-      x[i] = v - (freq * static_cast<float>(c[i]) + pres * (generated ? 1.0f : 0.0f));
-    }
-  }
-}
-
-// counts[b, tokens[b]] += 1; tokens outside [0, vocab) are ignored.
-inline void record_cpu(int32_t* counts, const int64_t* tokens, int64_t batch, int64_t vocab) {
-  for (int64_t b = 0; b < batch; ++b) {
-    if (tokens[b] >= 0 && tokens[b] < vocab) counts[b * vocab + tokens[b]] += 1;
-  }
-}
-
-// chosen[b] = log_softmax(logits[b])[tokens[b]] (NaN for a token outside [0, vocab)); top_values / top_ids
-// (batch, top_n) the top_n best in descending order, ties to the lower id.
-template <typename T>
-void logprobs_cpu(const T* logits, const int64_t* tokens, int64_t batch, int64_t vocab, int64_t top_n,
-                  float* chosen, float* top_values, int64_t* top_ids) {
-#pragma omp parallel for schedule(dynamic, 1) if (batch > 1)
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* row = logits + b * vocab;
-    const LogNormalizer norm = row_log_normalizer(row, vocab);
-    const int64_t tok = tokens[b];
-    chosen[b] = (tok >= 0 && tok < vocab) ? norm.at(sanitized(row[tok])) : std::numeric_limits<float>::quiet_NaN();
-    if (top_n == 0) continue;
-    float* vals = top_values + b * top_n;
-    int64_t* ids = top_ids + b * top_n;
-    int64_t filled = 0;
-    for (int64_t i = 0; i < vocab; ++i) {  // insertion into the sorted top_n list
-      const float v = sanitized(row[i]);
-      if (filled == top_n && !(v > vals[top_n - 1])) continue;
-      int64_t pos = std::min(filled, top_n - 1);
-      for (; pos > 0 && v > vals[pos - 1]; --pos) { vals[pos] = vals[pos - 1]; ids[pos] = ids[pos - 1]; }
-      vals[pos] = v;
-      ids[pos] = i;
-      filled = std::min(filled + 1, top_n);
-    }
-    for (int64_t j = 0; j < top_n; ++j) vals[j] = norm.at(vals[j]);
   }
 }
 

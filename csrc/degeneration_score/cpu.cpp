@@ -1,4 +1,4 @@
-// CPU adapter of the degeneration_score op: check tensors, dispatch the dtype, call contrastive/kernel.h.
+// CPU adapter of the degeneration_score op: check tensors, dispatch the dtype, call degeneration_score/kernel.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../sampling/kernel.h"  // Half, BFloat16, to_float
+#include "pydecode/cpu_logits.h"
 
 namespace pydecode {
 
