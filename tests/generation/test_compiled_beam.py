@@ -155,17 +155,24 @@ def test_choose_names_the_compiled_runner_before_anything_is_built(config, compi
         assert choose(generation_config, model, {}, None, {}).compiled == compiled
 
 
-@pytest.mark.xfail(strict=True, reason="known: under Inductor (not under Dynamo alone) the beams part from eager's "
-                   "after the first compiled step (same logits at step 1, other beam_indices and ~2e-3 other "
-                   "sequences_scores after); suspected: the in-place beam reorder of the static cache")
 def test_inductor_beam_search_matches_eager():
-    """Inductor (slow): fp32 beam search and beam sampling tokens equal eager pydecode's."""
+    """Inductor (slow): fp32 beam search tokens equal eager pydecode's."""
     model = tiny_model("gpt2")
     ids, mask = padded_batch()
-    for kwargs in (dict(num_beams=3, num_return_sequences=2, eos_token_id=EOS_LIST, do_sample=False),
-                   dict(num_beams=2, eos_token_id=EOS_LIST, do_sample=True, seed=1, top_p=0.9)):
-        eager, compiled = both(model, ids, mask, True, max_new_tokens=10, **kwargs)
-        assert torch.equal(compiled, eager)
+    eager, compiled = both(model, ids, mask, True, max_new_tokens=10, num_beams=3, num_return_sequences=2,
+                           eos_token_id=EOS_LIST, do_sample=False)
+    assert torch.equal(compiled, eager)
+
+
+def test_beam_sampling_graph_matches_eager_before_code_generation():
+    """Beam sampling's compiled graph (AOT autograd, no Inductor code generation) draws eager's tokens. Under Inductor
+    they may part: its generated log / softmax differ from ATen's in the last bit (the counter-based random bits are
+    equal, the Gumbel noise differs by 1 ulp in ~1 of 7 values), which moves near-tied samples; README says so."""
+    model = tiny_model("gpt2")
+    ids, mask = padded_batch()
+    eager, compiled = both(model, ids, mask, {"backend": "aot_eager"}, max_new_tokens=10, num_beams=2,
+                           eos_token_id=EOS_LIST, do_sample=True, seed=1, top_p=0.9)
+    assert torch.equal(compiled, eager)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (benchmarks/gpu_run.sh runs this)")
