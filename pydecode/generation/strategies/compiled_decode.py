@@ -21,7 +21,8 @@ import torch
 import torch._inductor.config as inductor_config
 from transformers import StaticCache
 
-from ...cache import KiviCache
+from ...cache import KiviCache, StaticKiviCache
+from ...cache.static_kivi import settings as kivi_settings
 from ...ops.backends import resolve
 from ...ops.random import position_seeds
 from ...ops.sample import sample_unchecked
@@ -37,15 +38,14 @@ def check_compilable(ctx: DecodeContext) -> None:
     if ctx.runs != "sample":
         raise NotImplementedError(f"compile=True runs greedy decoding and sampling, not the {ctx.strategy!r} "
                                   "strategy; call generate without compile for it")
-    if isinstance(runner.cache, KiviCache):
-        raise NotImplementedError("compile=True does not run the KIVI cache: its packed store grows by a group of "
-                                  "tokens at a time (shapes that change step to step, which a fixed graph cannot hold)")
     if getattr(ctx.model.config, "is_encoder_decoder", False):
         raise NotImplementedError("compile=True runs decoder-only models; call generate without compile for "
                                   "encoder-decoder models")
+    kivi = isinstance(runner.cache, KiviCache) and config.cache_implementation == "kivi"  # StaticKiviCache runs it
     unsupported = {
-        "a cache passed in (past_key_values) or cache_implementation": runner.cache.get_seq_length() > 0
-        or type(runner.cache).__name__ != "DynamicCache" or config.cache_implementation is not None,
+        "a cache passed in (past_key_values) or cache_implementation": not kivi and (
+            runner.cache.get_seq_length() > 0 or type(runner.cache).__name__ != "DynamicCache"
+            or config.cache_implementation is not None),
         "use_cache=False": not config.use_cache,
         "inputs_embeds": runner.prompt_embeds is not None,
         "prefill_chunk_size": runner.prefill_chunk is not None,
@@ -67,8 +67,9 @@ def check_compilable(ctx: DecodeContext) -> None:
 class DecodeGraph:
     """The compiled decoding step of one (model, rows, bucket, dtype, device, options) and its static cache."""
 
-    def __init__(self, model, bucket: int, settings: dict, device, backend):
-        self.cache = StaticCache(config=model.config, max_cache_len=bucket)
+    def __init__(self, model, bucket: int, settings: dict, device, backend, kivi: KiviCache | None = None):
+        self.cache = (StaticKiviCache.like(kivi, model.config, bucket) if kivi is not None
+                      else StaticCache(config=model.config, max_cache_len=bucket))
         self.bucket = bucket
         self.inductor_patch = inductor_patch(device, backend, settings.get("decode_linear", True))
         # decode_step under a code object of its own: dynamo keeps graphs, and counts them toward its recompile
@@ -88,9 +89,10 @@ class DecodeGraph:
         rows, device = ctx.input_ids.shape[0], ctx.input_ids.device
         bucket = bucket_for(ctx.max_length)
         per_model = COMPILED.setdefault(ctx.model, {})
-        key = cache_key(settings, rows, bucket, ctx.model.dtype, device)
+        kivi = ctx.runner.cache if isinstance(ctx.runner.cache, KiviCache) else None
+        key = cache_key(settings, rows, bucket, ctx.model.dtype, device) + (kivi_settings(kivi) if kivi else None,)
         if key not in per_model:
-            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend)
+            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend, kivi)
         graph = per_model[key]
         graph.cache.reset()
         return graph
