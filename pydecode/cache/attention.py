@@ -85,5 +85,5 @@ def _static_attention(module, query, handle: StaticKiviHandle, attention_mask, m
         layer.storage_mask(mask[:, -1])[:, None].expand(-1, query.shape[2], -1),
         layer.capacity, layer.residual_keys.shape[2], scale, layer.nbits, layer.group_size, layer.backend,
     ).transpose(1, 2)
-    layer.flush()
+    layer.flush(mask[:, -1])
     return out

@@ -154,14 +154,16 @@ class StaticKiviLayer(CacheLayerMixin):
         last = valid.shape[1] - 1
         return used & valid.index_select(1, positions.clamp(max=last))
 
-    def flush(self) -> None:
+    def flush(self, valid: torch.Tensor) -> None:
         """Pack the oldest ``G`` recent tokens and commit them where the residual holds ``max(R, G)`` recent ones
-        (the moment of :meth:`KiviLayer.flush` in decoding; those tokens are never padding: they follow the sinks)."""
+        (the moment of :meth:`KiviLayer.flush` in decoding); ``valid (B, positions)`` leaves padding (which the first
+        groups hold when there are no sinks) out of the key ranges."""
         g, f = self.group_size, 32 // self.nbits
         commit = (self.n_residual - self.n_sink) == self.recent_capacity
         oldest = self.n_sink + torch.arange(g, device=self.device)
+        positions = (oldest + self.n_quant).clamp(max=valid.shape[1] - 1)
         packed = pack_tokens(self.residual_keys.index_select(2, oldest), self.residual_values.index_select(2, oldest),
-                             None, self)
+                             valid.index_select(1, positions), self)
         for (name, unit), src in zip(_PACKED_FIELDS, packed):
             step = {"word": f, "group": g, "token": 1}[unit]
             store = getattr(self, name)
