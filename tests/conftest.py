@@ -64,6 +64,7 @@ SLOW_TESTS = (
     "test_compiled_decode.py::test_greedy_matches_eager_and_transformers",
     "test_compiled_decode.py::test_seeded_sampling_matches_eager",
     "test_compiled_decode.py::test_inductor_graph_is_reused_across_calls",
+    "test_static_kivi.py::test_compiled_kivi_with_inductor_matches_eager",
 )
 
 

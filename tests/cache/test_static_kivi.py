@@ -118,22 +118,15 @@ def _static_layers(model) -> list[StaticKiviLayer]:
 
 def test_compiled_kivi_matches_eager_in_one_graph():
     """Dynamo alone: greedy tokens equal eager KIVI decoding's with padding and eos over lengths crossing several
-    group boundaries, in one graph (reused by a second call of the bucket, no break); without eos the first layer's
-    packed state equals the eager cache's bit for bit (its keys depend on the tokens alone)."""
+    group boundaries, in one graph (reused by a second call of the bucket), without graph breaks; without eos (no
+    row removed by eager decoding) the first layer's packed state equals the eager cache's bit for bit (its keys
+    depend on the tokens alone)."""
     model = tiny_model("llama")
     clear_compiled(model)
     ids, mask = padded_batch()
     settings = {"backend": "eager"}
     before, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     kwargs = dict(do_sample=False, cache_implementation="kivi", cache_config=KIVI)
-    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=50, return_dict_in_generate=True,
-                            **kwargs)
-    compiled = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=50, compile=settings, **kwargs)
-    assert torch.equal(compiled, out.sequences)
-    eager_layer, static_layer = out.past_key_values.layers[0], _static_layers(model)[0]
-    assert eager_layer.n_quant >= 3 * KIVI["group_size"]
-    valid = torch.cat([mask, mask.new_ones(mask.shape[0], 49)], dim=1).bool()
-    _assert_same_state(eager_layer, static_layer, valid)
     for length, new in ((9, 23), (12, 40)):
         longer, longer_mask = padded_batch(length=length, seed=length)
         eager = pydecode.generate(model, longer, attention_mask=longer_mask, max_new_tokens=new,
@@ -142,6 +135,14 @@ def test_compiled_kivi_matches_eager_in_one_graph():
                                      eos_token_id=EOS_LIST, compile=settings, **kwargs)
         assert torch.equal(compiled, eager)
     assert counters["stats"]["unique_graphs"] - before == 1, "one graph for every call of the bucket"
+    out = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=50, return_dict_in_generate=True,
+                            **kwargs)
+    compiled = pydecode.generate(model, ids, attention_mask=mask, max_new_tokens=50, compile=settings, **kwargs)
+    assert torch.equal(compiled, out.sequences)
+    eager_layer, static_layer = out.past_key_values.layers[0], _static_layers(model)[0]
+    assert eager_layer.n_quant >= 3 * KIVI["group_size"]
+    valid = torch.cat([mask, mask.new_ones(mask.shape[0], 49)], dim=1).bool()
+    _assert_same_state(eager_layer, static_layer, valid)
     assert sum(counters["graph_break"].values()) == breaks
     assert model.config._attn_implementation != "kivi"  # the attention switch is undone after the call
 
