@@ -63,10 +63,6 @@ def kivi_attention_forward(
     return out, None
 
 
-AttentionInterface.register(ATTENTION_NAME, kivi_attention_forward)
-AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-
-
 def _static_attention(module, query, handle: StaticKiviHandle, attention_mask, mask, scale, **kwargs) -> torch.Tensor:
     """The paths above on a static layer, whose ``attention_mask`` spans every slot of the bucket."""
     layer = handle.layer
@@ -87,3 +83,7 @@ def _static_attention(module, query, handle: StaticKiviHandle, attention_mask, m
     ).transpose(1, 2)
     layer.flush(mask[:, -1])
     return out
+
+
+AttentionInterface.register(ATTENTION_NAME, kivi_attention_forward)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
