@@ -67,6 +67,7 @@ SLOW_TESTS = (
     "test_compiled_decode.py::test_cpu_passes_route_matmuls_and_drop_grouped_attention_copies",
     "test_compiled_decode.py::test_cpu_passes_route_bfloat16_matmuls_where_the_cpu_has_bf16_dot_products",
     "test_compiled_beam.py::test_inductor_beam_search_matches_eager",
+    "test_static_kivi.py::test_compiled_kivi_with_inductor_matches_eager",
 )
 
 

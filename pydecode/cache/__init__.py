@@ -26,10 +26,11 @@ import torch
 from ..ops.kivi import DEFAULT_SINK_LENGTH, kivi_attention, kivi_pack, validate_kivi_config
 from .attention import ATTENTION_NAME, kivi_attention_forward
 from .kivi import KiviCache, KiviHandle, KiviLayer
+from .static_kivi import StaticKiviCache, StaticKiviLayer
 
 __all__ = [
-    "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "activate", "check_model", "kivi_attention",
-    "kivi_attention_forward", "kivi_pack", "make_cache",
+    "KiviCache", "KiviHandle", "KiviLayer", "SUPPORTED_MODEL_TYPES", "StaticKiviCache", "StaticKiviLayer", "activate",
+    "check_model", "kivi_attention", "kivi_attention_forward", "kivi_pack", "make_cache",
 ]
 
 # Models whose attention passes the cache's keys/values untouched to the attention function (checked by reading

@@ -50,6 +50,33 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def sink_prefix(sink_length: int, valid: torch.Tensor | None) -> int:
+    """Length of the exact prefix: ``sink_length`` plus the longest left padding of ``valid (B, N)`` (False = pad)."""
+    if sink_length == 0 or valid is None:
+        return sink_length
+    # Runs once per sequence, at the prompt's flush, so this host sync stays out of the decode steps.
+    return sink_length + int((~valid).int().cummin(dim=1).values.sum(dim=1).max())
+
+
+def flush_count(recent: int, group_size: int, residual_length: int) -> int:
+    """Tokens a flush packs when ``recent`` non-sink tokens sit in the residual: the oldest whole groups, once there
+    are ``R`` or more, leaving ``R - G`` to ``R - 1`` of them (``R = 0``: every whole group)."""
+    if recent < residual_length:
+        return 0
+    return min(group_size * ((recent - residual_length) // group_size + 1), group_size * (recent // group_size))
+
+
+def pack_tokens(keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None, layer) -> tuple:
+    """The six packed fields (order of ``_PACKED_FIELDS``) of ``keys``/``values (B, H, n, D)``, ``n`` a multiple
+    of G, with ``layer``'s settings (nbits, group_size, key_clipping, meta_dtype, backend); ``valid (B, n)`` or None
+    leaves padding out of the key ranges."""
+    g = layer.group_size
+    if layer.key_clipping:
+        keys = clip_key_groups(keys, valid, layer.nbits, g)
+    packed = kivi_pack(keys, valid, layer.nbits, g, True, layer.meta_dtype, layer.backend)
+    return packed + kivi_pack(values, None, layer.nbits, g, False, layer.meta_dtype, layer.backend)
+
+
 class KiviLayer(CacheLayerMixin):
     """One full-attention layer's KIVI cache (see the module docstring).
 
@@ -82,6 +109,7 @@ class KiviLayer(CacheLayerMixin):
         self.n_residual = 0  # tokens in the residual buffers, sinks included
         self.n_sink = 0  # exact prefix at the front of the residual (set when the first group is packed)
         self.capacity = 0  # tokens the packed store can hold
+        self.sinks_chosen = False  # n_sink is set at the first flush
 
     # --- transformers' layer API ---------------------------------------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -96,6 +124,7 @@ class KiviLayer(CacheLayerMixin):
         for name, _ in _PACKED_FIELDS:
             setattr(self, name, None)
         self.n_quant = self.n_residual = self.n_sink = self.capacity = 0
+        self.sinks_chosen = False
         self.is_initialized = True
         if self.max_length:
             self._reserve(self.max_length)
@@ -128,6 +157,7 @@ class KiviLayer(CacheLayerMixin):
 
     def reset(self) -> None:
         self.n_quant = self.n_residual = self.n_sink = 0
+        self.sinks_chosen = False
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a KIVI cache cannot be cropped: quantized tokens cannot be restored exactly")
@@ -159,24 +189,20 @@ class KiviLayer(CacheLayerMixin):
 
         ``valid`` is ``(B, n_quant + n_residual)`` bool over every cached position (False = padding) or None.
         """
-        if self.n_quant == 0:
-            self.n_sink = self._sink_prefix(valid)
-        s, g, big_r = self.n_sink, self.group_size, self.residual_length
-        r = self.n_residual - s
-        if r < big_r:
-            return
-        n = min(g * ((r - big_r) // g + 1), g * (r // g))
+        if not self.sinks_chosen:
+            # once, at the first flush (the prompt's): rows removed later must not move the group boundaries, so that
+            # the static cache of a compiled step (which keeps every row) packs the same groups
+            self.n_sink, self.sinks_chosen = sink_prefix(self.sink_length, valid), True
+        s = self.n_sink
+        n = flush_count(self.n_residual - s, self.group_size, self.residual_length)
         if n == 0:
             return
         start = self.n_quant
         self._reserve(start + n)
-        k, v = self.residual_keys[:, :, s:s + n], self.residual_values[:, :, s:s + n]
         token_valid = None if valid is None else valid[:, s + start:s + start + n]
-        if self.key_clipping:
-            k = clip_key_groups(k, token_valid, self.nbits, g)
-        packed = kivi_pack(k, token_valid, self.nbits, g, True, self.meta_dtype, self.backend)
-        packed += kivi_pack(v, None, self.nbits, g, False, self.meta_dtype, self.backend)
-        f = 32 // self.nbits
+        packed = pack_tokens(self.residual_keys[:, :, s:s + n], self.residual_values[:, :, s:s + n], token_valid,
+                             self)
+        f, g = 32 // self.nbits, self.group_size
         for (name, unit), src in zip(_PACKED_FIELDS, packed):
             step = {"word": f, "group": g, "token": 1}[unit]
             getattr(self, name)[:, :, start // step:(start + n) // step] = src
@@ -199,13 +225,6 @@ class KiviLayer(CacheLayerMixin):
         if mask is None or s == 0 or q == 0:
             return mask
         return torch.cat([mask[..., s:s + q], mask[..., :s], mask[..., s + q:]], dim=-1)
-
-    def _sink_prefix(self, valid: torch.Tensor | None) -> int:
-        """Length of the exact prefix: ``sink_length`` plus the longest left padding (from ``valid``)."""
-        if self.sink_length == 0 or valid is None:
-            return self.sink_length
-        # Runs only until the first group is packed (prefill), so this host sync stays out of the decode steps.
-        return self.sink_length + int((~valid).int().cummin(dim=1).values.sum(dim=1).max())
 
     def quantized_bytes_per_token(self) -> float:
         """Bytes one packed token costs in this layer, per sequence (codes + its share of scales and zeros)."""

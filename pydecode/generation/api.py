@@ -33,9 +33,9 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     compile_settings = check_compile(kwargs.pop("compile", False))
     ctx = prepare(model, input_ids if input_ids is not None else inputs, attention_mask, generation_config, streamer,
                   logits_processor, stopping_criteria, tokenizer, kwargs, compile_settings)
-    if ctx.compiled is not None:
-        return strategies.load_compiled(ctx.compiled)(ctx, compile_settings)
     with _attention_for(ctx.runner.cache, model):
+        if ctx.compiled is not None:
+            return strategies.load_compiled(ctx.compiled)(ctx, compile_settings)
         result = strategies.load(ctx.runs)(ctx)
     if isinstance(ctx.runner, EncoderDecoderRunner):
         return ctx.runner.finish_output(result, ctx.config)

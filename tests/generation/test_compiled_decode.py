@@ -60,7 +60,6 @@ def test_bad_compile_settings_raise_naming_compile(value, error):
 
 
 @pytest.mark.parametrize("kwargs, named", [
-    (dict(cache_implementation="kivi", cache_config={"nbits": 4, "group_size": 16, "residual_length": 16}), "KIVI"),
     (dict(penalty_alpha=0.6, top_k=4), "'contrastive' strategy"),
     (dict(use_cache=False), "use_cache=False"),
     (dict(return_dict_in_generate=True, output_scores=True), "return_dict_in_generate"),

@@ -14,7 +14,8 @@ import torch
 import torch._inductor.config as inductor_config
 from transformers import StaticCache
 
-from ...cache import KiviCache
+from ...cache import KiviCache, StaticKiviCache
+from ...cache.static_kivi import settings as kivi_settings
 from ..compile_options import COMPILED, bucket_for, cache_key, compile_kwargs
 from .compile_passes import inductor_patch
 
@@ -23,12 +24,10 @@ def check_built_call(ctx) -> None:
     """Raise ``NotImplementedError`` naming what a compiled step does not run among the pieces the call built (its
     cache, inputs and processors); the strategy and config checks ran in ``strategies.choose``."""
     runner, pipeline = ctx.runner, ctx.pipeline
-    if isinstance(runner.cache, KiviCache):
-        raise NotImplementedError("compile=True does not run the KIVI cache: its packed store grows by a group of "
-                                  "tokens at a time (shapes that change step to step, which a fixed graph cannot hold)")
+    kivi = isinstance(runner.cache, KiviCache) and ctx.config.cache_implementation == "kivi"  # StaticKiviCache runs it
     unsupported = {
-        "a cache passed in (past_key_values)": runner.cache.get_seq_length() > 0
-        or type(runner.cache).__name__ != "DynamicCache",
+        "a cache passed in (past_key_values)": not kivi and (
+            runner.cache.get_seq_length() > 0 or type(runner.cache).__name__ != "DynamicCache"),
         "inputs_embeds": runner.prompt_embeds is not None,
         "prefill_chunk_size": runner.prefill_chunk is not None,
         "per-position model inputs (token_type_ids, ...)": runner.positional is not None,
@@ -49,8 +48,9 @@ class DecodeGraph:
     """The compiled decoding step of one (step, model, rows, bucket, dtype, device, options), its static cache and
     its step state (``state``: None until the strategy allocates it on first use, then refilled in place)."""
 
-    def __init__(self, model, bucket: int, settings: dict, device, backend, step_fn):
-        self.cache = StaticCache(config=model.config, max_cache_len=bucket)
+    def __init__(self, model, bucket: int, settings: dict, device, backend, step_fn, kivi: KiviCache | None = None):
+        self.cache = (StaticKiviCache.like(kivi, model.config, bucket) if kivi is not None
+                      else StaticCache(config=model.config, max_cache_len=bucket))
         self.bucket = bucket
         self.state = None
         self.inductor_patch = inductor_patch(device, backend, settings.get("decode_linear", True))
@@ -72,9 +72,11 @@ class DecodeGraph:
         rows, device = ctx.input_ids.shape[0], ctx.input_ids.device
         bucket = bucket_for(ctx.max_length)
         per_model = COMPILED.setdefault(ctx.model, {})
-        key = (step_fn.__qualname__, signature, *cache_key(settings, rows, bucket, ctx.model.dtype, device))
+        kivi = ctx.runner.cache if isinstance(ctx.runner.cache, KiviCache) else None
+        key = (step_fn.__qualname__, signature, *cache_key(settings, rows, bucket, ctx.model.dtype, device),
+               kivi_settings(kivi) if kivi else None)
         if key not in per_model:
-            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend, step_fn)
+            per_model[key] = cls(ctx.model, bucket, settings, device, ctx.pipeline.backend, step_fn, kivi)
         graph = per_model[key]
         graph.cache.reset()
         return graph

@@ -100,11 +100,12 @@ def compiled_runner(runs: str, config, model) -> str:
     if getattr(model.config, "is_encoder_decoder", False):
         raise NotImplementedError("compile=True runs decoder-only models; call generate without compile for "
                                   "encoder-decoder models")
-    if config.cache_implementation == "kivi":
-        raise NotImplementedError("compile=True does not run the KIVI cache: its packed store grows by a group of "
-                                  "tokens at a time (shapes that change step to step, which a fixed graph cannot hold)")
+    kivi = config.cache_implementation == "kivi"  # greedy / sampling run it on a static KIVI cache
+    if kivi and runs != "sample":
+        raise NotImplementedError("compile=True runs the KIVI cache for greedy decoding and sampling only (its static "
+                                  "variant has no beam reorder); call generate without compile for it")
     unsupported = {
-        "cache_implementation": config.cache_implementation is not None,
+        "cache_implementation": config.cache_implementation is not None and not kivi,
         "use_cache=False": config.use_cache is False,
         "max_time": runs == "beam" and config.max_time is not None,
         "return_dict_in_generate": runs == "sample" and bool(config.return_dict_in_generate),

@@ -10,7 +10,8 @@ step and the attention mask are tensors, so no step recompiles. The host reads t
 steps in which some row was still unfinished), so the result equals eager decoding's.
 
 Supported: greedy decoding and sampling with the processors pydecode runs on the device (penalties, n-gram and
-bad-word bans, min length, forced tokens, suppression, ...), eos, padding, ``num_return_sequences``, a streamer.
+bad-word bans, min length, forced tokens, suppression, ...), eos, padding, ``num_return_sequences``, a streamer,
+the KIVI cache (``cache_implementation="kivi"``: :class:`pydecode.cache.StaticKiviCache`, the same packing).
 Anything else raises ``NotImplementedError`` naming it (the strategy and config in ``strategies.choose``, the built
 pieces in :func:`~pydecode.generation.model.compiled_step.check_built_call`). The step state lives in the cached graph
 and is refilled in place by each call (:mod:`~pydecode.generation.model.compiled_step`).
