@@ -6,6 +6,7 @@ and ``results/soak_kivi_cpu.csv`` (one row per KIVI cycle).
     python benchmarks/soak.py                               # KIVI at 32k tokens x 20, then 2,000 calls on SmolLM2
     python benchmarks/soak.py --calls 300 --kivi-cycles 5   # a shorter run
     python benchmarks/soak.py --max-seconds 1800            # as many calls as 30 minutes allow (a loaded machine)
+    python benchmarks/soak.py --max-batch 2 --max-prompt 16 --max-new-tokens 3   # 2,000 short calls (a loaded machine)
 
 Memory is flat when the least-squares slope of RSS over the calls after the warm-up is near 0 (reported in KiB per
 call: a leak of one 49152-entry float32 row per call would show as 192 KiB/call). The warm-up is ``--warmup`` calls,
@@ -17,6 +18,8 @@ import argparse
 import csv
 import gc
 import os
+import platform
+import sys
 import threading
 import time
 from pathlib import Path
@@ -60,13 +63,16 @@ def slope(xs, ys) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
-def one_call(model, vocab, i, gen):
-    """Call ``i``: batch 1-4, prompt 4-64 tokens with left padding, 1-16 new tokens, the i-th strategy."""
-    batch, length = 1 + i % 4, 4 + (i * 7) % 61
+def one_call(model, vocab, i, gen, max_batch=4, max_prompt=64, max_new_tokens=16):
+    """Call ``i``: the i-th strategy, batch 1-``max_batch`` (the first row left-padded), prompt 4-``max_prompt``
+    tokens, 1-``max_new_tokens`` new tokens."""
+    # the batch steps once per strategy cycle, so that every strategy meets every batch size
+    batch = 1 + (i // len(STRATEGIES)) % max_batch
+    length = 4 + (i * 7) % (max_prompt - 3)
     ids = torch.randint(10, vocab, (batch, length), generator=gen)
     mask = torch.ones_like(ids)
     mask[0, : length // 3] = 0
-    kwargs = dict(STRATEGIES[i % len(STRATEGIES)], max_new_tokens=1 + (i * 5) % 16, seed=i)
+    kwargs = dict(STRATEGIES[i % len(STRATEGIES)], max_new_tokens=1 + (i * 5) % max_new_tokens, seed=i)
     if not kwargs.get("do_sample"):
         kwargs.pop("seed")
     pydecode.generate(model, ids, attention_mask=mask, pad_token_id=0, **kwargs)
@@ -92,11 +98,18 @@ def main():
     parser.add_argument("--sample-every", type=int, default=10)
     parser.add_argument("--kivi-cycles", type=int, default=20)
     parser.add_argument("--kivi-tokens", type=int, default=32768)
+    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--max-prompt", type=int, default=64, help="longest prompt (tokens, >= 4)")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop the calls after this long")
     args = parser.parse_args()
+    if args.max_batch < 1 or args.max_prompt < 4 or args.max_new_tokens < 1:
+        parser.error("--max-batch and --max-new-tokens must be >= 1, --max-prompt >= 4")
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"soak: {' '.join(sys.argv)} | torch {torch.__version__} | {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", flush=True)
     model, tokenizer = load_model(args.model)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
@@ -117,7 +130,7 @@ def main():
         writer = csv.DictWriter(f, fieldnames=["call", "rss_mib", "fds", "os_threads", "py_threads", "seconds"])
         writer.writeheader()
         for i in range(args.calls):
-            one_call(model, vocab, i, gen)
+            one_call(model, vocab, i, gen, args.max_batch, args.max_prompt, args.max_new_tokens)
             last_call = i == args.calls - 1 or time.perf_counter() - start > args.max_seconds
             if i % args.sample_every == 0 or last_call:
                 rows.append(dict(call=i, rss_mib=round(resident_mib(), 2), fds=open_fds(), os_threads=os_threads(),

@@ -209,3 +209,12 @@ def test_invalid_configs_raise_errors_naming_the_parameter(data):
     with pytest.raises((ValueError, TypeError)) as error:
         pydecode.generate(model_of(kind), ids, attention_mask=mask, **kwargs)
     assert name in str(error.value), f"{type(error.value).__name__} not naming {name}: {error.value}"
+
+
+@pytest.mark.parametrize("bad", [[-3], [VOCAB + 1], [6, -1]])
+def test_suppress_tokens_outside_the_vocabulary_raise(bad):
+    """Found by the long run (2026-12-07): ids outside [0, V) in suppress_tokens were dropped silently."""
+    with pytest.raises(ValueError, match="suppress_tokens"):
+        pydecode.generate(model_of("llama"), torch.tensor([[50]]), max_new_tokens=1, do_sample=False,
+                          suppress_tokens=bad)
+

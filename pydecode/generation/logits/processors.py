@@ -364,7 +364,10 @@ def build_processors(config, params, prompt_ids, attention_mask, eos_ids, logits
         steps.append(RemoveInvalid())
     if extra.decay is not None:
         steps.append(DecayEos(extra))
-    suppress = [t for t in config.suppress_tokens or [] if 0 <= t < vocab]
+    suppress = list(config.suppress_tokens or [])
+    if any(not 0 <= t < vocab for t in suppress):  # dropping them silently would ignore a wrong id list
+        raise ValueError(f"suppress_tokens must hold token ids in [0, {vocab}), got "
+                         f"{sorted(t for t in set(suppress) if not 0 <= t < vocab)}")
     if (suppress_ban := token_mask(suppress, vocab, device)) is not None:
         steps.append(SuppressTokens(suppress_ban))
     if extra.begin_tokens:
