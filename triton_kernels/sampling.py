@@ -187,6 +187,7 @@ def _log_normalizer(row_ptr, V, BLOCK: tl.constexpr):
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         x = _load(row_ptr, offs, V).to(tl.float32)
+        x = tl.where(x == x, x, float("-inf"))  # again in float32: a 16-bit NaN can pass _load's check in its dtype
         m_new = tl.maximum(m, tl.max(x, 0))
         z = z * tl.where(m == m_new, 1.0, tl.exp(m - m_new)) + tl.sum(tl.exp(x - m_new), 0)
         m = m_new

@@ -140,6 +140,15 @@ def test_fused_logprobs_edge_rows(backend):
     assert torch.equal(single, torch.zeros(3))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fused_logprobs_skip_a_nan_logit_in_a_greedy_row(backend, dtype):
+    """A NaN logit counts as -inf in the logprob's normalizer too, for 16-bit rows as well (the Triton kernel let a
+    bfloat16 NaN into its log-sum-exp; found by the long property run)."""
+    logits = make_logits(2, 31, seed=3).to(dtype)
+    logits[:, 30] = float("nan")
+    assert_logprobs(logits, backend, make_seeds(2), 0, temperature=torch.tensor([0.0, 0.7]))
+
+
 @pytest.mark.parametrize("params", [FILTERS, dict(temperature=1.5), dict(temperature=0.9, top_k=7, top_p=0.85)],
                          ids=["all-filters", "temperature-only", "top-k-top-p"])
 def test_frequencies_match_reference_distribution(backend, params):

@@ -94,4 +94,8 @@ def test_attention_matches_reference(kernel_backend, data):
     expected = reference_attention(*args)
     assert got.shape == expected.shape and got.dtype == query.dtype
     tolerance = 1e-4 if dtype == torch.float32 else 1e-2
-    torch.testing.assert_close(got.float(), expected.float(), rtol=tolerance, atol=tolerance)
+    # float32 scores carry a rounding error ~2^-24 of their size, which the softmax passes on to the weights: keys
+    # far from zero (offset -300: scores in the thousands) need that much more (found by the long property run)
+    score_size = query.float().abs().sum(-1).max() * keys.float().abs().max() * head_dim ** -0.5
+    atol = tolerance + 2 ** -21 * float(score_size)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=tolerance, atol=atol)
